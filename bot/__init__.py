@@ -1,0 +1,1 @@
+"""ipbot's conversational side: settings, the platform-agnostic assistant and chat adapters."""

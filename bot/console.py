@@ -1,0 +1,175 @@
+"""The console adapter: chat with ipbot in a terminal, and the plain-text format of every reply.
+
+It is a chat platform like the others (the embedded default when no token is set), so the
+same assistant answers here as on Telegram or Discord. `ConsoleChat.send` is also how tests
+talk to the bot: push a line, read the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+from collections.abc import Callable
+
+from bot.assistant import (
+    HELPDESK_URL,
+    HUMAN_HELP,
+    NOT_COVERED,
+    AboutReply,
+    AnswerReply,
+    AreaList,
+    AreaPage,
+    Assistant,
+    HelpReply,
+    Notice,
+    Reply,
+    User,
+)
+from retrieval.search import Answer, Hit
+
+WIDTH = 88
+PROMPT = "you> "
+
+
+def _wrap(text: str, indent: str = "   ") -> str:
+    return textwrap.fill(text, WIDTH, initial_indent=indent, subsequent_indent=indent)
+
+
+def emphasise(text: str, sentence: str, bold: bool) -> str:
+    """Mark the best-matching sentence: bold on a terminal, *stars* elsewhere."""
+    if not sentence or sentence not in text:
+        return text
+    marked = f"\033[1m{sentence}\033[0m" if bold else f"*{sentence}*"
+    return text.replace(sentence, marked, 1)
+
+
+def format_hit(number: int, hit: Hit, bold: bool) -> str:
+    p = hit.passage
+    body = _wrap(p.text)
+    if hit.highlight:
+        body = emphasise(body, hit.highlight, bold) if hit.highlight in body else body
+    if hit.highlight and hit.highlight not in body:  # wrapping split the sentence: mark it apart
+        body += "\n" + _wrap(f"Key point: {hit.highlight}")
+    return f"{number}. {p.title}  [{p.kind}, {p.id}]\n{body}\n   Source: {p.citation}\n   {p.url}"
+
+
+def format_answer(answer: Answer, disclaimer: str, bold: bool = False) -> str:
+    lines: list[str] = [f"Note: {note}" for note in answer.notes]
+    if not answer.answered:
+        lines.append(NOT_COVERED)
+        if answer.suggestions:
+            names = ", ".join(f"{a.title} (/area {a.slug})" for a in answer.suggestions)
+            lines.append(f"Did you mean one of these areas? {names}")
+        lines.append(f"{HUMAN_HELP} {HELPDESK_URL}")
+        return "\n".join(lines)
+    if answer.area:
+        lines.append(f"Area: {answer.area.title}\n")
+    for number, hit in enumerate(answer.hits, start=answer.offset + 1):
+        lines.append(format_hit(number, hit, bold) + "\n")
+    if answer.has_more:
+        lines.append("Type /more for more passages.")
+    lines.append(f"-- {disclaimer}")
+    return "\n".join(lines)
+
+
+def format_reply(reply: Reply, bold: bool = False) -> str:
+    """Plain text for a terminal (or any client that shows text as it is)."""
+    match reply:
+        case AnswerReply(answer=answer, disclaimer=disclaimer):
+            return format_answer(answer, disclaimer, bold)
+        case AreaList(areas=areas):
+            rows = [f"- {s.area.slug} ({s.passages} passages): {s.area.description}" for s in areas]
+            return "The nine areas of the Code of Practice:\n" + "\n".join(rows)
+        case AreaPage(area=area, passages=passages, page=page, pages=pages):
+            rows = [f"- [{p.kind}] {p.id}: {p.title}" for p in passages]
+            more = "\nType /next for the next page." if page + 1 < pages else ""
+            return (
+                f"{area.title}: {area.description}\nPage {page + 1} of {pages}\n"
+                + "\n".join(rows)
+                + more
+            )
+        case HelpReply(intro=intro, commands=commands, example=example, disclaimer=disclaimer):
+            rows = [f"  {c.usage:<16} {c.description}" for c in commands]
+            rows += [
+                "  /more            more passages for the last question",
+                "  /quit            leave",
+            ]
+            return (
+                f"{textwrap.fill(intro, WIDTH)}\n\nCommands:\n"
+                + "\n".join(rows)
+                + f"\n\nTry: {example}\n-- {disclaimer}"
+            )
+        case AboutReply() as about:
+            indexed = about.indexed_at or "not yet"
+            return (
+                f"ipbot corpus {about.corpus_version} ({about.passages} passages, "
+                f"hash {about.corpus_hash}), indexed {indexed}, model {about.model}."
+            )
+        case Notice(text=text):
+            return text
+    raise TypeError(f"no console format for {type(reply).__name__}")
+
+
+class ConsoleChat:
+    """One terminal conversation: remembers the last question and area page for paging."""
+
+    def __init__(self, assistant: Assistant, bold: bool = False):
+        self.assistant = assistant
+        self.bold = bold
+        self.user = User("console", "local")
+        self._last_answer: Answer | None = None
+        self._last_page: AreaPage | None = None
+
+    async def send(self, text: str) -> str:
+        """The bot's reply to one line typed by the user."""
+        command = text.strip().lower()
+        if command == "/more":
+            reply = await self._more()
+        elif command == "/next":
+            reply = self._next_page()
+        else:
+            reply = await self.assistant.handle_text(self.user, text)
+        self._remember(reply)
+        return format_reply(reply, self.bold)
+
+    def _remember(self, reply: Reply) -> None:
+        if isinstance(reply, AnswerReply) and reply.answer.answered:
+            self._last_answer = reply.answer
+        elif isinstance(reply, AreaPage):
+            self._last_page = reply
+
+    async def _more(self) -> Reply:
+        last = self._last_answer
+        if last is None or not last.has_more:
+            return Notice("usage", "There is nothing more to show. Ask a question first.")
+        return await self.assistant.ask(
+            self.user, last.question, offset=last.offset + len(last.hits)
+        )
+
+    def _next_page(self) -> Reply:
+        page = self._last_page
+        if page is None or page.page + 1 >= page.pages:
+            return Notice("usage", "There is no next page. Browse an area with /area NAME.")
+        return self.assistant.browse(page.area.slug, page.page + 1)
+
+
+async def run_console(
+    assistant: Assistant,
+    read_line: Callable[[str], str] = input,
+    write: Callable[[str], None] = print,
+) -> None:
+    """The REPL: read a line, print the reply, until /quit or end of input."""
+    chat = ConsoleChat(assistant, bold=sys.stdout.isatty())
+    write("ipbot: ask me about managing IP in research. /help for commands, /quit to leave.")
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            line = await loop.run_in_executor(None, read_line, PROMPT)
+        except (EOFError, KeyboardInterrupt):
+            write("")
+            return
+        if line.strip().lower() in ("/quit", "/exit", "quit", "exit"):
+            return
+        if line.strip():
+            write(await chat.send(line) + "\n")

@@ -1,0 +1,71 @@
+"""`ipbot run`: start every adapter whose token is configured, sharing one assistant.
+
+With no token set, the console chat is the embedded default. SIGTERM and SIGINT stop the
+adapters cleanly (pending updates are confirmed, connections closed) before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from bot.assistant import Assistant, create_assistant
+from bot.settings import Settings
+from retrieval.index import Progress
+
+log = logging.getLogger(__name__)
+Adapter = Callable[[Assistant, Settings, asyncio.Event], Awaitable[None]]
+
+
+def configured_adapters(settings: Settings) -> dict[str, Adapter]:
+    """The platform adapters that have a token; imported only when used."""
+    adapters: dict[str, Adapter] = {}
+    if settings.telegram_token:
+        from bot.telegram import run_telegram
+
+        adapters["Telegram"] = run_telegram
+    if settings.discord_token:
+        from bot.discord import run_discord
+
+        adapters["Discord"] = run_discord
+    return adapters
+
+
+def run_bots(settings: Settings, progress: Progress) -> int:
+    adapters = configured_adapters(settings)
+    assistant = create_assistant(settings, progress)
+    if not adapters:
+        from bot.console import run_console
+
+        progress(
+            "No chat token is set (IPBOT_TELEGRAM_TOKEN, IPBOT_DISCORD_TOKEN): starting the console chat."
+        )
+        asyncio.run(run_console(assistant))
+        return 0
+    progress(f"Starting: {', '.join(adapters)}. Stop with Ctrl+C or SIGTERM.")
+    asyncio.run(serve(assistant, settings, adapters))
+    return 0
+
+
+async def serve(assistant: Assistant, settings: Settings, adapters: dict[str, Adapter]) -> None:
+    """Run the adapters until a stop signal, or until one of them fails."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    tasks = {
+        asyncio.create_task(adapter(assistant, settings, stop), name=name)
+        for name, adapter in adapters.items()
+    }
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()  # one adapter ended (a stop signal, or a fatal error): stop the others too
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if task.exception():
+            log.error("%s adapter stopped: %s", task.get_name(), task.exception())
+            raise task.exception()  # type: ignore[misc]
+    log.info("ipbot stopped")

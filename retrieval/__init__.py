@@ -1,0 +1,1 @@
+"""ipbot's retrieval core: corpus model, embeddings, hybrid index and answers; no chat code."""

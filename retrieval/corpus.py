@@ -1,0 +1,454 @@
+"""The corpus model and its Markdown files: loading, validating and hashing passages and updates.
+
+Moderators edit plain Markdown; this module is the one place that reads it, so every other
+part of ipbot works with typed, validated objects and every mistake is reported as
+`file:line: message`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+AREA_PREFIXES: dict[str, str] = {
+    "intellectual-assets-management": "IAM",
+    "new-technologies": "NT",
+    "open-innovation": "OI",
+    "open-science": "OS",
+    "awareness-raising": "AW",
+    "international-cooperation": "INT",
+    "skills-and-training": "SK",
+    "valuation": "VAL",
+    "industry-academia": "JIA",
+}
+AREA_SLUGS: tuple[str, ...] = tuple(AREA_PREFIXES)
+Kind = Literal["recommendation", "example", "definition"]
+KINDS: tuple[str, ...] = ("recommendation", "example", "definition")
+MIN_WORDS, MAX_WORDS = 40, 150
+REQUIRED_FIELDS = ("kind", "source", "url")
+KNOWN_FIELDS = (*REQUIRED_FIELDS, "keywords")
+
+_HEADING = re.compile(r"^##\s+(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]*)\s*:\s*(?P<title>.*\S)\s*$")
+_FIELD = re.compile(r"^(?P<key>[a-z_]+)\s*:\s*(?P<value>.*?)\s*$")
+_URL = re.compile(r"^https?://[^\s/]+\.[^\s]+$")
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9\"'(“‘])")
+_ABBREVIATION_END = re.compile(
+    r"\b(?:e\.g|i\.e|etc|Art|No|cf|vs|approx|Dr|St|pp?|para|ed)\.$", re.I
+)
+
+
+@dataclass(frozen=True)
+class Area:
+    """One of the nine areas of the Code of Practice."""
+
+    slug: str
+    title: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A citable unit of the corpus: what a user reads in one answer."""
+
+    id: str
+    area: str
+    kind: Kind
+    title: str
+    text: str
+    citation: str
+    url: str
+    keywords: tuple[str, ...] = ()
+    file: str = ""
+    line: int = 0
+
+    @property
+    def sentences(self) -> list[str]:
+        """The text split into sentences, for highlighting the one that answers the question."""
+        return split_sentences(self.text)
+
+    @property
+    def search_text(self) -> str:
+        """The text that is embedded and indexed: title, body and moderator keywords."""
+        parts = [self.title + ".", self.text]
+        if self.keywords:
+            parts.append("(" + ", ".join(self.keywords) + ")")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Update:
+    """A dated dissemination update that subscribers receive."""
+
+    id: str
+    date: dt.date
+    title: str
+    body: str
+    url: str
+    areas: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a corpus file, located for the person who will fix it."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The validated knowledge base: areas, passages and updates, with a content hash."""
+
+    areas: tuple[Area, ...]
+    passages: tuple[Passage, ...]
+    updates: tuple[Update, ...] = ()
+    version: str = "unversioned"
+    hash: str = ""
+    by_id: dict[str, Passage] = field(default_factory=dict, compare=False, repr=False)
+
+    def area(self, slug: str) -> Area:
+        """The area with this slug (the slug must be valid)."""
+        return next(a for a in self.areas if a.slug == slug)
+
+    def passages_in(self, slug: str) -> list[Passage]:
+        return [p for p in self.passages if p.area == slug]
+
+
+class CorpusError(Exception):
+    """The corpus has problems; each is listed so a moderator can fix them in one pass."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__(
+            f"the corpus has {len(problems)} problem(s); first: {problems[0]}"
+            if problems
+            else "the corpus is invalid"
+        )
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a text, keeping abbreviations such as 'e.g.' and 'Art.' intact."""
+    sentences: list[str] = []
+    for piece in _SENTENCE_END.split(text):
+        if sentences and _ABBREVIATION_END.search(sentences[-1]):
+            sentences[-1] += " " + piece
+        else:
+            sentences.append(piece)
+    return [s.strip() for s in sentences if s.strip()] or [text]
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def load_corpus(corpus_dir: Path) -> Corpus:
+    """Read and validate every area file and update; raise CorpusError listing all problems."""
+    corpus, problems = check_corpus(corpus_dir)
+    if problems:
+        raise CorpusError(problems)
+    return corpus
+
+
+def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
+    """Parse the corpus, collecting problems instead of stopping at the first one."""
+    corpus_dir = Path(corpus_dir)
+    problems: list[Problem] = []
+    if not corpus_dir.is_dir():
+        return Corpus((), ()), [Problem(str(corpus_dir), 0, "corpus folder not found")]
+    areas: list[Area] = []
+    passages: list[Passage] = []
+    for path in sorted(corpus_dir.glob("*.md")):
+        if path.name.lower() == "readme.md":
+            continue
+        area, found, file_problems = _parse_area_file(path)
+        problems += file_problems
+        if area:
+            areas.append(area)
+            passages += found
+    problems += _check_cross_file(corpus_dir, areas, passages)
+    updates, update_problems = _load_updates(corpus_dir / "updates")
+    problems += update_problems
+    version_file = corpus_dir / "VERSION"
+    version = version_file.read_text().strip() if version_file.exists() else "unversioned"
+    areas.sort(key=lambda a: AREA_SLUGS.index(a.slug))
+    corpus = Corpus(
+        areas=tuple(areas),
+        passages=tuple(passages),
+        updates=tuple(updates),
+        version=version,
+        hash=_corpus_hash(passages, areas),
+        by_id={p.id: p for p in passages},
+    )
+    return corpus, problems
+
+
+def _corpus_hash(passages: list[Passage], areas: list[Area]) -> str:
+    digest = hashlib.sha256()
+    for area in sorted(areas, key=lambda a: a.slug):
+        digest.update(f"{area.slug}\0{area.title}\0{area.description}\n".encode())
+    for p in passages:
+        fields = (p.id, p.area, p.kind, p.title, p.text, p.citation, p.url, ",".join(p.keywords))
+        digest.update(("\0".join(fields) + "\n").encode())
+    return digest.hexdigest()
+
+
+def _check_cross_file(
+    corpus_dir: Path, areas: list[Area], passages: list[Passage]
+) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: dict[str, Passage] = {}
+    for p in passages:
+        if p.id in seen:
+            first = seen[p.id]
+            problems.append(
+                Problem(
+                    p.file, p.line, f"duplicate ID {p.id} (first used at {first.file}:{first.line})"
+                )
+            )
+        else:
+            seen[p.id] = p
+    slugs_seen: dict[str, str] = {}
+    for area in areas:
+        if area.slug in slugs_seen:
+            problems.append(Problem(str(corpus_dir), 0, f"area {area.slug} is defined twice"))
+        slugs_seen[area.slug] = area.slug
+    if not passages:
+        problems.append(Problem(str(corpus_dir), 0, "the corpus has no passages"))
+    return problems
+
+
+def _split_front_matter(lines: list[str], path: str) -> tuple[dict | None, int, list[Problem]]:
+    """Return the front-matter mapping and the index of the first body line."""
+    if not lines or lines[0].strip() != "---":
+        return None, 0, [Problem(path, 1, "missing front matter: the file must start with '---'")]
+    try:
+        end = next(i for i in range(1, len(lines)) if lines[i].strip() == "---")
+    except StopIteration:
+        return None, 0, [Problem(path, 1, "malformed front matter: no closing '---'")]
+    try:
+        data = yaml.safe_load("\n".join(lines[1:end])) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = 2 + mark.line if mark else 1
+        return None, 0, [Problem(path, line, f"malformed front matter: {exc}")]
+    if not isinstance(data, dict):
+        return None, 0, [Problem(path, 2, "malformed front matter: expected key: value lines")]
+    return data, end + 1, []
+
+
+def _parse_area_file(path: Path) -> tuple[Area | None, list[Passage], list[Problem]]:
+    name = str(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    meta, body_start, problems = _split_front_matter(lines, name)
+    if meta is None:
+        return None, [], problems
+    area, problems = _area_from_front_matter(meta, path)
+    if area is None:
+        return None, [], problems
+    passages, passage_problems = _parse_passages(lines, body_start, area.slug, name)
+    return area, passages, problems + passage_problems
+
+
+def _area_from_front_matter(meta: dict, path: Path) -> tuple[Area | None, list[Problem]]:
+    name = str(path)
+    problems = [
+        Problem(name, 2, f"malformed front matter: '{key}' is missing")
+        for key in ("slug", "title", "description")
+        if not str(meta.get(key) or "").strip()
+    ]
+    if problems:
+        return None, problems
+    slug = str(meta["slug"]).strip()
+    if slug not in AREA_PREFIXES:
+        return None, [
+            Problem(name, 2, f"unknown area '{slug}'; expected one of: {', '.join(AREA_SLUGS)}")
+        ]
+    if path.stem != slug:
+        problems.append(Problem(name, 2, f"file name should be {slug}.md to match its slug"))
+    area = Area(slug, str(meta["title"]).strip(), " ".join(str(meta["description"]).split()))
+    return area, problems
+
+
+def _parse_passages(
+    lines: list[str], start: int, area: str, path: str
+) -> tuple[list[Passage], list[Problem]]:
+    passages: list[Passage] = []
+    problems: list[Problem] = []
+    sections = _sections(lines, start, path, problems)
+    for line_no, heading, body in sections:
+        passage, section_problems = _passage_from_section(line_no, heading, body, area, path)
+        problems += section_problems
+        if passage:
+            passages.append(passage)
+    return passages, problems
+
+
+def _sections(
+    lines: list[str], start: int, path: str, problems: list[Problem]
+) -> list[tuple[int, re.Match[str], list[tuple[int, str]]]]:
+    """Split the body at `## ID: Title` headings; text before the first heading is an error."""
+    sections: list[tuple[int, re.Match[str], list[tuple[int, str]]]] = []
+    for index in range(start, len(lines)):
+        line, line_no = lines[index], index + 1
+        if line.startswith("## "):
+            match = _HEADING.match(line)
+            if not match:
+                problems.append(
+                    Problem(path, line_no, "malformed heading: expected '## ID: Title'")
+                )
+                sections.append((line_no, None, []))  # type: ignore[arg-type]
+                continue
+            sections.append((line_no, match, []))
+        elif sections:
+            sections[-1][2].append((line_no, line))
+        elif line.strip():
+            problems.append(
+                Problem(path, line_no, "text outside a passage: start with '## ID: Title'")
+            )
+    return [s for s in sections if s[1] is not None]
+
+
+def _passage_from_section(
+    line_no: int, heading: re.Match[str], body: list[tuple[int, str]], area: str, path: str
+) -> tuple[Passage | None, list[Problem]]:
+    fields: dict[str, str] = {}
+    problems: list[Problem] = []
+    text_lines: list[str] = []
+    in_fields = True
+    for number, line in body:
+        if in_fields and not line.strip():
+            if fields:
+                in_fields = False
+            continue
+        match = _FIELD.match(line) if in_fields else None
+        if match and match["key"] in KNOWN_FIELDS:
+            fields[match["key"]] = match["value"]
+            continue
+        if in_fields and match:
+            problems.append(Problem(path, number, f"unknown field '{match['key']}'"))
+            continue
+        in_fields = False
+        text_lines.append(line)
+    problems += _check_fields(fields, line_no, heading["id"], area, path)
+    text = " ".join(" ".join(text_lines).split())
+    problems += _check_text(text, line_no, path)
+    if problems:
+        return None, problems
+    keywords = tuple(k.strip() for k in fields.get("keywords", "").split(",") if k.strip())
+    passage = Passage(
+        id=heading["id"],
+        area=area,
+        kind=fields["kind"],  # type: ignore[arg-type]
+        title=heading["title"].strip(),
+        text=text,
+        citation=fields["source"],
+        url=fields["url"],
+        keywords=keywords,
+        file=path,
+        line=line_no,
+    )
+    return passage, []
+
+
+def _check_fields(
+    fields: dict[str, str], line_no: int, passage_id: str, area: str, path: str
+) -> list[Problem]:
+    problems = [
+        Problem(
+            path,
+            line_no,
+            f"{passage_id}: missing {'citation (source)' if key == 'source' else key}",
+        )
+        for key in REQUIRED_FIELDS
+        if not fields.get(key)
+    ]
+    kind = fields.get("kind")
+    if kind and kind not in KINDS:
+        problems.append(
+            Problem(
+                path,
+                line_no,
+                f"{passage_id}: unknown kind '{kind}'; expected one of: {', '.join(KINDS)}",
+            )
+        )
+    url = fields.get("url")
+    if url and not _URL.match(url):
+        problems.append(
+            Problem(path, line_no, f"{passage_id}: URL must start with http:// or https://")
+        )
+    prefix = AREA_PREFIXES[area] + "-"
+    if not passage_id.startswith(prefix):
+        problems.append(
+            Problem(path, line_no, f"{passage_id}: IDs in this area start with '{prefix}'")
+        )
+    return problems
+
+
+def _check_text(text: str, line_no: int, path: str) -> list[Problem]:
+    words = len(text.split())
+    if words == 0:
+        return [Problem(path, line_no, "empty text")]
+    if words > MAX_WORDS:
+        return [Problem(path, line_no, f"text too long: {words} words (at most {MAX_WORDS})")]
+    if words < MIN_WORDS:
+        return [Problem(path, line_no, f"text too short: {words} words (at least {MIN_WORDS})")]
+    return []
+
+
+def _load_updates(folder: Path) -> tuple[list[Update], list[Problem]]:
+    updates: list[Update] = []
+    problems: list[Problem] = []
+    if not folder.is_dir():
+        return updates, problems
+    for path in sorted(folder.glob("*.md")):
+        update, file_problems = _parse_update(path)
+        problems += file_problems
+        if update:
+            updates.append(update)
+    updates.sort(key=lambda u: (u.date, u.id))
+    return updates, problems
+
+
+def _parse_update(path: Path) -> tuple[Update | None, list[Problem]]:
+    name = str(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    meta, body_start, problems = _split_front_matter(lines, name)
+    if meta is None:
+        return None, problems
+    for key in ("date", "title", "url", "areas"):
+        if not str(meta.get(key) or "").strip():
+            problems.append(Problem(name, 2, f"malformed front matter: '{key}' is missing"))
+    date = meta.get("date")
+    if date and not isinstance(date, dt.date):
+        problems.append(Problem(name, 2, "date must be written YYYY-MM-DD"))
+    areas = _update_areas(meta.get("areas"))
+    unknown = [a for a in areas if a not in AREA_PREFIXES]
+    if unknown:
+        problems.append(Problem(name, 2, f"unknown area '{unknown[0]}'"))
+    url = str(meta.get("url") or "")
+    if url and not _URL.match(url):
+        problems.append(Problem(name, 2, "URL must start with http:// or https://"))
+    body = " ".join(" ".join(lines[body_start:]).split())
+    if not body:
+        problems.append(Problem(name, body_start + 1, "empty text"))
+    if problems:
+        return None, problems
+    update = Update(path.stem, date, str(meta["title"]).strip(), body, url, areas)  # type: ignore[arg-type]
+    return update, []
+
+
+def _update_areas(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return AREA_SLUGS
+    items = value if isinstance(value, list) else str(value or "").split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())

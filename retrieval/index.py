@@ -1,0 +1,281 @@
+"""The persisted search index: dense vectors in FAISS, BM25 for words, and a manifest.
+
+An index lives in its own build folder under `<data_dir>/index/builds/`, and the `current`
+link names the one in use. A build is written completely before the link is switched with an
+atomic rename, so a crash mid-build can never leave a half-written index to be loaded.
+Vectors are cached by passage content hash, so a rebuild only embeds passages that changed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import bm25s
+import faiss
+import numpy as np
+
+from retrieval.corpus import Corpus, Passage, sha256_text
+
+FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its own logger to DEBUG
+Progress = Callable[[str], None]
+
+_STOPWORDS = frozenset(
+    """
+    a about above after again against all am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from
+    further had has have having he her here hers herself him himself his how i if in into is
+    it its itself just me more most my myself no nor not now of off on once only or other our
+    ours ourselves out over own same she should so some such than that the their theirs them
+    themselves then there these they this those through to too under until up very was we were
+    what when where which while who whom why will with would you your yours yourself
+    yourselves can cant dont im ive u ur pls plz hi hello thanks
+    """.split()
+)
+_WORD = re.compile(r"\w\w+|\d")
+
+
+class IndexCorruptError(Exception):
+    """Index files exist but cannot be read; the caller rebuilds."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What an index was built from; a mismatch with the current corpus or model means rebuild."""
+
+    format_version: int
+    model: str
+    corpus_hash: str
+    corpus_version: str
+    index_type: str
+    passage_ids: list[str]
+    built_at: str
+    dimension: int
+
+
+def _stemmer() -> Callable[[list[str]], list[str]]:
+    try:
+        import Stemmer
+
+        return Stemmer.Stemmer("english").stemWords
+    except ImportError:  # stemming improves recall a little; plain words still work
+        return lambda words: words
+
+
+_stem = _stemmer()
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case, drop stop words and stem, the same way for passages and questions."""
+    words = [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS]
+    return _stem(words)
+
+
+@dataclass
+class SearchIndex:
+    """The loaded index: passages in row order, their vectors, FAISS and BM25 over them."""
+
+    passages: list[Passage]
+    vectors: np.ndarray
+    dense: faiss.Index
+    lexical: bm25s.BM25
+    manifest: Manifest
+    sentence_vectors: np.ndarray
+    sentence_offsets: list[int]
+
+
+def sentence_offsets(passages: list[Passage]) -> list[int]:
+    """Row where each passage's sentences start in the sentence-vector matrix."""
+    offsets, start = [], 0
+    for passage in passages:
+        offsets.append(start)
+        start += len(passage.sentences)
+    return offsets
+
+
+def make_dense_index(vectors: np.ndarray, index_type: str) -> faiss.Index:
+    """Exact inner product for small corpora; HNSW for large ones where exact search is slow."""
+    dimension = vectors.shape[1]
+    if index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(dimension, 32, faiss.METRIC_INNER_PRODUCT)
+    elif index_type == "flat":
+        index = faiss.IndexFlatIP(dimension)
+    else:
+        raise ValueError(f"unknown index type '{index_type}' (use 'flat' or 'hnsw')")
+    if len(vectors):
+        index.add(vectors)
+    return index
+
+
+def make_lexical_index(passages: list[Passage]) -> bm25s.BM25:
+    lexical = bm25s.BM25()
+    lexical.index([tokenize(p.search_text) or ["_"] for p in passages], show_progress=False)
+    return lexical
+
+
+class IndexStore:
+    """Reads and writes index builds in a data folder, with an embedding cache beside them."""
+
+    def __init__(self, data_dir: Path, index_type: str = "flat"):
+        self.root = Path(data_dir) / "index"
+        self.builds = self.root / "builds"
+        self.current = self.root / "current"
+        self.index_type = index_type
+
+    def _cache_path(self, model: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)[-80:]
+        return self.root / f"embedding-cache-{safe}.npz"
+
+    def load(self, corpus: Corpus, model: str) -> SearchIndex | None:
+        """The current index if it matches this corpus and model; None if it is stale or absent."""
+        if not self.current.exists():
+            return None
+        folder = self.current.resolve()
+        try:
+            manifest = Manifest(**json.loads((folder / "manifest.json").read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise IndexCorruptError(f"unreadable manifest in {folder}: {exc}") from exc
+        if (
+            manifest.format_version != FORMAT_VERSION
+            or manifest.model != model
+            or manifest.corpus_hash != corpus.hash
+            or manifest.index_type != self.index_type
+        ):
+            return None
+        return self._read_build(folder, manifest, corpus)
+
+    def _read_build(self, folder: Path, manifest: Manifest, corpus: Corpus) -> SearchIndex:
+        try:
+            vectors = np.load(folder / "vectors.npy", allow_pickle=False)
+            sentence_vectors = np.load(folder / "sentences.npy", allow_pickle=False)
+            dense = faiss.read_index(str(folder / "dense.faiss"))
+            lexical = bm25s.BM25.load(str(folder / "bm25"), show_progress=False)
+            passages = [corpus.by_id[pid] for pid in manifest.passage_ids]
+        except Exception as exc:  # any broken file means the same thing: rebuild
+            raise IndexCorruptError(f"unreadable index files in {folder}: {exc}") from exc
+        rows = len(passages)
+        sentences = sum(len(p.sentences) for p in passages)
+        if (
+            vectors.shape != (rows, manifest.dimension)
+            or dense.ntotal != rows
+            or sentence_vectors.shape != (sentences, manifest.dimension)
+        ):
+            raise IndexCorruptError(f"index files in {folder} disagree with their manifest")
+        offsets = sentence_offsets(passages)
+        return SearchIndex(passages, vectors, dense, lexical, manifest, sentence_vectors, offsets)
+
+    def build(
+        self, corpus: Corpus, embedder, progress: Progress = lambda _msg: None
+    ) -> SearchIndex:
+        """Embed what changed, write a complete build, then switch `current` to it atomically."""
+        passages = list(corpus.passages)
+        sentences = [s for p in passages for s in p.sentences]
+        vectors, sentence_vectors = self._embed_cached(
+            [[p.search_text for p in passages], sentences], embedder, progress
+        )
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            model=embedder.name,
+            corpus_hash=corpus.hash,
+            corpus_version=corpus.version,
+            index_type=self.index_type,
+            passage_ids=[p.id for p in passages],
+            built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            dimension=embedder.dimension,
+        )
+        index = SearchIndex(
+            passages,
+            vectors,
+            make_dense_index(vectors, self.index_type),
+            make_lexical_index(passages),
+            manifest,
+            sentence_vectors,
+            sentence_offsets(passages),
+        )
+        self._write(index)
+        progress(f"Index built: {len(passages)} passages.")
+        return index
+
+    def _embed_cached(
+        self, groups: list[list[str]], embedder, progress: Progress
+    ) -> list[np.ndarray]:
+        """Vectors for each group of texts, embedding only texts the cache has not seen."""
+        cache = self._read_cache(embedder.name)
+        wanted = {sha256_text(t): t for group in groups for t in group}
+        missing = [h for h in wanted if h not in cache]
+        if missing:
+            progress(f"Embedding {len(missing)} new or changed texts (of {len(wanted)})...")
+            fresh = embedder.embed([wanted[h] for h in missing])
+            cache.update(zip(missing, fresh, strict=True))
+            self._write_cache(embedder.name, cache, keep=set(wanted))
+        empty = np.zeros((0, embedder.dimension), dtype=np.float32)
+        return [
+            np.stack([cache[sha256_text(t)] for t in group]).astype(np.float32) if group else empty
+            for group in groups
+        ]
+
+    def _read_cache(self, model: str) -> dict[str, np.ndarray]:
+        path = self._cache_path(model)
+        if not path.exists():
+            return {}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return dict(zip(data["hashes"].tolist(), data["vectors"], strict=True))
+        except Exception as exc:  # a broken cache only costs a re-embed
+            log.warning("embedding cache %s is unreadable (%s); re-embedding", path, exc)
+            return {}
+
+    def _write_cache(self, model: str, cache: dict[str, np.ndarray], keep: set[str]) -> None:
+        kept = {h: v for h, v in cache.items() if h in keep}
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.root, suffix=".npz", delete=False) as tmp:
+            np.savez(
+                tmp, hashes=np.array(list(kept), dtype=str), vectors=np.stack(list(kept.values()))
+            )
+        os.replace(tmp.name, self._cache_path(model))
+
+    def _write(self, index: SearchIndex) -> None:
+        self.builds.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(dir=self.builds, prefix="build-"))
+        np.save(folder / "vectors.npy", index.vectors, allow_pickle=False)
+        np.save(folder / "sentences.npy", index.sentence_vectors, allow_pickle=False)
+        faiss.write_index(index.dense, str(folder / "dense.faiss"))
+        index.lexical.save(str(folder / "bm25"), show_progress=False)
+        # the manifest is written last: a build without one is incomplete by definition
+        (folder / "manifest.json").write_text(json.dumps(asdict(index.manifest), indent=1))
+        self._point_current_at(folder)
+
+    def _point_current_at(self, folder: Path) -> None:
+        link = self.root / f"current.{os.getpid()}.tmp"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(folder.relative_to(self.root))
+        os.replace(link, self.current)
+        self._remove_old_builds(keep=folder)
+
+    def _remove_old_builds(self, keep: Path) -> None:
+        """Keep the new build and the one before it, so a running process can finish reading."""
+        builds = sorted(
+            (p for p in self.builds.iterdir() if p.is_dir() and p != keep),
+            key=lambda p: p.stat().st_mtime,
+        )
+        for old in builds[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def built_at(self) -> str | None:
+        """When the current index was built (ISO time), for /about."""
+        try:
+            manifest = json.loads((self.current.resolve() / "manifest.json").read_text())
+            return str(manifest["built_at"])
+        except (OSError, ValueError, KeyError):
+            return None

@@ -1,0 +1,325 @@
+"""Answering a question: hybrid ranking, area choice, highlighting and the decision to abstain.
+
+Dense vectors find paraphrases, BM25 finds exact terms (acronyms, regulation numbers); their
+rankings are fused by reciprocal rank. Whether to answer at all is decided on the dense
+similarity of the best passage and how far it stands out, calibrated on the eval set.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from retrieval.corpus import AREA_PREFIXES, Area, Corpus, Passage, load_corpus
+from retrieval.embedder import Embedder
+from retrieval.index import IndexCorruptError, IndexStore, Progress, SearchIndex, tokenize
+
+Mode = Literal["hybrid", "dense", "lexical"]
+MODES: tuple[Mode, ...] = ("lexical", "dense", "hybrid")
+MAX_QUESTION_CHARS = 2000
+log = logging.getLogger(__name__)
+RRF_K = 60
+
+
+class UserInputError(ValueError):
+    """A problem with what the user typed; its message is written for that user."""
+
+
+class EmptyQuestionError(UserInputError):
+    def __init__(self) -> None:
+        super().__init__(
+            "Please type a question, for example: "
+            '"Who owns the results of a joint research project?"'
+        )
+
+
+class UnknownAreaError(UserInputError):
+    def __init__(self, given: str, areas: Sequence[Area], closest: Area | None):
+        listing = ", ".join(a.slug for a in areas)
+        hint = f" Did you mean '{closest.slug}'?" if closest else ""
+        super().__init__(f"There is no area called '{given}'.{hint} The areas are: {listing}.")
+        self.closest = closest
+
+
+@dataclass(frozen=True)
+class AbstentionPolicy:
+    """When to say "not covered" instead of answering; thresholds come from `ipbot eval`."""
+
+    min_score: float = 0.30  # below this cosine, nothing in the corpus is about the question
+    confident_score: float = 0.45  # above this, answer even if several passages are close
+    min_margin: float = 0.02  # between the two: answer only if the best stands out
+    min_bm25: float = 2.0  # the lexical-only baseline's own threshold
+
+    def abstains(self, mode: Mode, best: float, margin: float, best_bm25: float) -> bool:
+        if mode == "lexical":
+            return best_bm25 < self.min_bm25
+        if best < self.min_score:
+            return True
+        return best < self.confident_score and margin < self.min_margin
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A passage chosen for an answer, with why it was chosen and its best sentence."""
+
+    passage: Passage
+    score: float
+    highlight: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Everything an adapter needs to show one answer; plain data, no platform formatting."""
+
+    question: str
+    answered: bool
+    area: Area | None
+    hits: tuple[Hit, ...] = ()
+    suggestions: tuple[Area, ...] = ()
+    notes: tuple[str, ...] = ()
+    offset: int = 0
+    has_more: bool = False
+
+    def to_json(self) -> dict:
+        """The CLI's JSON contract: question, answered, area, results."""
+        return {
+            "question": self.question,
+            "answered": self.answered,
+            "area": {"slug": self.area.slug, "title": self.area.title} if self.area else None,
+            "results": [
+                {
+                    "id": h.passage.id,
+                    "area": h.passage.area,
+                    "kind": h.passage.kind,
+                    "title": h.passage.title,
+                    "text": h.passage.text,
+                    "highlight": h.highlight,
+                    "citation": h.passage.citation,
+                    "url": h.passage.url,
+                    "score": round(h.score, 4),
+                }
+                for h in self.hits
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """All passages ordered for one question, with the signals abstention needs."""
+
+    rows: list[int]
+    dense: np.ndarray
+    lexical: np.ndarray
+    mode: Mode
+
+    def score(self, row: int) -> float:
+        return float(self.lexical[row] if self.mode == "lexical" else self.dense[row])
+
+
+def rank_by_reciprocal_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[int]:
+    """Merge rankings of the same items: each item scores the sum of 1 / (k + rank)."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank + 1)
+    return sorted(scores, key=lambda item: (-scores[item], item))
+
+
+@dataclass(frozen=True)
+class _State:
+    corpus: Corpus
+    index: SearchIndex
+
+
+class Retriever:
+    """Finds the passages that answer a question, or decides that none do."""
+
+    def __init__(self, corpus: Corpus, index: SearchIndex, embedder, policy: AbstentionPolicy):
+        self.embedder = embedder
+        self.policy = policy
+        self._state = _State(corpus, index)
+
+    def swap(self, corpus: Corpus, index: SearchIndex) -> None:
+        """Serve a new corpus from now on; questions in flight finish on the old one."""
+        self._state = _State(corpus, index)
+
+    @property
+    def state(self) -> _State:
+        """The corpus and index in use now; hold on to it to rank consistently during a swap."""
+        return self._state
+
+    @property
+    def corpus(self) -> Corpus:
+        return self._state.corpus
+
+    @property
+    def index(self) -> SearchIndex:
+        return self._state.index
+
+    def resolve_area(self, text: str) -> Area:
+        """An area from its slug, prefix code or title, forgiving case; else a helpful error."""
+        areas = self.corpus.areas
+        wanted = text.strip().lower()
+        for area in areas:
+            names = {area.slug, area.title.lower(), area.slug.replace("-", " ")}
+            if wanted in names or wanted == _prefix_of(area).lower():
+                return area
+        starting = [a for a in areas if a.slug.startswith(wanted) and wanted]
+        if len(starting) == 1:
+            return starting[0]
+        names = {a.slug: a for a in areas} | {a.title.lower(): a for a in areas}
+        close = difflib.get_close_matches(wanted, list(names), n=1, cutoff=0.4)
+        raise UnknownAreaError(text, areas, names[close[0]] if close else None)
+
+    def answer(
+        self,
+        question: str,
+        area: str | None = None,
+        top_k: int = 3,
+        offset: int = 0,
+        mode: Mode = "hybrid",
+    ) -> Answer:
+        """Answer one question; raises UserInputError for input a user must correct."""
+        text, notes = clean_question(question)
+        area_filter = self.resolve_area(area) if area else None
+        vector = self.embedder.embed([text])[0]
+        return self.answer_with_vector(text, vector, area_filter, top_k, offset, mode, notes)
+
+    def answer_with_vector(
+        self,
+        question: str,
+        vector: np.ndarray,
+        area: Area | None,
+        top_k: int,
+        offset: int = 0,
+        mode: Mode = "hybrid",
+        notes: tuple[str, ...] = (),
+    ) -> Answer:
+        """The ranking half of `answer`, for callers that embed questions in batches."""
+        state = self._state
+        ranking = self.rank(state, question, vector, area, mode)
+        if not ranking.rows or self._abstains(ranking):
+            return Answer(
+                question, False, area, suggestions=self._closest_areas(state, ranking), notes=notes
+            )
+        best_area = area or state.corpus.area(state.index.passages[ranking.rows[0]].area)
+        window = ranking.rows[offset : offset + top_k]
+        hits = tuple(
+            Hit(state.index.passages[row], ranking.score(row), self._highlight(state, row, vector))
+            for row in window
+        )
+        has_more = len(ranking.rows) > offset + top_k
+        return Answer(
+            question, True, best_area, hits, notes=notes, offset=offset, has_more=has_more
+        )
+
+    def rank(
+        self, state: _State, question: str, vector: np.ndarray, area: Area | None, mode: Mode
+    ) -> Ranking:
+        """Order every passage (of the area, if one is given) by the chosen mode."""
+        index = state.index
+        total = len(index.passages)
+        dense = np.full(total, -1.0, dtype=np.float32)
+        scores, rows = index.dense.search(vector.reshape(1, -1).astype(np.float32), total)
+        valid = rows[0] >= 0
+        dense[rows[0][valid]] = scores[0][valid]
+        lexical = np.asarray(index.lexical.get_scores(tokenize(question)), dtype=np.float32)
+        allowed = [r for r in range(total) if area is None or index.passages[r].area == area.slug]
+        by_dense = sorted(allowed, key=lambda r: (-dense[r], r))
+        by_lexical = sorted((r for r in allowed if lexical[r] > 0), key=lambda r: (-lexical[r], r))
+        if mode == "dense":
+            ordered = by_dense
+        elif mode == "lexical":
+            ordered = by_lexical
+        else:
+            ordered = rank_by_reciprocal_fusion([by_dense, by_lexical])
+        return Ranking(ordered, dense, lexical, mode)
+
+    def _abstains(self, ranking: Ranking) -> bool:
+        return self.policy.abstains(ranking.mode, *abstention_signals(ranking))
+
+    def _closest_areas(self, state: _State, ranking: Ranking, count: int = 2) -> tuple[Area, ...]:
+        """The areas of the nearest passages, offered as "did you mean" when abstaining."""
+        order = np.argsort(-ranking.dense)
+        slugs: list[str] = []
+        for row in order:
+            slug = state.index.passages[int(row)].area
+            if slug not in slugs:
+                slugs.append(slug)
+            if len(slugs) == count:
+                break
+        return tuple(state.corpus.area(s) for s in slugs)
+
+    def _highlight(self, state: _State, row: int, vector: np.ndarray) -> str:
+        """The passage's sentence closest in meaning to the question."""
+        sentences = state.index.passages[row].sentences
+        start = state.index.sentence_offsets[row]
+        similarities = state.index.sentence_vectors[start : start + len(sentences)] @ vector
+        return sentences[int(np.argmax(similarities))]
+
+
+def abstention_signals(ranking: Ranking) -> tuple[float, float, float]:
+    """Best dense similarity, its margin over the next five, and the best BM25 score."""
+    if not ranking.rows:
+        return 0.0, 0.0, 0.0
+    top_dense = np.sort(ranking.dense[ranking.rows])[::-1]
+    best = float(top_dense[0])
+    margin = best - float(np.mean(top_dense[1:6])) if len(top_dense) > 1 else best
+    return best, margin, float(ranking.lexical[ranking.rows[0]])
+
+
+def _prefix_of(area: Area) -> str:
+    return AREA_PREFIXES[area.slug]
+
+
+def clean_question(question: str) -> tuple[str, tuple[str, ...]]:
+    """Normalise whitespace and cap the length; an empty question is the user's to fix."""
+    text = " ".join((question or "").split())
+    if not text:
+        raise EmptyQuestionError()
+    if len(text) > MAX_QUESTION_CHARS:
+        cut = text[:MAX_QUESTION_CHARS].rsplit(" ", 1)[0] or text[:MAX_QUESTION_CHARS]
+        note = (
+            f"Your question was long, so I answered its first {MAX_QUESTION_CHARS:,} characters. "
+            "Ask one thing at a time for the best results."
+        )
+        return cut, (note,)
+    return text, ()
+
+
+def load_or_build_index(
+    store: IndexStore, corpus: Corpus, embedder: Embedder, progress: Progress
+) -> SearchIndex:
+    """The persisted index if it is current; otherwise (stale, missing, corrupt) a new build."""
+    try:
+        index = store.load(corpus, embedder.name)
+    except IndexCorruptError as exc:
+        log.warning("%s; rebuilding the index", exc)
+        progress("Warning: the saved index was damaged; rebuilding it.")
+        index = None
+    if index is None:
+        progress("Building the search index...")
+        index = store.build(corpus, embedder, progress)
+    return index
+
+
+def open_retriever(
+    corpus_dir: Path,
+    data_dir: Path,
+    model: str,
+    index_type: str = "flat",
+    policy: AbstentionPolicy | None = None,
+    progress: Progress = lambda _msg: None,
+) -> Retriever:
+    """Load the corpus and the model, and bring the index up to date: ready to answer."""
+    corpus = load_corpus(corpus_dir)
+    progress(f"Loading the embedding model ({model})...")
+    embedder = Embedder(model)
+    index = load_or_build_index(IndexStore(data_dir, index_type), corpus, embedder, progress)
+    return Retriever(corpus, index, embedder, policy or AbstentionPolicy())
