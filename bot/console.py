@@ -46,11 +46,7 @@ def emphasise(text: str, sentence: str, bold: bool) -> str:
 
 def format_hit(number: int, hit: Hit, bold: bool) -> str:
     p = hit.passage
-    body = _wrap(p.text)
-    if hit.highlight:
-        body = emphasise(body, hit.highlight, bold) if hit.highlight in body else body
-    if hit.highlight and hit.highlight not in body:  # wrapping split the sentence: mark it apart
-        body += "\n" + _wrap(f"Key point: {hit.highlight}")
+    body = _wrap(emphasise(p.text, hit.highlight, bold))
     return f"{number}. {p.title}  [{p.kind}, {p.id}]\n{body}\n   Source: {p.citation}\n   {p.url}"
 
 

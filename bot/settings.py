@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(10, ge=1)
     abstain_min_score: float = Field(AbstentionPolicy.min_score, ge=-1, le=1)
     abstain_confident_score: float = Field(AbstentionPolicy.confident_score, ge=-1, le=1)
+    abstain_min_lexical: float = Field(AbstentionPolicy.min_lexical, ge=0)
     abstain_min_margin: float = Field(AbstentionPolicy.min_margin, ge=0, le=2)
 
     @field_validator("index_type")
@@ -90,6 +91,7 @@ class Settings(BaseSettings):
         return AbstentionPolicy(
             min_score=self.abstain_min_score,
             confident_score=self.abstain_confident_score,
+            min_lexical=self.abstain_min_lexical,
             min_margin=self.abstain_min_margin,
         )
 

@@ -153,27 +153,36 @@ def evaluate(retriever: Retriever, path: Path, calibrate: bool = False) -> Repor
 def calibrate_policy(
     real: list[Observation], areas: list[str], off: list[Observation], base: AbstentionPolicy
 ) -> AbstentionPolicy:
-    """Thresholds that catch the most off-topic questions with at most 3% wrong abstentions."""
-    best_key, best_policy = None, base
+    """Thresholds that catch the most off-topic questions with at most 3% wrong abstentions.
+
+    Among equally good settings the one farthest from both kinds of error is kept: the
+    middle of the feasible range, so unseen questions have room on either side.
+    """
+    feasible: list[tuple[float, AbstentionPolicy]] = []
     grid = itertools.product(
-        np.arange(0.10, 0.56, 0.01), np.arange(0.20, 0.71, 0.02), np.arange(0.0, 0.121, 0.005)
+        np.arange(0.15, 0.41, 0.01),
+        np.arange(0.30, 0.56, 0.02),
+        np.arange(0.0, 5.01, 0.5),
+        np.arange(0.0, 0.061, 0.015),
     )
-    for min_score, confident, margin in grid:
+    for min_score, confident, lexical, margin in grid:
         if confident < min_score:
             continue
         policy = replace(
             base,
             min_score=round(float(min_score), 3),
             confident_score=round(float(confident), 3),
+            min_lexical=round(float(lexical), 2),
             min_margin=round(float(margin), 3),
         )
         report = score_mode("hybrid", real, areas, off, policy)
-        if report.false_abstention > 0.03:
-            continue
-        key = (report.abstention_recall, -report.false_abstention, -policy.min_score)
-        if best_key is None or key > best_key:
-            best_key, best_policy = key, policy
-    return best_policy
+        if report.false_abstention <= 0.03:
+            feasible.append((report.abstention_recall - report.false_abstention, policy))
+    if not feasible:
+        return base
+    top = max(score for score, _ in feasible)
+    best = [policy for score, policy in feasible if score == top]
+    return best[len(best) // 2]
 
 
 def format_report(report: Report) -> str:
@@ -194,13 +203,14 @@ def format_report(report: Report) -> str:
     p = report.policy
     lines.append(
         f"policy: min_score={p.min_score} confident_score={p.confident_score} "
-        f"min_margin={p.min_margin} min_bm25={p.min_bm25}"
+        f"min_lexical={p.min_lexical} min_margin={p.min_margin} (lexical-only: min_bm25={p.min_bm25})"
     )
     if report.calibrated:
         c = report.calibrated
         lines.append(
             f"calibrated: IPBOT_ABSTAIN_MIN_SCORE={c.min_score} "
-            f"IPBOT_ABSTAIN_CONFIDENT_SCORE={c.confident_score} IPBOT_ABSTAIN_MIN_MARGIN={c.min_margin}"
+            f"IPBOT_ABSTAIN_CONFIDENT_SCORE={c.confident_score} "
+            f"IPBOT_ABSTAIN_MIN_LEXICAL={c.min_lexical} IPBOT_ABSTAIN_MIN_MARGIN={c.min_margin}"
         )
     if report.misses:
         lines.append(f"hybrid misses at 3 ({len(report.misses)}):")

@@ -49,19 +49,29 @@ class UnknownAreaError(UserInputError):
 
 @dataclass(frozen=True)
 class AbstentionPolicy:
-    """When to say "not covered" instead of answering; thresholds come from `ipbot eval`."""
+    """When to say "not covered" instead of answering; thresholds come from `ipbot eval`.
 
-    min_score: float = 0.30  # below this cosine, nothing in the corpus is about the question
-    confident_score: float = 0.45  # above this, answer even if several passages are close
-    min_margin: float = 0.02  # between the two: answer only if the best stands out
-    min_bm25: float = 2.0  # the lexical-only baseline's own threshold
+    Below `min_score` nothing in the corpus is about the question. Above `confident_score`
+    the best passage is clearly about it. In between, the meaning is only loosely related,
+    so an answer also needs words in common with a passage (`min_lexical`, a BM25 score)
+    and a best passage that stands out from the next five (`min_margin`): off-topic chat
+    ("how do I write a good CV") lands here with no shared terms.
+    """
+
+    min_score: float = 0.26
+    confident_score: float = 0.40
+    min_lexical: float = 2.0
+    min_margin: float = 0.015
+    min_bm25: float = 3.0  # the lexical-only baseline's own threshold, for `ipbot eval`
 
     def abstains(self, mode: Mode, best: float, margin: float, best_bm25: float) -> bool:
         if mode == "lexical":
             return best_bm25 < self.min_bm25
         if best < self.min_score:
             return True
-        return best < self.confident_score and margin < self.min_margin
+        if best >= self.confident_score:
+            return False
+        return best_bm25 < self.min_lexical or margin < self.min_margin
 
 
 @dataclass(frozen=True)
@@ -229,7 +239,12 @@ class Retriever:
         scores, rows = index.dense.search(vector.reshape(1, -1).astype(np.float32), total)
         valid = rows[0] >= 0
         dense[rows[0][valid]] = scores[0][valid]
-        lexical = np.asarray(index.lexical.get_scores(tokenize(question)), dtype=np.float32)
+        tokens = tokenize(question)
+        lexical = (
+            np.asarray(index.lexical.get_scores(tokens), dtype=np.float32)
+            if tokens  # bm25s fails on an empty query ("hi", emoji only)
+            else np.zeros(total, dtype=np.float32)
+        )
         allowed = [r for r in range(total) if area is None or index.passages[r].area == area.slug]
         by_dense = sorted(allowed, key=lambda r: (-dense[r], r))
         by_lexical = sorted((r for r in allowed if lexical[r] > 0), key=lambda r: (-lexical[r], r))
@@ -271,7 +286,7 @@ def abstention_signals(ranking: Ranking) -> tuple[float, float, float]:
     top_dense = np.sort(ranking.dense[ranking.rows])[::-1]
     best = float(top_dense[0])
     margin = best - float(np.mean(top_dense[1:6])) if len(top_dense) > 1 else best
-    return best, margin, float(ranking.lexical[ranking.rows[0]])
+    return best, margin, float(np.max(ranking.lexical[ranking.rows]))
 
 
 def _prefix_of(area: Area) -> str:

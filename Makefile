@@ -1,0 +1,37 @@
+# Set-up and everyday commands. `make run` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run chat test lint eval bench index clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: pip then takes the CPU build instead of a multi-GB CUDA one
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/ipbot run
+
+chat: $(STAMP)
+	$(BIN)/ipbot chat
+
+test: $(STAMP)
+	$(BIN)/ruff check bot retrieval tests
+	$(BIN)/python -m pytest -q
+
+eval: $(STAMP)
+	$(BIN)/ipbot eval
+
+bench: $(STAMP)
+	$(BIN)/ipbot bench
+
+index: $(STAMP)
+	$(BIN)/ipbot index build
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache *.egg-info

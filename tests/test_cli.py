@@ -1,0 +1,121 @@
+"""The `ipbot` command as other tools and people use it: its JSON contract and its errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from retrieval.search import Retriever
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, data_dir: Path, retriever: Retriever) -> Path:
+    """Point the CLI at the session's already-built index (the retriever fixture built it)."""
+    monkeypatch.setenv("IPBOT_DATA_DIR", str(data_dir))
+    return data_dir
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ask_json_prints_the_documented_object(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(
+        ["ask", "--json", "--top-k", "2", "what is a consortium agreement"], capsys
+    )
+    data = json.loads(out)
+    assert code == 0 and data["answered"] and data["area"]["slug"] == "industry-academia"
+    assert len(data["results"]) == 2 and data["results"][0]["url"].startswith("https://")
+
+
+def test_ask_json_reads_one_question_per_line(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = (
+        "can an AI be named as inventor?\nwhat's the weather like in rome\n\nwhat is FAIR data\n"
+    )
+    monkeypatch.setattr(sys, "stdin", io.StringIO(lines))
+    code, out, _ = run_cli(["ask", "--json", "-"], capsys)
+    objects = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(objects) == 4
+    assert [o["answered"] for o in objects] == [True, False, False, True]
+    assert objects[2]["error"].startswith("Please type a question")
+    assert objects[3]["area"]["slug"] == "open-science"
+
+
+def test_ask_with_area_filter_and_text_output(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(["ask", "--area", "valuation", "how do we price a licence?"], capsys)
+    assert (
+        code == 0 and "Area: IP valuation" in out and "Source:" in out and "not legal advice" in out
+    )
+
+
+def test_unknown_area_is_one_clear_line(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["ask", "--area", "opne-science", "data?"], capsys)
+    assert code == 2
+    assert "Did you mean 'open-science'?" in err and "Traceback" not in err
+
+
+def test_empty_question_gets_a_usage_hint(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["ask", "   "], capsys)
+    assert code == 2 and "Please type a question" in err
+
+
+def test_invalid_setting_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IPBOT_TOP_K", "lots")
+    code, _, err = run_cli(["corpus", "validate"], capsys)
+    assert code == 2 and "IPBOT_TOP_K" in err
+
+
+def test_version_shows_corpus_version_and_index_date(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(["--version"], capsys)
+    version = (ROOT / "corpus" / "VERSION").read_text().strip()
+    assert code == 0 and f"corpus {version}" in out and "indexed 20" in out
+
+
+@pytest.mark.slow
+def test_missing_model_is_one_line_naming_what_to_install(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "IPBOT_MODEL": str(tmp_path / "no-such-model"),
+        "IPBOT_DATA_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "ask", "who owns results?"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "IPBOT_MODEL" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_eval_prints_the_three_modes_side_by_side(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(["eval"], capsys)
+    header = out.splitlines()[1].split()
+    assert code == 0 and header == ["lexical", "dense", "hybrid"]
+    assert "recall@3" in out and "abstention recall" in out

@@ -1,0 +1,170 @@
+"""The corpus format: the shipped corpus is valid and complete, and every mistake is located."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.cli import main
+from retrieval.corpus import AREA_SLUGS, check_corpus, load_corpus
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "corpus"
+MIRRORS = (
+    "scribd",
+    "pdfslide",
+    "dokumen.tips",
+    "fdocuments",
+    "wikipedia",
+    "zxc.wiki",
+    "lawinsider",
+)
+
+PASSAGE = """
+## {id}: {title}
+kind: {kind}
+source: Recommendation (EU) 2023/499, Code of Practice - IP valuation
+url: https://eur-lex.europa.eu/eli/reco/2023/499/oj
+
+{text}
+"""
+WORDS = " ".join(["Valuation helps research organisations decide how to protect an asset."] * 5)
+
+
+def write_area(
+    folder: Path, passages: str, slug: str = "valuation", front: str | None = None
+) -> Path:
+    front = (
+        front
+        if front is not None
+        else f"---\nslug: {slug}\ntitle: IP valuation\ndescription: Worth.\n---\n"
+    )
+    path = folder / f"{slug}.md"
+    path.write_text(front + passages)
+    return path
+
+
+def problems_in(folder: Path) -> list[str]:
+    _, problems = check_corpus(folder)
+    return [str(p) for p in problems]
+
+
+def test_shipped_corpus_validates_with_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["corpus", "validate"]) == 0
+    assert "Corpus OK: 9 areas" in capsys.readouterr().out
+
+
+def test_shipped_corpus_covers_every_area_with_enough_passages_and_examples() -> None:
+    corpus = load_corpus(CORPUS)
+    per_area = Counter(p.area for p in corpus.passages)
+    examples = Counter(p.area for p in corpus.passages if p.kind == "example")
+    assert [a.slug for a in corpus.areas] == list(AREA_SLUGS)
+    assert len(corpus.passages) >= 180
+    assert all(per_area[slug] >= 15 for slug in AREA_SLUGS), per_area
+    assert all(examples[slug] >= 4 for slug in AREA_SLUGS), examples
+    assert any(p.kind == "definition" for p in corpus.passages)
+
+
+def test_every_passage_cites_an_authoritative_https_source() -> None:
+    for passage in load_corpus(CORPUS).passages:
+        assert passage.url.startswith("https://"), f"{passage.id} cites {passage.url}"
+        assert not any(m in passage.url for m in MIRRORS), f"{passage.id} cites a mirror"
+        assert passage.citation.strip(), passage.id
+
+
+def test_updates_are_dated_linked_and_tagged_with_areas() -> None:
+    updates = load_corpus(CORPUS).updates
+    assert len(updates) >= 8
+    assert [u.date for u in updates] == sorted(u.date for u in updates)
+    assert all(u.url.startswith("https://") and u.areas and u.body for u in updates)
+    assert set(AREA_SLUGS) <= {a for u in updates for a in u.areas}
+
+
+def test_eval_set_is_large_and_every_expected_id_exists() -> None:
+    data = yaml.safe_load((ROOT / "tests/data/eval.yaml").read_text())
+    ids = {p.id for p in load_corpus(CORPUS).passages}
+    per_area = Counter(q["area"] for q in data["questions"])
+    assert len(data["questions"]) >= 120 and len(data["off_topic"]) >= 15
+    assert all(per_area[slug] >= 10 for slug in AREA_SLUGS), per_area
+    missing = [(q["q"], pid) for q in data["questions"] for pid in q["expected"] if pid not in ids]
+    assert not missing
+
+
+def test_duplicate_ids_are_reported_with_both_places(tmp_path: Path) -> None:
+    text = PASSAGE.format(id="VAL-R1", title="A", kind="recommendation", text=WORDS)
+    write_area(tmp_path, text + text)
+    problems = problems_in(tmp_path)
+    assert any("duplicate ID VAL-R1" in p and "valuation.md:7" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("passage", "expected"),
+    [
+        (
+            PASSAGE.format(id="VAL-R1", title="A", kind="opinion", text=WORDS),
+            "unknown kind 'opinion'",
+        ),
+        (PASSAGE.format(id="VAL-R1", title="A", kind="example", text=""), "empty text"),
+        (
+            PASSAGE.format(id="VAL-R1", title="A", kind="example", text=(WORDS + " ") * 4),
+            "text too long",
+        ),
+        (
+            PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS).replace(
+                "source:", "# source:"
+            ),
+            "missing citation",
+        ),
+        (
+            PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS).replace(
+                "url: ", "link: "
+            ),
+            "unknown field 'link'",
+        ),
+        (
+            PASSAGE.format(id="OS-R1", title="A", kind="example", text=WORDS),
+            "IDs in this area start with 'VAL-'",
+        ),
+        ("\n## VAL-R1 without colon\n", "malformed heading"),
+    ],
+)
+def test_passage_problems_are_reported_as_file_line_message(
+    tmp_path: Path, passage: str, expected: str
+) -> None:
+    write_area(tmp_path, passage)
+    problems = problems_in(tmp_path)
+    assert any(expected in p and p.startswith(f"{tmp_path}/valuation.md:") for p in problems), (
+        problems
+    )
+
+
+def test_missing_url_is_reported(tmp_path: Path) -> None:
+    text = PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS)
+    write_area(tmp_path, text.replace("url: https://eur-lex.europa.eu/eli/reco/2023/499/oj\n", ""))
+    assert any("VAL-R1: missing url" in p for p in problems_in(tmp_path))
+
+
+def test_unknown_area_and_malformed_front_matter_are_reported(tmp_path: Path) -> None:
+    write_area(
+        tmp_path, "", slug="patents", front="---\nslug: patents\ntitle: P\ndescription: D\n---\n"
+    )
+    write_area(tmp_path, "", slug="valuation", front="---\nslug: [valuation\n---\n")
+    problems = problems_in(tmp_path)
+    assert any("patents.md:2: unknown area 'patents'" in p for p in problems), problems
+    assert any("valuation.md" in p and "malformed front matter" in p for p in problems), problems
+
+
+def test_validate_exits_non_zero_and_prints_each_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(CORPUS, tmp_path / "corpus")
+    area_file = tmp_path / "corpus" / "valuation.md"
+    area_file.write_text(area_file.read_text().replace("kind: definition", "kind: musing", 1))
+    monkeypatch.setenv("IPBOT_CORPUS_DIR", str(tmp_path / "corpus"))
+    assert main(["corpus", "validate"]) == 1
+    out = capsys.readouterr().out
+    assert "valuation.md:" in out and "unknown kind 'musing'" in out

@@ -1,0 +1,133 @@
+"""The persisted index: reused when current, rebuilt when stale or damaged, never half-loaded."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from retrieval.corpus import load_corpus
+from retrieval.index import IndexCorruptError, IndexStore
+from retrieval.search import Retriever, load_or_build_index
+
+CORPUS = Path(__file__).resolve().parent.parent / "corpus"
+
+
+@pytest.fixture
+def small_corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    shutil.copy(CORPUS / "valuation.md", folder)
+    shutil.copy(CORPUS / "VERSION", folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def warm_data(tmp_path_factory: pytest.TempPathFactory, retriever: Retriever) -> Path:
+    """A data folder whose embedding cache already holds the valuation area."""
+    folder = tmp_path_factory.mktemp("warm")
+    corpus = folder / "corpus"
+    corpus.mkdir()
+    shutil.copy(CORPUS / "valuation.md", corpus)
+    IndexStore(folder / "data").build(load_corpus(corpus), retriever.embedder)
+    return folder / "data"
+
+
+@pytest.fixture
+def store(tmp_path: Path, warm_data: Path) -> IndexStore:
+    shutil.copytree(warm_data, tmp_path / "data", symlinks=True)
+    shutil.rmtree(tmp_path / "data" / "index" / "builds")
+    (tmp_path / "data" / "index" / "current").unlink()
+    return IndexStore(tmp_path / "data")
+
+
+class CrashingEmbedder:
+    """Fault injection: an embedder that fails mid-build, like a process killed while embedding."""
+
+    def __init__(self, real):
+        self.name, self.dimension = real.name, real.dimension
+
+    def embed(self, texts):
+        raise RuntimeError("killed while embedding")
+
+
+def edit_first_passage(area_file: Path) -> None:
+    """What a moderator does: add a sentence to one passage's text."""
+    text = area_file.read_text()
+    start = text.index("\n\n", text.index("kind:")) + 2
+    area_file.write_text(text[:start] + "Moderators changed this sentence. " + text[start:])
+
+
+def build(store: IndexStore, folder: Path, embedder) -> list[str]:
+    messages: list[str] = []
+    store.build(load_corpus(folder), embedder, messages.append)
+    return messages
+
+
+def test_current_index_is_loaded_without_rebuilding(
+    store: IndexStore, small_corpus: Path, retriever: Retriever
+) -> None:
+    build(store, small_corpus, retriever.embedder)
+    loaded = store.load(load_corpus(small_corpus), retriever.embedder.name)
+    assert loaded is not None
+    assert len(loaded.passages) == loaded.dense.ntotal == len(load_corpus(small_corpus).passages)
+
+
+def test_rebuild_embeds_only_the_changed_passage(
+    store: IndexStore, small_corpus: Path, retriever: Retriever
+) -> None:
+    build(store, small_corpus, retriever.embedder)
+    edit_first_passage(small_corpus / "valuation.md")
+    second = build(store, small_corpus, retriever.embedder)
+    changed = [m for m in second if m.startswith("Embedding")]
+    assert changed and int(changed[0].split()[1]) <= 3, second
+
+
+def test_stale_index_is_not_loaded(
+    store: IndexStore, small_corpus: Path, retriever: Retriever
+) -> None:
+    build(store, small_corpus, retriever.embedder)
+    (small_corpus / "valuation.md").write_text((small_corpus / "valuation.md").read_text() + "\n")
+    area_file = small_corpus / "valuation.md"
+    area_file.write_text(area_file.read_text().replace("kind: example", "kind: recommendation", 1))
+    assert store.load(load_corpus(small_corpus), retriever.embedder.name) is None
+    assert store.load(load_corpus(small_corpus), "another-model") is None
+
+
+def test_damaged_index_is_rebuilt_with_a_warning(
+    store: IndexStore, small_corpus: Path, retriever: Retriever
+) -> None:
+    build(store, small_corpus, retriever.embedder)
+    (store.current.resolve() / "dense.faiss").write_bytes(b"not a faiss index")
+    corpus = load_corpus(small_corpus)
+    with pytest.raises(IndexCorruptError):
+        store.load(corpus, retriever.embedder.name)
+    messages: list[str] = []
+    index = load_or_build_index(store, corpus, retriever.embedder, messages.append)
+    assert index.dense.ntotal == len(corpus.passages)
+    assert any("damaged" in m for m in messages)
+    assert store.load(corpus, retriever.embedder.name) is not None
+
+
+def test_crash_during_build_keeps_the_previous_index(
+    store: IndexStore, small_corpus: Path, retriever: Retriever
+) -> None:
+    build(store, small_corpus, retriever.embedder)
+    before = store.current.resolve()
+    edit_first_passage(small_corpus / "valuation.md")
+    with pytest.raises(RuntimeError):
+        build(store, small_corpus, CrashingEmbedder(retriever.embedder))
+    assert store.current.resolve() == before
+    assert (before / "manifest.json").exists()
+
+
+def test_build_folder_without_manifest_is_never_current(
+    store: IndexStore, small_corpus: Path, retriever: Retriever
+) -> None:
+    build(store, small_corpus, retriever.embedder)
+    half = store.builds / "build-half-written"
+    half.mkdir()
+    (half / "vectors.npy").write_bytes(b"partial")
+    assert store.current.resolve() != half
+    assert store.load(load_corpus(small_corpus), retriever.embedder.name) is not None

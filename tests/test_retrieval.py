@@ -1,0 +1,124 @@
+"""Answers: hybrid quality on the eval set, areas, highlights, abstention and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from retrieval.evaluate import evaluate
+from retrieval.search import (
+    EmptyQuestionError,
+    Retriever,
+    UnknownAreaError,
+    rank_by_reciprocal_fusion,
+)
+
+EVAL = Path(__file__).resolve().parent / "data" / "eval.yaml"
+
+
+@pytest.fixture(scope="module")
+def report(retriever: Retriever):
+    return {r.mode: r for r in evaluate(retriever, EVAL).modes}
+
+
+def test_hybrid_meets_the_quality_floors(report) -> None:
+    hybrid = report["hybrid"]
+    assert hybrid.recall[3] >= 0.95, f"recall@3 {hybrid.recall[3]:.3f}"
+    assert hybrid.area_accuracy >= 0.9, f"area accuracy {hybrid.area_accuracy:.3f}"
+    assert hybrid.abstention_recall >= 0.9, f"off-topic abstention {hybrid.abstention_recall:.3f}"
+    assert hybrid.false_abstention <= 0.05, f"wrongly abstained {hybrid.false_abstention:.3f}"
+
+
+def test_fusion_beats_each_ranking_alone(report) -> None:
+    for single in ("lexical", "dense"):
+        assert report["hybrid"].mrr > report[single].mrr, single
+        assert report["hybrid"].recall[3] >= report[single].recall[3], single
+
+
+def test_reciprocal_rank_fusion_rewards_items_ranked_well_by_both() -> None:
+    assert rank_by_reciprocal_fusion([[5, 1, 2], [1, 5, 9]])[:2] == [1, 5]
+    assert rank_by_reciprocal_fusion([[7], []]) == [7]
+
+
+def test_answer_names_the_area_and_cites_each_passage(retriever: Retriever) -> None:
+    answer = retriever.answer("how do I estimate what our patent is worth before licensing it?")
+    assert answer.answered and answer.area and answer.area.slug == "valuation"
+    assert len(answer.hits) == 3
+    for hit in answer.hits:
+        assert hit.passage.citation and hit.passage.url.startswith("https://")
+        assert hit.highlight in hit.passage.sentences
+    assert [h.score for h in answer.hits] != [0, 0, 0]
+
+
+def test_highlight_is_the_sentence_that_answers(retriever: Retriever) -> None:
+    answer = retriever.answer("what does FAIR stand for in research data?")
+    best = answer.hits[0]
+    assert "FAIR" in best.passage.text
+    assert any(
+        w in best.highlight.lower() for w in ("findable", "accessible", "interoperable", "reusable")
+    )
+
+
+def test_area_filter_keeps_results_in_that_area(retriever: Retriever) -> None:
+    answer = retriever.answer(
+        "can we share the data from our project?", area="open-science", top_k=5
+    )
+    assert answer.area and answer.area.slug == "open-science"
+    assert {h.passage.area for h in answer.hits} == {"open-science"}
+
+
+def test_paging_returns_the_next_passages(retriever: Retriever) -> None:
+    question = "what should a consortium agreement say about IP?"
+    first = retriever.answer(question, top_k=3)
+    second = retriever.answer(question, top_k=3, offset=3)
+    assert first.has_more and second.offset == 3
+    assert not {h.passage.id for h in first.hits} & {h.passage.id for h in second.hits}
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "what's the weather in berlin tomorrow",
+        "qwpoeiru zxmcnv",
+        "best recipe for lasagne",
+        "🙂🙂🙂",
+    ],
+)
+def test_off_topic_is_abstained_with_suggestions(retriever: Retriever, question: str) -> None:
+    answer = retriever.answer(question)
+    assert not answer.answered and not answer.hits
+    assert 1 <= len(answer.suggestions) <= 3
+
+
+def test_empty_question_asks_for_a_question(retriever: Retriever) -> None:
+    with pytest.raises(EmptyQuestionError, match="Please type a question"):
+        retriever.answer("   \n\t ")
+
+
+def test_long_question_is_answered_on_its_first_part_with_a_note(retriever: Retriever) -> None:
+    question = "Who owns the results of a joint research project? " + "blah " * 1000
+    answer = retriever.answer(question)
+    assert len(answer.question) <= 2000
+    assert answer.notes and "first 2,000 characters" in answer.notes[0]
+
+
+def test_unknown_area_lists_areas_and_the_closest_match(retriever: Retriever) -> None:
+    with pytest.raises(UnknownAreaError) as raised:
+        retriever.answer("who owns results?", area="valuaton")
+    message = str(raised.value)
+    assert "Did you mean 'valuation'?" in message and "open-science" in message
+
+
+def test_area_can_be_named_by_code_or_title(retriever: Retriever) -> None:
+    assert retriever.resolve_area("VAL").slug == "valuation"
+    assert retriever.resolve_area("IP valuation").slug == "valuation"
+    assert retriever.resolve_area("Open-Science").slug == "open-science"
+
+
+def test_json_contract_has_the_documented_fields(retriever: Retriever) -> None:
+    data = retriever.answer("what is a consortium agreement?").to_json()
+    assert set(data) == {"question", "answered", "area", "results"}
+    assert set(data["area"]) == {"slug", "title"}
+    fields = {"id", "area", "kind", "title", "text", "highlight", "citation", "url", "score"}
+    assert all(set(r) == fields for r in data["results"])
