@@ -1,0 +1,273 @@
+"""Telegram's format of every reply: HTML (everything escaped), buttons, the 4,096 limit.
+
+The one place that decides how ipbot looks on Telegram; `bot/telegram.py` only sends what
+`render` returns. Button payloads are small objects kept by python-telegram-bot's
+arbitrary callback data, so a button can carry a whole question.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from telegram import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InlineQueryResultArticle,
+    InputTextMessageContent,
+)
+from telegram.constants import MessageLimit
+
+from bot.assistant import (
+    HELPDESK_URL,
+    HUMAN_HELP,
+    NOT_COVERED,
+    AboutReply,
+    AnswerReply,
+    AreaList,
+    AreaPage,
+    HelpReply,
+    Notice,
+    Reply,
+)
+from retrieval.corpus import Passage
+from retrieval.search import Answer, Hit
+
+LIMIT = MessageLimit.MAX_TEXT_LENGTH  # 4,096 UTF-16 units of text, counted after parsing tags
+PLAIN_CHUNK = LIMIT // 2  # plain text cut here fits even if every character is an emoji
+MAX_PASSAGE_CHARS = 3000  # far above any corpus passage: keeps one passage within one message
+HOW_TO_ASK = (
+    "In a private chat, just type your question. In a group, mention me or reply to one of "
+    "my messages. In any chat, type my @username and a question to share passages."
+)
+
+
+# Button payloads (kept in memory by python-telegram-bot's arbitrary callback data).
+@dataclass(frozen=True)
+class MorePassages:
+    question: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class ShowSources:
+    passages: tuple[Passage, ...]
+
+
+@dataclass(frozen=True)
+class BrowseArea:
+    slug: str
+    page: int = 0
+    in_place: bool = False  # paging edits the page's own message; shortcuts send a new one
+
+
+@dataclass(frozen=True)
+class Vote:
+    question: str
+    passage_ids: tuple[str, ...]
+    helpful: bool
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One reply as Telegram messages: HTML texts in order, buttons under the last one."""
+
+    texts: tuple[str, ...]
+    keyboard: InlineKeyboardMarkup | None = None
+
+
+# Formatting: everything from the corpus or the user goes through `escape`.
+def escape(text: str) -> str:
+    return html.escape(text)
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def visible_length(fragment: str) -> int:
+    """What Telegram counts against the limit: UTF-16 units of the text without its tags."""
+    text = html.unescape(re.sub(r"<[^>]*>", "", fragment))
+    return len(text.encode("utf-16-le")) // 2
+
+
+def pack(blocks: Iterable[str], limit: int = LIMIT) -> tuple[str, ...]:
+    """Join blocks into as few messages as fit the limit, splitting only between blocks."""
+    messages: list[str] = []
+    current = ""
+    for block in blocks:
+        joined = f"{current}\n\n{block}" if current else block
+        if current and visible_length(joined) > limit:
+            messages.append(current)
+            joined = block
+        current = joined
+    return (*messages, current) if current else tuple(messages)
+
+
+def plain(text: str) -> tuple[str, ...]:
+    """Plain text (it may quote the user at any length) escaped, in pieces that fit."""
+    return tuple(escape(text[i : i + PLAIN_CHUNK]) for i in range(0, len(text), PLAIN_CHUNK))
+
+
+def emphasise(text: str, sentence: str) -> str:
+    """The passage as HTML with its best-matching sentence in bold."""
+    before, found, after = text.partition(sentence) if sentence else (text, "", "")
+    if not found:
+        return escape(text)
+    return f"{escape(before)}<b>{escape(found)}</b>{escape(after)}"
+
+
+def citation_link(passage: Passage) -> str:
+    return f'📖 <a href="{escape(passage.url)}">{escape(clip(passage.citation, 300))}</a>'
+
+
+def heading(passage: Passage, number: int | None = None) -> str:
+    prefix = f"{number}. " if number is not None else ""
+    return f"<b>{prefix}{escape(clip(passage.title, 200))}</b> <i>({escape(passage.kind)})</i>"
+
+
+def format_hit(number: int, hit: Hit) -> str:
+    text = emphasise(clip(hit.passage.text, MAX_PASSAGE_CHARS), hit.highlight)
+    return f"{heading(hit.passage, number)}\n{text}\n{citation_link(hit.passage)}"
+
+
+def format_source(passage: Passage) -> str:
+    text = escape(clip(passage.text, MAX_PASSAGE_CHARS))
+    return (
+        f"{heading(passage)}\n{citation_link(passage)}\n<blockquote expandable>{text}</blockquote>"
+    )
+
+
+def not_covered(answer: Answer) -> str:
+    lines = [f"<b>{escape(NOT_COVERED)}</b>"]
+    if answer.suggestions:
+        areas = (
+            f"{escape(a.title)} (<code>/area {escape(a.slug)}</code>)" for a in answer.suggestions
+        )
+        lines.append(f"The closest areas: {', '.join(areas)}.")
+    lines.append(f'{escape(HUMAN_HELP)} <a href="{escape(HELPDESK_URL)}">European IP Helpdesk</a>')
+    return "\n".join(lines)
+
+
+def answer_blocks(answer: Answer, disclaimer: str) -> list[str]:
+    blocks = [f"<i>{escape(note)}</i>" for note in answer.notes]
+    if not answer.answered:
+        return [*blocks, not_covered(answer)]
+    if answer.area:
+        blocks.append(f"<b>Area:</b> {escape(answer.area.title)}")
+    blocks += [format_hit(n, hit) for n, hit in enumerate(answer.hits, start=answer.offset + 1)]
+    return [*blocks, f"<i>{escape(disclaimer)}</i>"]
+
+
+def button(text: str, payload: object) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text, callback_data=payload)  # type: ignore[arg-type]
+
+
+def answer_keyboard(answer: Answer) -> InlineKeyboardMarkup | None:
+    if not answer.answered:
+        rows = [[button(f"Browse: {a.title}", BrowseArea(a.slug))] for a in answer.suggestions]
+        return InlineKeyboardMarkup(rows) if rows else None
+    first = [button("Sources", ShowSources(tuple(hit.passage for hit in answer.hits)))]
+    if answer.has_more:
+        first.insert(
+            0, button("More ▸", MorePassages(answer.question, answer.offset + len(answer.hits)))
+        )
+    rows = [first]
+    if answer.area:
+        rows.append([button(f"Browse: {answer.area.title}", BrowseArea(answer.area.slug))])
+    ids = tuple(hit.passage.id for hit in answer.hits)
+    rows.append(
+        [
+            button("👍 Helpful", Vote(answer.question, ids, True)),
+            button("👎 Not helpful", Vote(answer.question, ids, False)),
+        ]
+    )
+    return InlineKeyboardMarkup(rows)
+
+
+def render_areas(reply: AreaList) -> Outgoing:
+    blocks = ["<b>The nine areas of the Code of Practice</b>"]
+    for summary in reply.areas:
+        area = summary.area
+        blocks.append(
+            f"<b>{escape(area.title)}</b> ({summary.passages} passages)\n"
+            f"{escape(area.description)}\n<code>/area {escape(area.slug)}</code>"
+        )
+    rows = [[button(s.area.title, BrowseArea(s.area.slug))] for s in reply.areas]
+    return Outgoing(pack(blocks), InlineKeyboardMarkup(rows))
+
+
+def render_page(page: AreaPage) -> Outgoing:
+    area = page.area
+    blocks = [
+        f"<b>{escape(area.title)}</b>\n<i>{escape(area.description)}</i>\n"
+        f"Page {page.page + 1} of {page.pages}"
+    ]
+    for passage in page.passages:  # short excerpts: a page is one message, edited in place
+        first = passage.sentences[0] if passage.sentences else passage.text
+        blocks.append(f"{heading(passage)}\n{escape(clip(first, 300))}\n{citation_link(passage)}")
+    nav = []
+    if page.page > 0:
+        nav.append(button("◂ Previous", BrowseArea(area.slug, page.page - 1, in_place=True)))
+    if page.page + 1 < page.pages:
+        nav.append(button("Next ▸", BrowseArea(area.slug, page.page + 1, in_place=True)))
+    return Outgoing(pack(blocks), InlineKeyboardMarkup([nav]) if nav else None)
+
+
+def render_help(reply: HelpReply) -> Outgoing:
+    commands = "\n".join(f"{escape(c.usage)} – {escape(c.description)}" for c in reply.commands)
+    text = (
+        f"{escape(reply.intro)}\n\n<b>Commands</b>\n{commands}\n\n{escape(HOW_TO_ASK)}\n\n"
+        f"Try: <i>{escape(reply.example)}</i>\n\n<i>{escape(reply.disclaimer)}</i>"
+    )
+    return Outgoing(pack([text]))
+
+
+def render_about(about: AboutReply) -> Outgoing:
+    text = (
+        f"<b>Corpus</b> {escape(about.corpus_version)} ({about.passages} passages, "
+        f"hash <code>{escape(about.corpus_hash)}</code>)\n"
+        f"<b>Indexed</b> {escape(about.indexed_at or 'not yet')}\n<b>Model</b> {escape(about.model)}"
+    )
+    return Outgoing((text,))
+
+
+def render(reply: Reply) -> Outgoing:
+    """The one Telegram format of every reply the assistant gives."""
+    match reply:
+        case AnswerReply(answer=answer, disclaimer=disclaimer):
+            return Outgoing(pack(answer_blocks(answer, disclaimer)), answer_keyboard(answer))
+        case AreaList():
+            return render_areas(reply)
+        case AreaPage():
+            return render_page(reply)
+        case HelpReply():
+            return render_help(reply)
+        case AboutReply():
+            return render_about(reply)
+        case Notice(text=text):
+            return Outgoing(plain(text))
+    raise TypeError(f"no Telegram format for {type(reply).__name__}")
+
+
+def inline_results(reply: AnswerReply | Notice) -> list[InlineQueryResultArticle]:
+    """Passages to share from any chat, each a message with its citation and the disclaimer."""
+    if isinstance(reply, Notice):
+        content = InputTextMessageContent(escape(clip(reply.text, PLAIN_CHUNK)))
+        return [InlineQueryResultArticle("notice", clip(reply.text, 100), content)]
+    answer = reply.answer
+    if not answer.answered:
+        content = InputTextMessageContent(not_covered(answer))
+        return [InlineQueryResultArticle("not-covered", NOT_COVERED, content)]
+    footer = f"\n\n<i>{escape(reply.disclaimer)}</i>"
+    return [
+        InlineQueryResultArticle(
+            clip(hit.passage.id, 64),
+            clip(hit.passage.title, 100),
+            InputTextMessageContent(format_hit(number, hit) + footer),
+            description=clip(hit.highlight, 200),
+        )
+        for number, hit in enumerate(answer.hits, start=answer.offset + 1)
+    ]

@@ -1,0 +1,394 @@
+"""A fake Telegram Bot API on 127.0.0.1, so tests drive the real python-telegram-bot offline.
+
+It answers every method the bot calls, serves queued updates to getUpdates long polls, records
+each call with its parameters, and rejects what Telegram would reject (broken HTML, texts over
+4,096 characters, bad button payloads, a callback query answered twice). A test pushes updates
+(`private_message`, `group_message`, `press`, `inline_query`) and awaits `next_call(method)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.telegram_rules import (
+    Rejected,
+    check_commands,
+    check_inline_results,
+    check_markup,
+    check_text,
+    entities_of,
+)
+
+TOKEN = "7000000001:AAFakeSecretTokenThatMustNeverBeLogged"
+BOT_USER = {
+    "id": 7000000001,
+    "is_bot": True,
+    "first_name": "ipbot",
+    "username": "ipbot_test_bot",
+    "can_join_groups": True,
+    "can_read_all_group_messages": False,
+    "supports_inline_queries": True,
+}
+USER_ID = 1001
+GROUP = {"id": -1002003004005, "type": "supergroup", "title": "Research office"}
+CHAT_ACTIONS = {"typing", "upload_photo", "record_video", "upload_document", "find_location"}
+# Parameters that stay strings even when they look like JSON ("123" as a question is text).
+TEXT_PARAMETERS = {
+    "text",
+    "caption",
+    "query",
+    "callback_query_id",
+    "inline_query_id",
+    "next_offset",
+    "parse_mode",
+    "action",
+    "url",
+}
+
+
+@dataclass
+class Call:
+    """One request the bot made, with what the fake answered."""
+
+    method: str
+    params: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def text(self) -> str:
+        return str(self.params.get("text", ""))
+
+    @property
+    def buttons(self) -> list[dict[str, Any]]:
+        markup = self.params.get("reply_markup") or {}
+        return [b for row in markup.get("inline_keyboard", []) for b in row]
+
+    @property
+    def button_texts(self) -> list[str]:
+        return [b["text"] for b in self.buttons]
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, description: str, retry_after: int | None = None):
+        super().__init__(description)
+        self.body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+        if retry_after is not None:
+            self.body["parameters"] = {"retry_after": retry_after}
+
+
+class FakeTelegram:
+    """The Bot API at `base_url`; use as `async with FakeTelegram() as telegram:`."""
+
+    def __init__(self, token: str = TOKEN):
+        self.token = token
+        self.calls: list[Call] = []
+        self.messages: dict[tuple[int, int], dict[str, Any]] = {}
+        self._updates: list[dict[str, Any]] = []
+        self._ids = itertools.count(1)
+        self._seen: dict[str, int] = {}
+        self._failures: dict[str, list[ApiError]] = {}
+        self._answered_queries: set[str] = set()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/bot"
+
+    async def __aenter__(self) -> FakeTelegram:
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._closing = True
+        self._changed()  # end pending long polls now rather than at their timeout
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # Driving the bot: updates as Telegram would deliver them.
+    def private_message(self, text: str, user_id: int = USER_ID) -> dict[str, Any]:
+        chat = {"id": user_id, "type": "private", "first_name": f"User{user_id}"}
+        return self._queue_message(text, chat, user_id)
+
+    def group_message(
+        self, text: str, user_id: int = USER_ID, reply_to: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return self._queue_message(text, GROUP, user_id, reply_to)
+
+    def press(self, message: dict[str, Any], button_text: str, user_id: int = USER_ID) -> None:
+        """Tap a button of a message the bot sent, as that message looks now."""
+        current = self.messages[(message["chat"]["id"], message["message_id"])]
+        buttons = [
+            b for row in current.get("reply_markup", {}).get("inline_keyboard", []) for b in row
+        ]
+        matches = [b for b in buttons if b["text"] == button_text]
+        if not matches:
+            shown = [b["text"] for b in buttons]
+            raise AssertionError(f"no button {button_text!r} under the message; it shows {shown}")
+        self.press_data(current, matches[0]["callback_data"], user_id)
+
+    def press_data(self, message: dict[str, Any], data: str, user_id: int = USER_ID) -> None:
+        """A callback query with any payload, as a tap on an old or forged button sends."""
+        query = {"id": f"cq{next(self._ids)}", "from": self._user(user_id), "data": data}
+        self._queue(callback_query={**query, "chat_instance": "ci", "message": message})
+
+    def inline_query(self, query: str, user_id: int = USER_ID, offset: str = "") -> None:
+        """`@bot query` typed in any chat."""
+        fields = {"id": f"iq{next(self._ids)}", "from": self._user(user_id), "query": query}
+        self._queue(inline_query={**fields, "offset": offset, "chat_type": "sender"})
+
+    def fail_next(
+        self, method: str, code: int = 429, description: str | None = None, retry_after: int = 1
+    ) -> None:
+        """Answer the next call of `method` with an error (429 carries retry_after)."""
+        if code == 429:
+            error = ApiError(
+                429, description or f"Too Many Requests: retry after {retry_after}", retry_after
+            )
+        else:
+            error = ApiError(code, description or "Bad Gateway")
+        self._failures.setdefault(method, []).append(error)
+
+    # Observing the bot.
+    async def next_call(self, method: str, timeout: float = 20.0) -> Call:
+        """The bot's next call of `method` that this test has not looked at yet."""
+        seen = self._seen.get(method, 0)
+        if not await self._wait(lambda: len(self.calls_of(method)) > seen, timeout):
+            made = sorted({c.method for c in self.calls})
+            raise AssertionError(
+                f"the bot did not call {method} within {timeout} s; it called {made}"
+            )
+        self._seen[method] = seen + 1
+        return self.calls_of(method)[seen]
+
+    def calls_of(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    # The HTTP side.
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.json_response(
+                {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
+            )
+        method = request.match_info["method"]
+        call = Call(method, await _read_params(request))
+        api = getattr(self, f"_api_{method}", None)
+        try:
+            if api is None:
+                raise ApiError(404, "Not Found")
+            failures = self._failures.get(method)
+            if failures:
+                raise failures.pop(0)
+            call.result = await api(call.params)
+            body: dict[str, Any] = {"ok": True, "result": call.result}
+        except ApiError as exc:
+            call.error = body = exc.body
+        except Rejected as exc:
+            call.error = body = ApiError(400, str(exc)).body
+        if method != "getUpdates" or call.result or call.error:  # idle polls would drown it
+            self.calls.append(call)
+            self._changed()
+        return web.json_response(body, status=body.get("error_code", 200))
+
+    def _queue(self, **payload: Any) -> None:
+        self._updates.append({"update_id": next(self._ids), **payload})
+        self._changed()
+
+    def _changed(self) -> None:
+        """Wake everyone waiting (long polls, tests) to look again."""
+        self._wakeup.set()
+        self._wakeup = asyncio.Event()
+
+    async def _wait(self, ready: Callable[[], bool], timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not ready() and not self._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+        return ready()
+
+    def _queue_message(
+        self, text: str, chat: dict[str, Any], user_id: int, reply_to: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "message_id": next(self._ids),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": self._user(user_id),
+            "text": text,
+        }
+        if entities := entities_of(text):
+            message["entities"] = entities
+        if reply_to is not None:
+            message["reply_to_message"] = reply_to
+        self._queue(message=message)
+        return message
+
+    @staticmethod
+    def _user(user_id: int) -> dict[str, Any]:
+        return {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"}
+
+    # Bot API methods.
+    async def _api_getMe(self, params: dict[str, Any]) -> dict[str, Any]:
+        return BOT_USER
+
+    async def _api_deleteWebhook(self, params: dict[str, Any]) -> bool:
+        if params.get("drop_pending_updates") is True:
+            self._updates.clear()
+        return True
+
+    async def _api_setMyCommands(self, params: dict[str, Any]) -> bool:
+        check_commands(params.get("commands", []))
+        return True
+
+    async def _api_getUpdates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        offset = int(params.get("offset") or 0)
+        if offset:
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+        allowed = params.get("allowed_updates") or None
+
+        def deliverable() -> list[dict[str, Any]]:
+            return [
+                u
+                for u in self._updates
+                if allowed is None or set(u) - {"update_id"} <= set(allowed)
+            ]
+
+        await self._wait(lambda: bool(deliverable()), float(params.get("timeout") or 0))
+        return deliverable()[: int(params.get("limit") or 100)]
+
+    async def _api_sendMessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = int(params["chat_id"])
+        visible = check_text(str(params.get("text", "")), params.get("parse_mode"))
+        markup = check_markup(params.get("reply_markup"))
+        message: dict[str, Any] = {
+            "message_id": next(self._ids),
+            "date": int(time.time()),
+            "chat": self._chat(chat_id),
+            "from": BOT_USER,
+            "text": visible,
+        }
+        if markup:
+            message["reply_markup"] = markup
+        reply = (params.get("reply_parameters") or {}).get("message_id")
+        if reply is not None:
+            message["reply_to_message"] = {"message_id": reply, "date": 0, "chat": message["chat"]}
+        self.messages[(chat_id, message["message_id"])] = message
+        return message
+
+    async def _api_editMessageText(self, params: dict[str, Any]) -> dict[str, Any] | bool:
+        if "inline_message_id" in params:
+            check_text(str(params.get("text", "")), params.get("parse_mode"))
+            return True
+        message = self._stored(params)
+        visible = check_text(str(params.get("text", "")), params.get("parse_mode"))
+        markup = check_markup(params.get("reply_markup"))
+        if visible == message["text"] and markup == message.get("reply_markup"):
+            raise ApiError(
+                400,
+                "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
+            )
+        message["text"] = visible
+        message.pop("reply_markup", None)
+        if markup:
+            message["reply_markup"] = markup
+        return message
+
+    async def _api_editMessageReplyMarkup(self, params: dict[str, Any]) -> dict[str, Any] | bool:
+        if "inline_message_id" in params:
+            return True
+        message = self._stored(params)
+        markup = check_markup(params.get("reply_markup"))
+        if markup == message.get("reply_markup"):
+            raise ApiError(400, "Bad Request: message is not modified")
+        message.pop("reply_markup", None)
+        if markup:
+            message["reply_markup"] = markup
+        return message
+
+    async def _api_sendChatAction(self, params: dict[str, Any]) -> bool:
+        if params.get("action") not in CHAT_ACTIONS:
+            raise ApiError(400, "Bad Request: wrong parameter action in request")
+        return True
+
+    async def _api_answerCallbackQuery(self, params: dict[str, Any]) -> bool:
+        query_id = str(params.get("callback_query_id"))
+        if query_id in self._answered_queries:
+            raise ApiError(
+                400,
+                "Bad Request: query is too old and response timeout expired or query ID is invalid",
+            )
+        if len(str(params.get("text", ""))) > 200:
+            raise ApiError(400, "Bad Request: MESSAGE_TOO_LONG")
+        self._answered_queries.add(query_id)
+        return True
+
+    async def _api_answerInlineQuery(self, params: dict[str, Any]) -> bool:
+        check_inline_results(params.get("results") or [])
+        return True
+
+    async def _api_deleteMessage(self, params: dict[str, Any]) -> bool:
+        self._stored(params)
+        del self.messages[(int(params["chat_id"]), int(params["message_id"]))]
+        return True
+
+    async def _api_close(self, params: dict[str, Any]) -> bool:
+        return True
+
+    async def _api_logOut(self, params: dict[str, Any]) -> bool:
+        return True
+
+    def _stored(self, params: dict[str, Any]) -> dict[str, Any]:
+        key = (int(params.get("chat_id", 0)), int(params.get("message_id", 0)))
+        if key not in self.messages:
+            raise ApiError(400, "Bad Request: message to edit not found")
+        return self.messages[key]
+
+    def _chat(self, chat_id: int) -> dict[str, Any]:
+        if chat_id == GROUP["id"]:
+            return GROUP
+        return {"id": chat_id, "type": "private", "first_name": f"User{chat_id}"}
+
+
+async def _read_params(request: web.Request) -> dict[str, Any]:
+    """Form or JSON parameters; JSON-valued form fields (reply_markup, results...) decoded."""
+    if request.content_type == "application/json":
+        return dict(await request.json())
+    form = await request.post() if request.can_read_body else {}
+    params: dict[str, Any] = dict(request.query)
+    for key, value in form.items():
+        params[key] = value if key in TEXT_PARAMETERS else _maybe_json(str(value))
+    return params
+
+
+def _maybe_json(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

@@ -1,0 +1,353 @@
+"""The Telegram adapter end to end: the real python-telegram-bot Application against a fake Bot API."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from telegram.ext import Application
+
+from bot.assistant import DISCLAIMER, NOT_COVERED, Assistant
+from bot.settings import Settings
+from bot.telegram import SORRY, build_application, polling
+from retrieval.search import Retriever
+from tests.conftest import CORPUS_DIR, ROOT
+from tests.fakes.telegram_rules import parse_html, utf16_length
+from tests.fakes.telegram_server import BOT_USER, GROUP, USER_ID, Call, FakeTelegram
+
+pytestmark = pytest.mark.slow
+
+QUESTION = "Who owns the results of a joint research project?"
+PASSAGE_HEADING = re.compile(r"<b>(\d+)\. [^<]+</b> <i>\((recommendation|example|definition)\)</i>")
+CITATION_LINK = re.compile(r'<a href="https?://[^"]+">[^<]+</a>')
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as server:
+        yield server
+
+
+@asynccontextmanager
+async def running_bot(telegram: FakeTelegram, assistant: Assistant) -> AsyncIterator[Application]:
+    settings = Settings(
+        telegram_token=telegram.token, telegram_api_url=telegram.base_url, _env_file=None
+    )
+    async with polling(build_application(assistant, settings)) as application:
+        yield application
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def bot(telegram: FakeTelegram, assistant: Assistant) -> AsyncIterator[Application]:
+    async with running_bot(telegram, assistant) as application:
+        yield application
+
+
+async def ask_privately(telegram: FakeTelegram, text: str, user_id: int = USER_ID) -> Call:
+    telegram.private_message(text, user_id)
+    return await telegram.next_call("sendMessage")
+
+
+async def replies_until_buttons(telegram: FakeTelegram) -> list[Call]:
+    """The messages of one reply: Telegram pieces of it, the last one carrying the buttons."""
+    calls = [await telegram.next_call("sendMessage")]
+    while not calls[-1].buttons:
+        calls.append(await telegram.next_call("sendMessage"))
+    return calls
+
+
+async def test_private_question_gets_a_cited_answer(telegram: FakeTelegram, bot, assistant):
+    telegram.private_message(QUESTION)
+    typing = await telegram.next_call("sendChatAction")
+    reply = await telegram.next_call("sendMessage")
+
+    assert typing.params["action"] == "typing" and typing.at <= reply.at
+    assert reply.ok and reply.params["parse_mode"] == "HTML"
+    areas = [html.escape(area.title) for area in assistant.retriever.corpus.areas]
+    assert any(f"<b>Area:</b> {title}" in reply.text for title in areas), reply.text
+    assert [int(n) for n, _ in PASSAGE_HEADING.findall(reply.text)] == [1, 2, 3]
+    assert len(CITATION_LINK.findall(reply.text)) == 3, "every passage links its citation"
+    assert html.escape(DISCLAIMER) in reply.text
+    assert reply.button_texts[:2] == ["More ▸", "Sources"]
+    assert reply.button_texts[-2:] == ["👍 Helpful", "👎 Not helpful"]
+    assert all(len(b["callback_data"].encode()) <= 64 for b in reply.buttons)
+
+
+async def test_help_and_the_command_menu_describe_the_bot(telegram: FakeTelegram, bot):
+    menu = await telegram.next_call("setMyCommands")
+    reply = await ask_privately(telegram, "/start")
+
+    assert [c["command"] for c in menu.params["commands"]] == [
+        "ask",
+        "areas",
+        "area",
+        "about",
+        "help",
+    ]
+    assert "/ask QUESTION" in reply.text and "/areas" in reply.text
+    assert "not legal advice" in reply.text and "Try: <i>" in reply.text
+
+
+async def test_about_shows_corpus_version_and_index_date(telegram: FakeTelegram, bot, assistant):
+    reply = await ask_privately(telegram, "/about")
+
+    about = assistant.about()
+    assert about.corpus_version in reply.text and str(about.indexed_at) in reply.text
+
+
+async def test_group_chatter_is_ignored_and_a_mention_is_answered(telegram: FakeTelegram, bot):
+    chatter = telegram.group_message("Anyone up for lunch? That joint ownership talk ran long.")
+    telegram.group_message("Agreed, who owns the leftovers?", user_id=2002, reply_to=chatter)
+    mention = telegram.group_message(f"@{BOT_USER['username']} {QUESTION}")
+    reply = await telegram.next_call("sendMessage")
+    await asyncio.sleep(0.3)  # time enough for the chatter to be (not) answered
+
+    assert reply.params["reply_parameters"]["message_id"] == mention["message_id"]
+    assert PASSAGE_HEADING.search(reply.text), "the mention should get an answer with passages"
+    assert len(telegram.calls_of("sendMessage")) == 1, "group chatter must not be answered"
+    assert len(telegram.calls_of("sendChatAction")) == 1
+
+
+async def test_a_reply_to_the_bot_in_a_group_is_answered(telegram: FakeTelegram, bot):
+    earlier = {"message_id": 9, "date": 0, "chat": GROUP, "from": BOT_USER, "text": "An answer"}
+    question = telegram.group_message("And who pays for the patent applications?", reply_to=earlier)
+    reply = await telegram.next_call("sendMessage")
+
+    assert reply.params["reply_parameters"]["message_id"] == question["message_id"]
+    assert CITATION_LINK.search(reply.text) or html.escape(NOT_COVERED) in reply.text
+
+
+async def test_ask_alone_explains_usage_in_a_group(telegram: FakeTelegram, bot):
+    telegram.group_message(f"/ask@{BOT_USER['username']}")
+    reply = await telegram.next_call("sendMessage")
+
+    assert "Type your question after /ask" in reply.text
+
+
+async def test_areas_lists_the_nine_areas_with_counts(telegram: FakeTelegram, bot, assistant):
+    reply = await ask_privately(telegram, "/areas")
+
+    summaries = assistant.areas().areas
+    assert len(summaries) == 9
+    for summary in summaries:
+        assert (
+            f"<b>{html.escape(summary.area.title)}</b> ({summary.passages} passages)" in reply.text
+        )
+    assert len(reply.buttons) == 9
+
+
+async def test_area_pages_by_button_in_place(telegram: FakeTelegram, bot, assistant):
+    first = await ask_privately(telegram, "/area valuation")
+    pages = assistant.browse("valuation").pages
+    telegram.press(first.result, "Next ▸")
+    edit = await telegram.next_call("editMessageText")
+
+    assert pages > 1 and f"Page 1 of {pages}" in first.text
+    assert edit.params["message_id"] == first.result["message_id"]
+    assert f"Page 2 of {pages}" in edit.text and "◂ Previous" in edit.button_texts
+    assert (await telegram.next_call("answerCallbackQuery")).ok
+
+
+async def test_more_button_shows_the_next_passages(telegram: FakeTelegram, bot):
+    answer = await ask_privately(telegram, QUESTION)
+    telegram.press(answer.result, "More ▸")
+    more = await telegram.next_call("sendMessage")
+
+    assert [int(n) for n, _ in PASSAGE_HEADING.findall(more.text)] == [4, 5, 6]
+
+
+async def test_sources_button_shows_full_passages_folded(telegram: FakeTelegram, bot):
+    answer = await ask_privately(telegram, QUESTION)
+    telegram.press(answer.result, "Sources")
+    sources = await telegram.next_call("sendMessage")
+
+    assert sources.text.count("<blockquote expandable>") == 3
+    assert len(CITATION_LINK.findall(sources.text)) == 3
+
+
+@pytest.mark.parametrize(("label", "helpful"), [("👍 Helpful", True), ("👎 Not helpful", False)])
+async def test_feedback_buttons_record_a_vote(
+    telegram: FakeTelegram, bot, assistant, label, helpful
+):
+    answer = await ask_privately(telegram, QUESTION)
+    telegram.press(answer.result, label)
+    thanks = await telegram.next_call("answerCallbackQuery")
+    edit = await telegram.next_call("editMessageReplyMarkup")
+
+    assert "Thank you" in thanks.params["text"]
+    assert [(f.question, f.helpful, len(f.passage_ids)) for f in assistant.feedback] == [
+        (QUESTION, helpful, 3)
+    ]
+    assert "👍 Helpful" not in edit.button_texts and "Sources" in edit.button_texts
+
+
+async def test_off_topic_question_is_not_covered_and_offers_areas(telegram: FakeTelegram, bot):
+    reply = await ask_privately(telegram, "What is the best pizza topping in Naples?")
+
+    assert html.escape(NOT_COVERED) in reply.text
+    assert not PASSAGE_HEADING.search(reply.text), "an abstention must not show random passages"
+    assert reply.button_texts and all(t.startswith("Browse: ") for t in reply.button_texts)
+    telegram.press(reply.result, reply.button_texts[0])
+    page = await telegram.next_call("sendMessage")
+    assert "Page 1 of" in page.text and html.escape(reply.button_texts[0][8:]) in page.text
+
+
+async def test_inline_query_offers_cited_passages(telegram: FakeTelegram, bot):
+    telegram.inline_query("joint ownership agreement")
+    call = await telegram.next_call("answerInlineQuery")
+
+    results = call.params["results"]
+    assert call.ok and len(results) == 3 and call.params["next_offset"] == "3"
+    for result in results:
+        content = result["input_message_content"]
+        assert result["type"] == "article" and result["title"]
+        assert content["parse_mode"] == "HTML" and CITATION_LINK.search(content["message_text"])
+        assert html.escape(DISCLAIMER) in content["message_text"]
+
+
+async def test_inline_query_off_topic_is_not_covered(telegram: FakeTelegram, bot):
+    telegram.inline_query("best pizza topping in Naples")
+    call = await telegram.next_call("answerInlineQuery")
+
+    assert [r["title"] for r in call.params["results"]] == [NOT_COVERED]
+
+
+async def test_long_answers_are_split_into_valid_messages(
+    telegram: FakeTelegram, retriever: Retriever
+):
+    question = "How should a university license the results of joint research with industry? " * 70
+    async with running_bot(telegram, Assistant(retriever, top_k=12, rate_limit_per_minute=100)):
+        telegram.private_message(question)
+        answer = await replies_until_buttons(telegram)
+        telegram.press(answer[-1].result, "Sources")
+        sources = [await telegram.next_call("sendMessage")]
+        while sum(c.text.count("<blockquote expandable>") for c in sources) < 12:
+            sources.append(await telegram.next_call("sendMessage"))
+
+    assert len(question) > 5000 and len(answer) >= 2 and len(sources) >= 2
+    for call in answer + sources:
+        assert call.ok, f"Telegram refused a piece: {call.error}"
+        assert utf16_length(parse_html(call.text)) <= 4096
+    assert "Your question was long" in answer[0].text
+    assert [int(n) for c in answer for n, _ in PASSAGE_HEADING.findall(c.text)] == list(
+        range(1, 13)
+    )
+    assert not any(c.buttons for c in answer[:-1]), "buttons belong under the last piece only"
+
+
+async def test_a_429_is_retried_after_the_wait(telegram: FakeTelegram, bot):
+    telegram.fail_next("sendMessage", 429, retry_after=1)
+    telegram.private_message("/help")
+    refused = await telegram.next_call("sendMessage")
+    accepted = await telegram.next_call("sendMessage", timeout=10)
+
+    assert refused.error and refused.error["parameters"]["retry_after"] == 1
+    assert accepted.ok and accepted.text == refused.text
+    assert accepted.at - refused.at >= 1.0
+
+
+async def test_polling_survives_a_network_error(telegram: FakeTelegram, bot):
+    telegram.fail_next("getUpdates", 502, "Bad Gateway")
+    await ask_privately(telegram, "/help")  # the next poll fails...
+    reply = await ask_privately(telegram, "/about")  # ...and polling resumes
+
+    assert any(c.error and c.error["error_code"] == 502 for c in telegram.calls_of("getUpdates"))
+    assert "<b>Corpus</b>" in reply.text
+
+
+async def test_a_failure_is_logged_and_the_user_told_politely(telegram: FakeTelegram, bot, caplog):
+    telegram.fail_next("sendMessage", 400, "Bad Request: chat not found")
+    telegram.private_message("/help")
+    failed = await telegram.next_call("sendMessage")
+    apology = await telegram.next_call("sendMessage")
+
+    assert failed.error and apology.ok and apology.text == html.escape(SORRY)
+    assert "handling update" in caplog.text and "chat not found" in caplog.text.lower()
+    assert telegram.token not in caplog.text
+
+
+async def test_an_expired_button_is_explained(telegram: FakeTelegram, bot):
+    old = {"message_id": 3, "date": 0, "chat": {"id": USER_ID, "type": "private"}, "text": "old"}
+    telegram.press_data(old, "f" * 64)
+    answer = await telegram.next_call("answerCallbackQuery")
+
+    assert "expired" in answer.params["text"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "   \n\t ",
+        "<b>hi</b> & <script>alert('x')</script>",
+        "🤔🔥🧪 who owns my lab's results? 🧬",
+        "Wem gehören die Ergebnisse eines gemeinsamen Forschungsprojekts?",
+        "合作研究成果的知识产权归谁所有？",
+    ],
+    ids=["whitespace", "html-like", "emoji", "german", "chinese"],
+)
+async def test_odd_input_gets_a_sensible_reply(telegram: FakeTelegram, bot, text):
+    reply = await ask_privately(telegram, text)
+
+    assert reply.ok and html.escape(SORRY) not in reply.text
+    assert "<script>" not in reply.text
+    if not text.strip():
+        assert "Please type a question" in reply.text
+
+
+async def test_rate_limit_is_explained_politely(telegram: FakeTelegram, retriever: Retriever):
+    async with running_bot(telegram, Assistant(retriever, rate_limit_per_minute=2)):
+        replies = [await ask_privately(telegram, f"{QUESTION} ({n})") for n in range(3)]
+
+    assert all(PASSAGE_HEADING.search(r.text) for r in replies[:2])
+    assert "faster than I can keep up" in replies[2].text
+
+
+async def test_ipbot_run_answers_and_stops_on_sigterm(
+    telegram: FakeTelegram, retriever: Retriever, data_dir: Path, tmp_path: Path
+):
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("IPBOT_")},
+        "IPBOT_TELEGRAM_TOKEN": telegram.token,
+        "IPBOT_TELEGRAM_API_URL": telegram.base_url,
+        "IPBOT_DATA_DIR": str(data_dir),
+        "IPBOT_CORPUS_DIR": str(CORPUS_DIR),
+        "IPBOT_LOG_LEVEL": "DEBUG",
+        "PYTHONPATH": str(ROOT),
+    }
+    output = tmp_path / "ipbot.log"
+    with output.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "run",
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            await telegram.next_call("setMyCommands", timeout=120)
+            reply = await ask_privately(telegram, QUESTION)
+            process.send_signal(signal.SIGTERM)
+            stopped = time.monotonic()
+            code = await asyncio.wait_for(process.wait(), timeout=15)
+        finally:
+            if process.returncode is None:
+                process.kill()
+    log = output.read_text(errors="replace")
+
+    assert PASSAGE_HEADING.search(reply.text), log[-2000:]
+    assert code == 0 and time.monotonic() - stopped < 5, log[-2000:]
+    assert telegram.token.split(":")[1] not in log, "the token leaked into the output"
