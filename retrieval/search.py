@@ -335,6 +335,6 @@ def open_retriever(
     """Load the corpus and the model, and bring the index up to date: ready to answer."""
     corpus = load_corpus(corpus_dir)
     progress(f"Loading the embedding model ({model})...")
-    embedder = Embedder(model)
+    embedder = Embedder(model, cache_dir=Path(data_dir) / "models")
     index = load_or_build_index(IndexStore(data_dir, index_type), corpus, embedder, progress)
     return Retriever(corpus, index, embedder, policy or AbstentionPolicy())

@@ -1,0 +1,66 @@
+"""Embeddings: the fast ONNX path gives the model's own vectors, and concurrent questions batch."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from retrieval.embedder import (
+    Embedder,
+    MicroBatcher,
+    ModelNotFoundError,
+    _TorchBackend,
+    resolve_model_path,
+)
+from retrieval.search import Retriever
+
+TEXTS = [
+    "Who owns the results of a joint project?",
+    "FAIR data",
+    "rechte an ergebnissen",
+    "🙂",
+    "x" * 5000,
+]
+
+
+def test_onnx_vectors_match_sentence_transformers(retriever: Retriever) -> None:
+    embedder = retriever.embedder
+    reference = _TorchBackend(resolve_model_path("all-MiniLM-L6-v2")).embed(TEXTS, 8)
+    vectors = embedder.embed(TEXTS)
+    assert embedder.backend == "onnx"
+    assert vectors.shape == (len(TEXTS), 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert float(np.min(np.sum(vectors * reference, axis=1))) > 0.9999
+
+
+def test_order_of_a_batch_does_not_change_vectors(retriever: Retriever) -> None:
+    forward = retriever.embedder.embed(TEXTS)
+    backward = retriever.embedder.embed(TEXTS[::-1])[::-1]
+    assert np.allclose(forward, backward, atol=1e-5)
+
+
+def test_missing_model_names_the_setting(tmp_path) -> None:
+    with pytest.raises(ModelNotFoundError, match="IPBOT_MODEL"):
+        Embedder(str(tmp_path / "nothing-here"))
+
+
+class CountingEmbedder:
+    """Delegates to the real embedder and records the size of each call."""
+
+    def __init__(self, real: Embedder):
+        self.real, self.calls = real, []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        return self.real.embed(texts)
+
+
+async def test_concurrent_questions_are_embedded_together(retriever: Retriever) -> None:
+    counting = CountingEmbedder(retriever.embedder)
+    batcher = MicroBatcher(counting)  # type: ignore[arg-type]
+    questions = [f"question number {i} about patents" for i in range(32)]
+    vectors = await asyncio.gather(*(batcher.embed(q) for q in questions))
+    assert sum(counting.calls) == 32 and len(counting.calls) <= 2
+    assert np.allclose(np.stack(vectors), retriever.embedder.embed(questions), atol=1e-5)
