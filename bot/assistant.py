@@ -268,9 +268,9 @@ class Assistant:
         return Notice("unknown_command", f"I don't know /{name}. Type /help to see what I can do.")
 
 
-def create_assistant(settings: Settings, progress: Progress = lambda _msg: None) -> Assistant:
-    """Load corpus, model and index as configured, and wrap them in an assistant."""
-    retriever = open_retriever(
+def configured_retriever(settings: Settings, progress: Progress = lambda _msg: None) -> Retriever:
+    """Corpus, model and index as the settings say, ready to answer."""
+    return open_retriever(
         settings.corpus_dir,
         settings.data_dir,
         settings.model,
@@ -278,4 +278,9 @@ def create_assistant(settings: Settings, progress: Progress = lambda _msg: None)
         settings.policy,
         progress,
     )
+
+
+def create_assistant(settings: Settings, progress: Progress = lambda _msg: None) -> Assistant:
+    """Load corpus, model and index as configured, and wrap them in an assistant."""
+    retriever = configured_retriever(settings, progress)
     return Assistant(retriever, settings.top_k, settings.rate_limit_per_minute)

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import yaml
 
-from bot.assistant import Assistant, User
+from bot.assistant import Assistant, User, configured_retriever
 from bot.settings import Settings
 from retrieval.corpus import load_corpus
 from retrieval.evaluate import DEFAULT_EVAL_FILE
 from retrieval.index import IndexStore, Progress
-from retrieval.search import Retriever, open_retriever
+from retrieval.search import Retriever
 
 CONCURRENCY = 32
 
@@ -98,14 +98,7 @@ def index_builds(settings: Settings, retriever: Retriever) -> tuple[float, float
 
 
 def run_benchmark(settings: Settings, questions: int = 200, progress: Progress = print) -> str:
-    retriever = open_retriever(
-        settings.corpus_dir,
-        settings.data_dir,
-        settings.model,
-        settings.index_type,
-        settings.policy,
-        progress,
-    )
+    retriever = configured_retriever(settings, progress)
     texts = bench_questions()
     progress("Timing a cold start...")
     cold, cold_rss = cold_start(settings)

@@ -149,19 +149,6 @@ def cmd_corpus(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def open_retriever_for(settings: Settings):
-    from retrieval.search import open_retriever
-
-    return open_retriever(
-        settings.corpus_dir,
-        settings.data_dir,
-        settings.model,
-        settings.index_type,
-        settings.policy,
-        progress,
-    )
-
-
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     from retrieval.corpus import load_corpus
     from retrieval.embedder import Embedder
@@ -193,7 +180,9 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     top_k = args.top_k or settings.top_k
     if not 1 <= top_k <= 50:
         raise UserInputError("--top-k must be between 1 and 50")
-    retriever = open_retriever_for(settings)
+    from bot.assistant import configured_retriever
+
+    retriever = configured_retriever(settings, progress)
     if args.area:
         retriever.resolve_area(args.area)  # fail once, early, on a bad area
     for question in _questions(args.question):
@@ -232,9 +221,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.assistant import configured_retriever
     from retrieval.evaluate import DEFAULT_EVAL_FILE, evaluate, format_report
 
-    retriever = open_retriever_for(settings)
+    retriever = configured_retriever(settings, progress)
     report = evaluate(retriever, args.file or DEFAULT_EVAL_FILE, calibrate=args.calibrate)
     print(format_report(report))
     return 0
