@@ -1,0 +1,160 @@
+"""Discord's format of every reply: escaped Markdown in embeds, within Discord's limits.
+
+The one place that decides how ipbot looks on Discord; `bot/discord.py` only sends what
+these functions build, and never lets a message ping anyone.
+"""
+
+from __future__ import annotations
+
+import discord
+
+from bot.assistant import (
+    HELPDESK_URL,
+    HUMAN_HELP,
+    NOT_COVERED,
+    AboutReply,
+    AnswerReply,
+    AreaList,
+    AreaPage,
+    HelpReply,
+    Notice,
+    Reply,
+)
+from retrieval.corpus import Passage
+from retrieval.search import Answer
+
+# Discord's limits (characters), see https://discord.com/developers/docs/resources/message
+CONTENT_MAX, TITLE_MAX, DESCRIPTION_MAX, FOOTER_MAX = 2000, 256, 4096, 2048
+FIELDS_MAX, FIELD_NAME_MAX, FIELD_VALUE_MAX, EMBED_MAX = 25, 256, 1024, 6000
+THREAD_NAME_MAX, CHOICES_MAX, CHOICE_MAX = 100, 25, 100
+NO_MENTIONS = discord.AllowedMentions.none()
+COLOUR = discord.Colour(0x003399)  # EU blue
+
+
+# -- formatting: typed replies to embeds ------------------------------------------------
+
+
+def escape(text: str) -> str:
+    """Corpus or user text shown as it is: no markdown, no mentions."""
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+
+
+def shorten(text: str, limit: int, ellipsis: str = "…") -> str:
+    """Fit `text` into `limit` characters, cutting at a word boundary."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(0, limit - len(ellipsis))]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:-\\") + ellipsis  # never leave a dangling escape backslash
+
+
+def link(label: str, url: str) -> str:
+    safe_url = url.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+    return f"[{shorten(escape(label), 300)}]({safe_url})"
+
+
+def passage_text(text: str, highlight: str, room: int) -> str:
+    """The passage with its best sentence in bold; trimmed around that sentence if long."""
+    sentence = highlight.strip()
+    before, found, after = text.partition(sentence) if sentence else (text, "", "")
+    if not found:
+        return shorten(escape(text), room)
+    full = f"{escape(before)}**{escape(found)}**{escape(after)}"
+    if len(full) <= room:
+        return full
+    lead = "… " if before.strip() else ""
+    core = f"{lead}**{shorten(escape(found), room - len(lead) - 5)}**"
+    rest = room - len(core) - 1
+    tail = shorten(escape(after.strip()), rest) if rest > 20 and after.strip() else ""
+    return f"{core} {tail}".rstrip()
+
+
+def passage_value(passage: Passage, highlight: str, budget: int) -> str:
+    source = f"*{passage.kind}* · {link(passage.citation, passage.url)}"
+    return passage_text(passage.text, highlight, budget - len(source) - 1) + "\n" + source
+
+
+def add_passages(embed: discord.Embed, rows: list[tuple[str, Passage, str]]) -> discord.Embed:
+    """Add (name, passage, highlight) fields, sharing what is left of the 6,000 characters."""
+    rows = rows[:FIELDS_MAX]
+    names = [shorten(escape(name), FIELD_NAME_MAX) for name, _, _ in rows]
+    left = EMBED_MAX - len(embed) - sum(map(len, names))
+    budget = min(FIELD_VALUE_MAX, left // max(1, len(rows)))
+    for name, (_, passage, highlight) in zip(names, rows, strict=True):
+        value = shorten(passage_value(passage, highlight, budget), budget)  # a last resort
+        embed.add_field(name=name, value=value, inline=False)
+    return embed
+
+
+def new_embed(title: str, description: str = "", footer: str = "") -> discord.Embed:
+    embed = discord.Embed(
+        title=shorten(title, TITLE_MAX),
+        description=shorten(description, DESCRIPTION_MAX) or None,
+        colour=COLOUR,
+    )
+    if footer:
+        embed.set_footer(text=shorten(footer, FOOTER_MAX))
+    return embed
+
+
+def answer_embed(answer: Answer, disclaimer: str) -> discord.Embed:
+    notes = [f"*{escape(note)}*" for note in answer.notes]
+    if not answer.answered:
+        return not_covered_embed(answer, notes)
+    question = f"**Q:** {shorten(escape(answer.question), 500)}"
+    title = answer.area.title if answer.area else "Answer"
+    embed = new_embed(title, "\n".join([question, *notes]), disclaimer)
+    numbered = enumerate(answer.hits, start=answer.offset + 1)
+    rows = [(f"{n}. {hit.passage.title}", hit.passage, hit.highlight) for n, hit in numbered]
+    return add_passages(embed, rows)
+
+
+def not_covered_embed(answer: Answer, notes: list[str]) -> discord.Embed:
+    lines = [*notes, NOT_COVERED]
+    if answer.suggestions:
+        closest = ", ".join(f"**{escape(a.title)}** (`/area {a.slug}`)" for a in answer.suggestions)
+        lines.append(f"Closest areas: {closest}")
+    lines.append(f"{HUMAN_HELP} {link('European IP Helpdesk', HELPDESK_URL)}")
+    return new_embed("Not covered", "\n\n".join(lines))
+
+
+def reply_embed(reply: Reply) -> discord.Embed | None:
+    """The embed for a reply; None for a notice, which is sent as plain text."""
+    match reply:
+        case AnswerReply(answer=answer, disclaimer=disclaimer):
+            return answer_embed(answer, disclaimer)
+        case AreaList(areas=areas):
+            embed = new_embed(f"The {len(areas)} areas of the Code of Practice")
+            for s in areas[:FIELDS_MAX]:
+                value = (
+                    f"{escape(s.area.description)}\n`/area {s.area.slug}` · {s.passages} passages"
+                )
+                embed.add_field(name=shorten(escape(s.area.title), FIELD_NAME_MAX), value=value)
+            return embed
+        case AreaPage(area=area, passages=passages, page=page, pages=pages):
+            embed = new_embed(area.title, escape(area.description), f"Page {page + 1} of {pages}")
+            return add_passages(embed, [(f"{p.id}: {p.title}", p, "") for p in passages])
+        case HelpReply(intro=intro, commands=commands_, example=example, disclaimer=disclaimer):
+            embed = new_embed("ipbot", intro, disclaimer)
+            usage = "\n".join(f"`{c.usage}` {c.description}" for c in commands_)
+            embed.add_field(name="Commands", value=shorten(usage, FIELD_VALUE_MAX), inline=False)
+            also = "Mention me with a question, or send me a direct message."
+            embed.add_field(name="Without commands", value=also, inline=False)
+            embed.add_field(name="Try", value=f"/ask {escape(example)}", inline=False)
+            return embed
+        case AboutReply() as about:
+            embed = new_embed("About ipbot")
+            embed.add_field(name="Corpus", value=f"{about.corpus_version} ({about.corpus_hash})")
+            embed.add_field(name="Passages", value=str(about.passages))
+            embed.add_field(name="Indexed", value=about.indexed_at or "not yet")
+            embed.add_field(name="Model", value=escape(about.model))
+            return embed
+        case Notice():
+            return None
+    raise TypeError(f"no Discord format for {type(reply).__name__}")
+
+
+def thread_name(question: str) -> str:
+    return shorten(" ".join(question.split()), THREAD_NAME_MAX) or "Question"

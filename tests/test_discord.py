@@ -1,0 +1,420 @@
+"""The Discord adapter through discord.py's real dispatch, against a fake Discord on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.assistant import DISCLAIMER, NOT_COVERED, AnswerReply, Assistant, User
+from bot.discord import EXPIRED, SORRY, run_discord
+from bot.discord_format import answer_embed
+from bot.settings import Settings, SettingsError
+from retrieval.search import Retriever
+from tests.fakes.discord_server import FLAG_EPHEMERAL, MESSAGE_CONTENT_INTENT, Call, FakeDiscord
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
+
+QUESTION = "Who owns the results of a joint research project?"
+OFF_TOPIC = "What is the best recipe for chocolate cake?"
+TOKEN = "fake-discord-token"
+
+
+def embed_length(embed: dict) -> int:
+    fields = embed.get("fields", [])
+    parts = [embed.get("title", ""), embed.get("description", "")]
+    parts += [embed.get("footer", {}).get("text", ""), embed.get("author", {}).get("name", "")]
+    return sum(map(len, parts)) + sum(len(f["name"]) + len(f["value"]) for f in fields)
+
+
+def assert_sendable(message: dict) -> None:
+    """What Discord would reject, or what could ping someone, fails here."""
+    mentions = message.get("allowed_mentions") or {}
+    pings = mentions.get("replied_user") or mentions.get("users") or mentions.get("roles")
+    assert mentions.get("parse") == [] and not pings, f"a message could ping: {mentions}"
+    assert len(message.get("content") or "") <= 2000
+    assert len(message.get("embeds", [])) <= 10
+    for embed in message.get("embeds", []):
+        assert len(embed.get("title", "")) <= 256
+        assert len(embed.get("description", "")) <= 4096
+        assert len(embed.get("fields", [])) <= 25
+        fields = embed.get("fields", [])
+        assert all(len(f["name"]) <= 256 and len(f["value"]) <= 1024 for f in fields)
+        assert len(embed.get("footer", {}).get("text", "")) <= 2048
+        assert embed_length(embed) <= 6000
+
+
+def custom_ids(message: dict) -> list[str]:
+    return [c["custom_id"] for row in message.get("components", []) for c in row["components"]]
+
+
+def settings_for(fake: FakeDiscord, **overrides: object) -> Settings:
+    """Settings that point the real library at the fake (started) Discord."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        discord_token=TOKEN,
+        discord_api_url=fake.api_url,
+        discord_gateway_url=fake.gateway_url,
+        discord_guild_id=fake.guild_id,
+        **overrides,
+    )
+
+
+async def start_bot(fake: FakeDiscord, assistant: Assistant, **settings: object):
+    await fake.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_discord(assistant, settings_for(fake, **settings), stop))
+    ready = asyncio.create_task(fake.wait_until_ready())
+    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():  # the bot stopped before it was ready: show why
+        ready.cancel()
+        task.result()
+    return stop, task
+
+
+async def stop_bot(fake: FakeDiscord, stop: asyncio.Event, task: asyncio.Task) -> None:
+    stop.set()
+    await asyncio.wait_for(task, 10)  # run_discord returns soon after stop
+    await fake.stop()
+    for call in fake.calls:
+        if call.message is not None:
+            assert_sendable(call.message)
+
+
+@pytest.fixture
+def bot_settings() -> dict[str, object]:
+    """Settings for the bot under test; a test overrides them with `parametrize`."""
+    return {}
+
+
+@pytest.fixture
+async def fake(assistant: Assistant, bot_settings: dict[str, object]) -> AsyncIterator[FakeDiscord]:
+    """A fake Discord with the bot connected to it, ready for events."""
+    server = FakeDiscord()
+    stop, task = await start_bot(server, assistant, **bot_settings)
+    yield server
+    await stop_bot(server, stop, task)
+
+
+async def slash(fake: FakeDiscord, name: str, /, **options: str) -> tuple[Call, Call | None]:
+    """Run a slash command; return its callback and, if deferred, its first follow-up."""
+    mark = len(fake.calls)
+    token = await fake.run_command(name, **options)
+    callback = await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
+    if callback.body["type"] != 5:
+        return callback, None
+    return callback, await fake.next_call(mark, "POST", rf"/webhooks/\d+/{token}")
+
+
+async def answer_to_mention(fake: FakeDiscord, text: str) -> tuple[Call, Call]:
+    mark = len(fake.calls)
+    question = await fake.post_message(text, mention=True)
+    thread = await fake.next_call(mark, "POST", rf"/channels/\d+/messages/{question['id']}/threads")
+    answer = await fake.next_call(mark, "POST", rf"/channels/{question['id']}/messages")
+    return thread, answer
+
+
+async def test_slash_ask_is_deferred_then_answered_with_a_cited_embed(fake: FakeDiscord) -> None:
+    callback, followup = await slash(fake, "ask", question=QUESTION)
+
+    assert callback.body["type"] == 5, "the bot must defer before searching (3-second window)"
+    embed = followup.body["embeds"][0]
+    assert embed["title"] == "Intellectual assets management"
+    assert QUESTION in embed["description"]
+    assert embed["footer"]["text"] == DISCLAIMER
+    first = embed["fields"][0]
+    assert first["name"].startswith("1. ")
+    assert "**" in first["value"], "the highlighted sentence should be bold"
+    assert "](https://" in first["value"], "each passage needs a clickable citation"
+    assert custom_ids(followup.body) == ["ipbot:more", "ipbot:helpful", "ipbot:not-helpful"]
+
+
+async def test_slash_ask_works_in_a_direct_message(fake: FakeDiscord) -> None:
+    mark = len(fake.calls)
+    token = await fake.run_command("ask", dm=True, question="How do I value a patent?")
+    followup = await fake.next_call(mark, "POST", rf"/webhooks/\d+/{token}")
+
+    assert followup.body["embeds"][0]["title"] == "IP valuation"
+
+
+async def test_slash_commands_are_synced_to_the_configured_guild(fake: FakeDiscord) -> None:
+    sync = fake.calls_since(0, "PUT", rf"/applications/\d+/guilds/{fake.guild_id}/commands")
+
+    commands = {c["name"]: c for c in sync[0].body}
+    assert set(commands) == {"ask", "areas", "area", "help", "about"}
+    options = {o["name"]: o for o in commands["ask"]["options"]}
+    assert options["question"]["required"] and options["area"]["autocomplete"]
+
+
+async def test_area_autocomplete_offers_matching_areas(fake: FakeDiscord) -> None:
+    mark = len(fake.calls)
+    token = await fake.autocomplete("ask", "area", question=QUESTION, area="val")
+    callback = await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
+
+    assert callback.body["type"] == 8
+    choices = callback.body["data"]["choices"]
+    assert choices == [{"name": "IP valuation", "value": "valuation"}]
+
+
+async def test_area_autocomplete_lists_at_most_25_areas(fake: FakeDiscord) -> None:
+    mark = len(fake.calls)
+    token = await fake.autocomplete("area", "name", name="")
+    callback = await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
+
+    assert 9 <= len(callback.body["data"]["choices"]) <= 25
+
+
+async def test_mention_is_answered_in_a_thread_named_after_the_question(fake: FakeDiscord) -> None:
+    thread, answer = await answer_to_mention(fake, QUESTION)
+
+    assert thread.body["name"] == QUESTION
+    assert answer.body["embeds"][0]["title"] == "Intellectual assets management"
+
+
+async def test_follow_up_in_the_bots_thread_needs_no_mention(fake: FakeDiscord) -> None:
+    thread, _ = await answer_to_mention(fake, QUESTION)
+    thread_id = thread.path.split("/")[4]
+
+    mark = len(fake.calls)
+    await fake.post_message("How do I value a patent?", channel_id=int(thread_id))
+    followup = await fake.next_call(mark, "POST", rf"/channels/{thread_id}/messages")
+
+    assert followup.body["embeds"][0]["title"] == "IP valuation"
+
+
+async def test_long_question_names_its_thread_within_100_characters(fake: FakeDiscord) -> None:
+    question = "Who owns the results " + "of a joint research project " * 10 + "?"
+    thread, _ = await answer_to_mention(fake, question)
+
+    name = thread.body["name"]
+    assert len(name) <= 100 and name.endswith("…")
+    assert name[:-1].split()[-1] in question.split(), "the name was cut inside a word"
+
+
+@pytest.mark.parametrize("bot_settings", [{"discord_threads": False}])
+async def test_mention_is_answered_in_the_channel_when_threads_are_off(fake: FakeDiscord) -> None:
+    mark = len(fake.calls)
+    question = await fake.post_message(QUESTION, mention=True)
+    reply = await fake.next_call(mark, "POST", rf"/channels/{fake.channel_id}/messages")
+
+    assert str(reply.body["message_reference"]["message_id"]) == question["id"]
+    assert not fake.calls_since(mark, "POST", r".*/threads")
+
+
+async def test_channel_chatter_is_ignored(fake: FakeDiscord) -> None:
+    mark = len(fake.calls)
+    await fake.post_message("Anyone up for lunch? Who owns the fridge?")
+    await fake.post_message(QUESTION, dm=True)  # answered after the chatter was handled
+    await fake.next_call(mark, "POST", rf"/channels/{fake.dm_channel_id}/messages")
+    await asyncio.sleep(0.2)
+
+    assert not fake.calls_since(mark, pattern=rf"/channels/{fake.channel_id}/.*")
+
+
+async def test_direct_message_is_answered(fake: FakeDiscord) -> None:
+    mark = len(fake.calls)
+    await fake.post_message("How do I value a patent?", dm=True)
+    reply = await fake.next_call(mark, "POST", rf"/channels/{fake.dm_channel_id}/messages")
+
+    assert reply.body["embeds"][0]["title"] == "IP valuation"
+
+
+async def test_more_button_shows_the_next_passages(fake: FakeDiscord) -> None:
+    _, first = await slash(fake, "ask", question=QUESTION)
+    message_id = first.message_id
+
+    mark = len(fake.calls)
+    token = await fake.click(message_id, "ipbot:more")
+    callback = await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
+    more = await fake.next_call(mark, "POST", rf"/webhooks/\d+/{token}")
+
+    assert callback.body["type"] == 7, "the click must be answered at once"
+    more_button = callback.body["data"]["components"][0]["components"][0]
+    assert more_button["custom_id"] == "ipbot:more" and more_button["disabled"]
+    assert more.body["embeds"][0]["fields"][0]["name"].startswith("4. ")
+
+
+async def test_feedback_is_recorded_once_per_user(fake: FakeDiscord, assistant: Assistant) -> None:
+    _, first = await slash(fake, "ask", question=QUESTION)
+    message_id = first.message_id
+
+    replies = []
+    for button in ("ipbot:helpful", "ipbot:not-helpful"):
+        mark = len(fake.calls)
+        token = await fake.click(message_id, button)
+        replies.append(await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback"))
+
+    assert [r.body["data"]["content"] for r in replies] == [
+        "Thank you for your feedback!",
+        "You already rated this answer.",
+    ]
+    assert all(r.body["data"]["flags"] & FLAG_EPHEMERAL for r in replies)
+    assert [(f.question, f.helpful) for f in assistant.feedback] == [(QUESTION, True)]
+
+
+async def test_off_topic_question_gets_not_covered_with_closest_areas(fake: FakeDiscord) -> None:
+    _, followup = await slash(fake, "ask", question=OFF_TOPIC)
+
+    embed = followup.body["embeds"][0]
+    assert embed["title"] == "Not covered"
+    assert NOT_COVERED in embed["description"] and "Closest areas:" in embed["description"]
+    assert not followup.body.get("components"), "no feedback buttons on an abstention"
+
+
+async def test_everyone_in_a_question_cannot_ping(fake: FakeDiscord) -> None:
+    _, answer = await answer_to_mention(fake, "@everyone who owns joint research results?")
+
+    description = answer.body["embeds"][0]["description"]
+    assert "@everyone" not in description and "@\u200beveryone" in description
+    assert_sendable(answer.body)
+
+
+async def test_browsing_an_area_pages_in_place(fake: FakeDiscord) -> None:
+    callback, _ = await slash(fake, "area", name="valuation")
+    page = callback.body["data"]
+    assert page["embeds"][0]["footer"]["text"].startswith("Page 1 of ")
+    message_id = callback.message_id
+
+    mark = len(fake.calls)
+    token = await fake.click(message_id, "ipbot:next")
+    turned = await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
+
+    assert turned.body["type"] == 7
+    assert turned.body["data"]["embeds"][0]["footer"]["text"].startswith("Page 2 of ")
+
+
+async def test_areas_help_and_about_answer_at_once(fake: FakeDiscord) -> None:
+    replies = {name: (await slash(fake, name))[0].body for name in ("areas", "help", "about")}
+
+    assert all(body["type"] == 4 for body in replies.values())
+    assert len(replies["areas"]["data"]["embeds"][0]["fields"]) == 9
+    assert replies["help"]["data"]["embeds"][0]["footer"]["text"] == DISCLAIMER
+    assert replies["about"]["data"]["embeds"][0]["title"] == "About ipbot"
+
+
+async def test_unknown_area_gets_an_ephemeral_hint(fake: FakeDiscord) -> None:
+    callback, _ = await slash(fake, "area", name="astrology")
+
+    assert callback.body["data"]["flags"] & FLAG_EPHEMERAL
+    assert "There is no area called 'astrology'" in callback.body["data"]["content"]
+
+
+async def test_a_failing_command_gets_an_ephemeral_apology_and_the_bot_lives_on(
+    fake: FakeDiscord,
+) -> None:
+    callback, _ = await slash(fake, "subscribe")  # not registered: the library raises
+
+    assert callback.body["data"]["content"] == SORRY
+    assert callback.body["data"]["flags"] & FLAG_EPHEMERAL
+    _, followup = await slash(fake, "ask", question=QUESTION)
+    assert followup.body["embeds"]
+
+
+async def test_buttons_of_a_forgotten_answer_reply_that_they_expired(fake: FakeDiscord) -> None:
+    old = fake.bot_message_from_earlier_session(["ipbot:more", "ipbot:helpful"])
+
+    mark = len(fake.calls)
+    token = await fake.click(int(old["id"]), "ipbot:helpful")
+    callback = await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
+
+    assert callback.body["data"]["content"] == EXPIRED
+    assert callback.body["data"]["flags"] & FLAG_EPHEMERAL
+
+
+async def test_refused_thread_falls_back_to_a_reply(fake: FakeDiscord) -> None:
+    fake.refuse_threads = True
+    mark = len(fake.calls)
+    question = await fake.post_message(QUESTION, mention=True)
+    reply = await fake.next_call(mark, "POST", rf"/channels/{fake.channel_id}/messages")
+
+    assert str(reply.body["message_reference"]["message_id"]) == question["id"]
+    assert reply.body["embeds"][0]["title"] == "Intellectual assets management"
+
+
+async def test_reconnect_resumes_the_session_and_keeps_answering(fake: FakeDiscord) -> None:
+    await fake.reconnect_request()
+    await fake.wait_until(lambda: fake.resumes == 1)
+
+    _, followup = await slash(fake, "ask", question=QUESTION)
+    assert followup.body["embeds"]
+
+
+async def test_message_content_intent_is_requested_only_when_the_portal_allows_it(
+    assistant: Assistant,
+) -> None:
+    intents = {}
+    for allowed in (True, False):
+        server = FakeDiscord(message_content_allowed=allowed)
+        stop, task = await start_bot(server, assistant)
+        assert server.identify is not None
+        intents[allowed] = server.identify["intents"] & MESSAGE_CONTENT_INTENT
+        await stop_bot(server, stop, task)
+
+    assert intents == {True: MESSAGE_CONTENT_INTENT, False: 0}
+
+
+async def test_without_message_content_thread_follow_ups_need_a_mention(
+    assistant: Assistant,
+) -> None:
+    server = FakeDiscord(message_content_allowed=False)
+    stop, task = await start_bot(server, assistant)
+    thread, _ = await answer_to_mention(server, QUESTION)
+    thread_id = int(thread.path.split("/")[4])
+
+    mark = len(server.calls)
+    await server.post_message("How do I value a patent?", channel_id=thread_id)  # arrives empty
+    await server.post_message("How do I value a patent?", channel_id=thread_id, mention=True)
+    await server.next_call(mark, "POST", rf"/channels/{thread_id}/messages")
+    await asyncio.sleep(0.2)
+    await stop_bot(server, stop, task)
+
+    replies = server.calls_since(mark, "POST", rf"/channels/{thread_id}/messages")
+    assert len(replies) == 1, "an empty (unreadable) message got a reply"
+    assert replies[0].body["embeds"][0]["title"] == "IP valuation"
+
+
+async def test_stop_during_start_up_returns_cleanly(assistant: Assistant) -> None:
+    server = FakeDiscord()
+    await server.start()
+    stop = asyncio.Event()
+    stop.set()
+    await asyncio.wait_for(run_discord(assistant, settings_for(server), stop), 10)
+    await server.stop()
+
+
+async def test_a_rejected_token_stops_with_a_settings_error(assistant: Assistant) -> None:
+    server = FakeDiscord(reject_token=True)
+    with pytest.raises(SettingsError, match="Discord rejected IPBOT_DISCORD_TOKEN"):
+        await start_bot(server, assistant)
+    await server.stop()
+
+
+async def test_the_token_never_reaches_the_log(
+    assistant: Assistant, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = FakeDiscord()
+    stop, task = await start_bot(server, assistant)
+    await slash(server, "ask", question=QUESTION)
+    await slash(server, "subscribe")  # an error is logged with its context
+    await stop_bot(server, stop, task)
+
+    assert "Discord /subscribe failed" in caplog.text
+    assert TOKEN not in caplog.text
+
+
+@pytest.mark.parametrize("top_k", [3, 10])
+async def test_answers_fit_discord_limits_even_for_long_questions(
+    retriever: Retriever, top_k: int
+) -> None:
+    assistant = Assistant(retriever, top_k=top_k)
+    question = "Who owns the results of a joint research project? " * 39  # ~2,000 characters
+    reply = await assistant.ask(User("discord", "1"), question.strip())
+    assert isinstance(reply, AnswerReply)
+
+    embed = answer_embed(reply.answer, reply.disclaimer).to_dict()
+    assert_sendable({"allowed_mentions": {"parse": []}, "embeds": [embed]})
+    assert len(embed["fields"]) == top_k
+    assert all("**" in field["value"] for field in embed["fields"])
