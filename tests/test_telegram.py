@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import html
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +19,7 @@ from bot.assistant import DISCLAIMER, NOT_COVERED, Assistant
 from bot.settings import Settings
 from bot.telegram import SORRY, build_application, polling
 from retrieval.search import Retriever
-from tests.conftest import CORPUS_DIR, ROOT
+from tests.conftest import ipbot_env, ipbot_running
 from tests.fakes.telegram_rules import parse_html, utf16_length
 from tests.fakes.telegram_server import BOT_USER, GROUP, USER_ID, Call, FakeTelegram
 
@@ -316,37 +313,19 @@ async def test_rate_limit_is_explained_politely(telegram: FakeTelegram, retrieve
 async def test_ipbot_run_answers_and_stops_on_sigterm(
     telegram: FakeTelegram, retriever: Retriever, data_dir: Path, tmp_path: Path
 ):
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("IPBOT_")},
-        "IPBOT_TELEGRAM_TOKEN": telegram.token,
-        "IPBOT_TELEGRAM_API_URL": telegram.base_url,
-        "IPBOT_DATA_DIR": str(data_dir),
-        "IPBOT_CORPUS_DIR": str(CORPUS_DIR),
-        "IPBOT_LOG_LEVEL": "DEBUG",
-        "PYTHONPATH": str(ROOT),
-    }
-    output = tmp_path / "ipbot.log"
-    with output.open("wb") as sink:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "run",
-            cwd=tmp_path,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            await telegram.next_call("setMyCommands", timeout=120)
-            reply = await ask_privately(telegram, QUESTION)
-            process.send_signal(signal.SIGTERM)
-            stopped = time.monotonic()
-            code = await asyncio.wait_for(process.wait(), timeout=15)
-        finally:
-            if process.returncode is None:
-                process.kill()
-    log = output.read_text(errors="replace")
+    env = ipbot_env(
+        data_dir,
+        IPBOT_TELEGRAM_TOKEN=telegram.token,
+        IPBOT_TELEGRAM_API_URL=telegram.base_url,
+        IPBOT_LOG_LEVEL="DEBUG",
+    )
+    async with ipbot_running(env, tmp_path) as process:
+        await telegram.next_call("setMyCommands", timeout=120)
+        reply = await ask_privately(telegram, QUESTION)
+        process.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        code = await asyncio.wait_for(process.wait(), timeout=15)
+    log = (tmp_path / "ipbot.log").read_text(errors="replace")
 
     assert PASSAGE_HEADING.search(reply.text), log[-2000:]
     assert code == 0 and time.monotonic() - stopped < 5, log[-2000:]
