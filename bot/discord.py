@@ -105,6 +105,13 @@ def outgoing(reply: Reply, assistant: Assistant, area: str | None = None) -> Out
 async def respond(interaction: discord.Interaction, out: Outgoing) -> None:
     """The interaction's response, or a follow-up when it was already deferred."""
     if interaction.response.is_done():
+        thinking = (
+            interaction.response.type == discord.InteractionResponseType.deferred_channel_message
+        )
+        if thinking and out.ephemeral:
+            # the first follow-up replaces the public "thinking..." and stays public whatever
+            # its flags: remove it, so a notice meant for the asker alone really is
+            await interaction.delete_original_response()
         await interaction.followup.send(**out.kwargs(), ephemeral=out.ephemeral, wait=True)
     else:
         await interaction.response.send_message(**out.kwargs(), ephemeral=out.ephemeral)

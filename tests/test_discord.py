@@ -301,6 +301,19 @@ async def test_unknown_area_gets_an_ephemeral_hint(fake: FakeDiscord) -> None:
     assert "There is no area called 'astrology'" in callback.body["data"]["content"]
 
 
+async def test_a_notice_after_thinking_is_seen_by_the_asker_only(
+    fake: FakeDiscord, assistant: Assistant
+) -> None:
+    assistant.rate_limiter.limit = 0  # every question is over the limit
+    callback, notice = await slash(fake, "ask", question=QUESTION)
+    deleted = fake.calls_since(0, "DELETE", r"/webhooks/\d+/[^/]+/messages/@original")
+
+    assert callback.body["type"] == 5 and deleted, "the public 'thinking...' must go"
+    assert notice is not None and notice.body["flags"] & FLAG_EPHEMERAL
+    stored = fake.messages[int(notice.response["id"])]
+    assert stored["flags"] & FLAG_EPHEMERAL and "faster than I can" in stored["content"]
+
+
 async def test_a_failing_command_gets_an_ephemeral_apology_and_the_bot_lives_on(
     fake: FakeDiscord,
 ) -> None:

@@ -363,6 +363,8 @@ class FakeDiscord:
                 return self._callback(self._interactions[token], body)
             case ("POST", ["webhooks", _, token]):
                 return self._followup(self._interactions[token], body)
+            case ("DELETE", ["webhooks", _, token, "messages", "@original"]):
+                return self._delete_original(self._interactions[token])
             case ("PATCH", ["webhooks", _, token, "messages", message_id]):
                 return self._edit_webhook_message(self._interactions[token], message_id, body)
             case ("POST", ["channels", channel_id, "typing"]):
@@ -467,8 +469,15 @@ class FakeDiscord:
     def _followup(self, record: _Interaction, body: dict) -> dict:
         if record.loading and record.message_id:  # the first follow-up replaces "thinking..."
             record.loading = False
-            return self._update(record.message_id, {**body, "flags": body.get("flags", 0)})
+            # as on Discord: it keeps the visibility of the deferred message, whatever its flags
+            flags = self.messages[record.message_id].get("flags", 0) & ~FLAG_LOADING
+            return self._update(record.message_id, {**body, "flags": flags})
         return self._store(self._webhook_message(record, body))
+
+    def _delete_original(self, record: _Interaction) -> None:
+        if record.message_id is not None:
+            self.messages.pop(record.message_id, None)
+        record.message_id, record.loading = None, False
 
     def _edit_webhook_message(self, record: _Interaction, message_id: str, body: dict) -> dict:
         target = record.message_id if message_id == "@original" else int(message_id)
