@@ -25,7 +25,14 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
-from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
 from telegram.ext import (
     Application,
     BaseRateLimiter,
@@ -56,6 +63,7 @@ from bot.telegram_format import (
 
 log = logging.getLogger(__name__)
 
+START_RETRY_FIRST, START_RETRY_MAX = 1.0, 30.0  # seconds between attempts to reach Telegram
 MAX_RETRY_WAIT = 60.0  # seconds; a longer flood wait fails the request instead of stalling it
 INLINE_CACHE_SECONDS = 60
 SORRY = "Sorry, something went wrong on my side. Please try again in a moment."
@@ -383,9 +391,25 @@ async def run_telegram(assistant: Assistant, settings: Settings, stop: asyncio.E
     token = settings.telegram_token.get_secret_value()  # type: ignore[union-attr]
     with redacted_logs(token):  # the library logs its URLs, token included, at DEBUG level
         try:
-            async with polling(build_application(assistant, settings)) as application:
-                log.info("Telegram: answering as @%s", application.bot.username)
-                await stop.wait()
+            await serve_until_stopped(assistant, settings, stop)
         except InvalidToken:  # its message contains the token
             raise RuntimeError("Telegram rejected IPBOT_TELEGRAM_TOKEN; check the token") from None
     log.info("Telegram: stopped")
+
+
+async def serve_until_stopped(
+    assistant: Assistant, settings: Settings, stop: asyncio.Event
+) -> None:
+    """Start, retrying while Telegram is unreachable (the library retries once running)."""
+    wait = START_RETRY_FIRST
+    while not stop.is_set():
+        try:
+            async with polling(build_application(assistant, settings)) as application:
+                log.info("Telegram: answering as @%s", application.bot.username)
+                await stop.wait()
+                return
+        except NetworkError as exc:  # includes timeouts and 5xx answers, not a bad token
+            log.warning("Telegram: cannot start (%s); retrying in %.0f s", exc, wait)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), wait)
+        wait = min(wait * 2, START_RETRY_MAX)

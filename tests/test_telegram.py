@@ -17,7 +17,7 @@ from telegram.ext import Application
 
 from bot.assistant import DISCLAIMER, NOT_COVERED, Assistant
 from bot.settings import Settings
-from bot.telegram import SORRY, build_application, polling
+from bot.telegram import SORRY, build_application, polling, run_telegram
 from retrieval.search import Retriever
 from tests.conftest import ipbot_env, ipbot_running
 from tests.fakes.telegram_rules import parse_html, utf16_length
@@ -260,6 +260,23 @@ async def test_polling_survives_a_network_error(telegram: FakeTelegram, bot):
     reply = await ask_privately(telegram, "/about")  # ...and polling resumes
 
     assert any(c.error and c.error["error_code"] == 502 for c in telegram.calls_of("getUpdates"))
+    assert "<b>Corpus</b>" in reply.text
+
+
+async def test_start_waits_for_an_unreachable_telegram(telegram: FakeTelegram, assistant):
+    telegram.fail_next("getMe", 502, "Bad Gateway")
+    settings = Settings(
+        telegram_token=telegram.token, telegram_api_url=telegram.base_url, _env_file=None
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_telegram(assistant, settings, stop))
+    try:
+        reply = await ask_privately(telegram, "/about")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    assert [c.error["error_code"] for c in telegram.calls_of("getMe") if c.error] == [502]
     assert "<b>Corpus</b>" in reply.text
 
 
