@@ -75,6 +75,20 @@ def _stemmer() -> Callable[[list[str]], list[str]]:
 _stem = _stemmer()
 
 
+def known_word_share(text: str, vocabulary: dict[str, int]) -> float:
+    """Share of a text's words that are English stop words or corpus terms (1.0 if few words)."""
+    letters = [c for c in text if c.isalpha()]
+    if letters and sum(c.isascii() for c in letters) < len(letters) / 2:
+        return 0.0  # mostly another script (Cyrillic, Greek, CJK...)
+    words = re.findall(r"[^\W\d_]{2,}", text.lower())
+    if len(words) < 3:
+        return 1.0
+    known = sum(
+        w in _STOPWORDS or stem in vocabulary for w, stem in zip(words, _stem(words), strict=True)
+    )
+    return known / len(words)
+
+
 def tokenize(text: str) -> list[str]:
     """Lower-case, drop stop words and stem, the same way for passages and questions."""
     words = [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS]

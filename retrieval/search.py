@@ -18,11 +18,23 @@ import numpy as np
 
 from retrieval.corpus import AREA_PREFIXES, Area, Corpus, Passage, load_corpus
 from retrieval.embedder import Embedder
-from retrieval.index import IndexCorruptError, IndexStore, Progress, SearchIndex, tokenize
+from retrieval.index import (
+    IndexCorruptError,
+    IndexStore,
+    Progress,
+    SearchIndex,
+    known_word_share,
+    tokenize,
+)
 
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[Mode, ...] = ("lexical", "dense", "hybrid")
 MAX_QUESTION_CHARS = 2000
+MIN_KNOWN_WORDS = 0.2  # below this share of English or corpus words, say we read English
+ENGLISH_NOTE = (
+    "I read questions in English, so in another language I may miss the best passages. "
+    "Try asking in English."
+)
 log = logging.getLogger(__name__)
 RRF_K = 60
 
@@ -214,6 +226,8 @@ class Retriever:
     ) -> Answer:
         """The ranking half of `answer`, for callers that embed questions in batches."""
         state = self._state
+        if known_word_share(question, state.index.lexical.vocab_dict) < MIN_KNOWN_WORDS:
+            notes = (*notes, ENGLISH_NOTE)
         ranking = self.rank(state, question, vector, area, mode)
         if not ranking.rows or self._abstains(ranking):
             return Answer(

@@ -124,3 +124,23 @@ def test_json_contract_has_the_documented_fields(retriever: Retriever) -> None:
     assert set(data["area"]) == {"slug", "title"}
     fields = {"id", "area", "kind", "title", "text", "highlight", "citation", "url", "score"}
     assert all(set(r) == fields for r in data["results"])
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Kann ich meine Erfindung patentieren?",
+        "¿Quién es el propietario de los resultados?",
+        "谁拥有联合研究的成果？",
+    ],
+)
+def test_other_languages_get_a_note_to_ask_in_english(retriever: Retriever, question: str) -> None:
+    answer = retriever.answer(question)
+    assert any("in English" in note for note in answer.notes)
+
+
+@pytest.mark.parametrize(
+    "question", ["hw 2 valu patnt b4 licensin", "FAIR?", "who owns the results of a project"]
+)
+def test_english_with_typos_gets_no_language_note(retriever: Retriever, question: str) -> None:
+    assert not any("in English" in note for note in retriever.answer(question).notes)
