@@ -22,6 +22,7 @@ chat: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check bot retrieval tests
+	$(BIN)/mypy retrieval bot
 	$(BIN)/python -m pytest -q
 
 eval: $(STAMP)

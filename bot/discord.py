@@ -203,7 +203,7 @@ class AreaPageView(ReplyView):
         view = AreaPageView(self.assistant, reply)
         self.stop()
         await interaction.response.edit_message(
-            embeds=[reply_embed(reply)], view=view, allowed_mentions=NO_MENTIONS
+            embed=reply_embed(reply), view=view, allowed_mentions=NO_MENTIONS
         )
 
 
@@ -309,7 +309,8 @@ class IpBot(commands.Bot):
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
         command = interaction.command
-        name = command.name if command else (interaction.data or {}).get("name", "?")
+        data: dict[str, Any] = dict(interaction.data or {})
+        name = command.name if command else data.get("name", "?")
         await report_error(interaction, error, f"/{name}")
 
     def question_in(self, message: discord.Message) -> str | None:

@@ -10,14 +10,15 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from bot.assistant import Assistant, create_assistant
 from bot.settings import Settings
 from retrieval.index import Progress
 
 log = logging.getLogger(__name__)
-Adapter = Callable[[Assistant, Settings, asyncio.Event], Awaitable[None]]
+Adapter = Callable[[Assistant, Settings, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def configured_adapters(settings: Settings) -> dict[str, Adapter]:

@@ -79,7 +79,7 @@ class _TorchBackend:
         from sentence_transformers import SentenceTransformer  # heavy: import only when needed
 
         self.model = SentenceTransformer(path, device="cpu", local_files_only=True)
-        self.dimension = int(self.model.get_embedding_dimension())
+        self.dimension = int(self.model.get_embedding_dimension() or 0)
 
     def embed(self, texts: list[str], batch_size: int) -> np.ndarray:
         return self.model.encode(
@@ -184,9 +184,9 @@ def export_onnx(path: str, target: Path) -> Path:
             "format": EXPORT_FORMAT,
             "dimension": reference.dimension,
             "pooling": mode,
-            "max_length": int(reference.model.max_seq_length),
-            "pad_id": int(hf_tokenizer.pad_token_id or 0),
-            "pad_token": hf_tokenizer.pad_token or "[PAD]",
+            "max_length": int(reference.model.max_seq_length or 512),
+            "pad_id": int(getattr(hf_tokenizer, "pad_token_id", None) or 0),
+            "pad_token": getattr(hf_tokenizer, "pad_token", None) or "[PAD]",
         }
         (work / "export.json").write_text(json.dumps(spec))
         exported = _OnnxBackend(work).embed(PROBES, 8)

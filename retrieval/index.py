@@ -120,6 +120,7 @@ def sentence_offsets(passages: list[Passage]) -> list[int]:
 def make_dense_index(vectors: np.ndarray, index_type: str) -> faiss.Index:
     """Exact inner product for small corpora; HNSW for large ones where exact search is slow."""
     dimension = vectors.shape[1]
+    index: faiss.Index
     if index_type == "hnsw":
         index = faiss.IndexHNSWFlat(dimension, 32, faiss.METRIC_INNER_PRODUCT)
     elif index_type == "flat":

@@ -196,9 +196,9 @@ class Retriever:
         starting = [a for a in areas if a.slug.startswith(wanted) and wanted]
         if len(starting) == 1:
             return starting[0]
-        names = {a.slug: a for a in areas} | {a.title.lower(): a for a in areas}
-        close = difflib.get_close_matches(wanted, list(names), n=1, cutoff=0.4)
-        raise UnknownAreaError(text, areas, names[close[0]] if close else None)
+        by_name = {a.slug: a for a in areas} | {a.title.lower(): a for a in areas}
+        close = difflib.get_close_matches(wanted, list(by_name), n=1, cutoff=0.4)
+        raise UnknownAreaError(text, areas, by_name[close[0]] if close else None)
 
     def answer(
         self,
