@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from bot.settings import Settings, SettingsError, load_settings
-from retrieval.corpus import CorpusError, check_corpus
+from retrieval.corpus import CorpusError, check_corpus, corpus_version
 from retrieval.embedder import ModelNotFoundError
 from retrieval.search import UserInputError
 
@@ -38,10 +38,9 @@ def version_line(settings: Settings) -> str:
     """Version of the code and of the corpus, and when the index was built; no model load."""
     from retrieval.index import IndexStore
 
-    version_file = settings.corpus_dir / "VERSION"
-    corpus_version = version_file.read_text().strip() if version_file.exists() else "unversioned"
     indexed = IndexStore(settings.data_dir).built_at() or "not yet indexed"
-    return f"ipbot {package_version()}, corpus {corpus_version}, indexed {indexed}"
+    version = corpus_version(settings.corpus_dir)
+    return f"ipbot {package_version()}, corpus {version}, indexed {indexed}"
 
 
 def build_parser() -> argparse.ArgumentParser:

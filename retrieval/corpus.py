@@ -159,6 +159,12 @@ def load_corpus(corpus_dir: Path) -> Corpus:
     return corpus
 
 
+def corpus_version(corpus_dir: Path) -> str:
+    """The moderators' version label in `VERSION`, readable without loading the corpus."""
+    version_file = Path(corpus_dir) / "VERSION"
+    return version_file.read_text().strip() if version_file.exists() else "unversioned"
+
+
 def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
     """Parse the corpus, collecting problems instead of stopping at the first one."""
     corpus_dir = Path(corpus_dir)
@@ -178,8 +184,7 @@ def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
     problems += _check_cross_file(corpus_dir, areas, passages)
     updates, update_problems = _load_updates(corpus_dir / "updates")
     problems += update_problems
-    version_file = corpus_dir / "VERSION"
-    version = version_file.read_text().strip() if version_file.exists() else "unversioned"
+    version = corpus_version(corpus_dir)
     areas.sort(key=lambda a: AREA_SLUGS.index(a.slug))
     corpus = Corpus(
         areas=tuple(areas),
