@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -65,3 +66,42 @@ async def ipbot_running(
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+POSTGRES_URL = os.environ.get("IPBOT_TEST_POSTGRES_URL")
+ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+async def fresh_database_url(engine: str, folder: Path) -> str:
+    """An empty database: a SQLite file in `folder`, or a new database on the test server."""
+    if engine == "sqlite":
+        return f"sqlite:///{folder / 'ipbot.db'}"
+    if not POSTGRES_URL:
+        pytest.skip("IPBOT_TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL server)")
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    name = f"ipbot_test_{os.getpid()}_{next(_DATABASE_NUMBERS)}"
+    server = make_url(POSTGRES_URL)
+    admin = await asyncpg.connect(
+        host=server.host,
+        port=server.port,
+        user=server.username,
+        password=server.password,
+        database=server.database or "postgres",
+    )
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+_DATABASE_NUMBERS = itertools.count()
+
+
+@pytest.fixture(params=ENGINES)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each engine ipbot supports (PostgreSQL when a server is given)."""
+    return await fresh_database_url(request.param, tmp_path)

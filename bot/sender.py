@@ -1,0 +1,330 @@
+"""The sender: delivers queued updates from the outbox, paced per platform, never on the reply path.
+
+Rows are claimed and committed as `sending` before the platform is called, then settled with
+the outcome. A crash leaves `sending` rows, which `Store.recover` turns into resends where the
+platform deduplicates (Discord's nonce) and into `uncertain` where it cannot (Telegram).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from bot.store import Claim, DeliveryStatus, Store, UpdateStatus
+from bot.store.tables import utcnow
+from retrieval.corpus import Area
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 5
+POLL_SECONDS = 1.0
+REPORT_EVERY = 3.0  # seconds between edits of a moderator's live delivery report
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    BLOCKED = "blocked"  # the chat blocked the bot, left, or no longer exists
+    RETRY = "retry"  # flood control (retry_after) or a passing fault
+    MOVED = "moved"  # the chat has a new id (a Telegram group upgraded to a supergroup)
+    FAILED = "failed"  # the platform refused this message for good
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What a platform said to one send; adapters translate their errors into this."""
+
+    outcome: Outcome
+    message_id: str | None = None
+    retry_after: float | None = None  # flood control: the whole sender waits this long
+    detail: str = ""
+    new_chat_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a message goes: a platform's chat, channel or DM."""
+
+    platform: str
+    chat_id: str
+    kind: str = "private"
+
+
+@dataclass(frozen=True)
+class UpdateItem:
+    """One update as subscribers read it."""
+
+    id: str
+    date: dt.date
+    title: str
+    body: str
+    url: str
+    areas: tuple[Area, ...]
+
+
+@dataclass(frozen=True)
+class Bulletin:
+    """What a subscriber receives: one update, or several in a weekly digest."""
+
+    items: tuple[UpdateItem, ...]
+    digest: bool = False
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """The moderator's live view of one broadcast, edited as it goes."""
+
+    title: str
+    status: UpdateStatus
+
+
+Message = Bulletin | DeliveryReport
+
+
+class Outlet(Protocol):
+    """A platform's sending side, as the sender needs it."""
+
+    platform: str
+    resends_safely: bool  # a resend after a crash cannot duplicate (Discord's nonce)
+
+    async def send(
+        self, target: Target, message: Message, nonce: str | None = None
+    ) -> DeliveryResult: ...
+
+    async def edit(self, target: Target, message_id: str, message: Message) -> DeliveryResult: ...
+
+
+@dataclass(frozen=True)
+class Pace:
+    """A platform's sending limits (Telegram's: about 30/s overall, 1/s per chat, 20/min per group)."""
+
+    per_second: float = 25.0
+    per_chat_seconds: float = 1.0
+    per_group_minute: int = 20
+    concurrency: int = 8
+
+
+class Pacer:
+    """Spaces sends to stay under a platform's limits, and holds everyone during flood control."""
+
+    def __init__(self, pace: Pace, clock=time.monotonic):  # type: ignore[no-untyped-def]
+        self.pace, self._clock = pace, clock
+        self._next_slot = 0.0
+        self._paused_until = 0.0
+        self._last_in_chat: dict[str, float] = {}
+        self._group_sends: dict[str, deque[float]] = {}
+        self._lock = asyncio.Lock()
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    async def wait_turn(self, chat_id: str, group: bool) -> None:
+        async with self._lock:
+            now = self._clock()
+            start = max(
+                now, self._next_slot, self._paused_until, self._chat_free_at(chat_id, group, now)
+            )
+            self._next_slot = start + 1.0 / self.pace.per_second
+            self._last_in_chat[chat_id] = start
+            if group:
+                self._group_sends.setdefault(chat_id, deque()).append(start)
+            self._forget_idle(now)
+        await asyncio.sleep(max(0.0, start - self._clock()))
+        while self._paused_until > self._clock():  # a 429 arrived while we waited
+            await asyncio.sleep(self._paused_until - self._clock())
+
+    def _chat_free_at(self, chat_id: str, group: bool, now: float) -> float:
+        free = self._last_in_chat.get(chat_id, -1e9) + self.pace.per_chat_seconds
+        sends = self._group_sends.get(chat_id)
+        if group and sends:
+            while sends and now - sends[0] >= 60:
+                sends.popleft()
+            if len(sends) >= self.pace.per_group_minute:
+                free = max(free, sends[0] + 60)
+        return free
+
+    def _forget_idle(self, now: float) -> None:
+        """Keep memory bounded: chats idle for a minute no longer constrain anything."""
+        if len(self._last_in_chat) > 10_000:
+            for chat in [c for c, t in self._last_in_chat.items() if now - t > 60]:
+                self._last_in_chat.pop(chat, None)
+                self._group_sends.pop(chat, None)
+
+
+class Sender:
+    """Claims outbox rows, sends them through the platform outlets, records every outcome."""
+
+    def __init__(
+        self,
+        store: Store,
+        outlets: Iterable[Outlet],
+        updates: dict[str, UpdateItem] | None = None,
+        paces: dict[str, Pace] | None = None,
+    ):
+        self.store = store
+        self.outlets = {outlet.platform: outlet for outlet in outlets}
+        self.updates = updates or {}
+        self.pacers = {name: Pacer((paces or {}).get(name, Pace())) for name in self.outlets}
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._last_report: dict[str, float] = {}
+
+    def set_updates(self, updates: dict[str, UpdateItem]) -> None:
+        """The updates the sender can render, by id (refreshed with the corpus)."""
+        self.updates = updates
+
+    def wake(self) -> None:
+        """Something was queued in this process: look now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop claiming; sends in flight finish and are recorded (see `run`)."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until stopped; returns only when nothing claimed is left unrecorded."""
+        if not self.outlets:
+            return
+        resendable = [p for p, o in self.outlets.items() if o.resends_safely]
+        uncertain = await self.store.recover(resendable)
+        if uncertain:
+            log.warning(
+                "sender: %d deliveries interrupted by a crash are marked uncertain", uncertain
+            )
+        while not self._stopping.is_set():
+            try:
+                sent = await self.deliver_once()
+                await self.refresh_reports()
+            except Exception:
+                log.exception("sender: a delivery round failed; retrying shortly")
+                sent = 0
+            if not sent:
+                await self._sleep_until_due()
+
+    async def _sleep_until_due(self) -> None:
+        self._wake.clear()
+        due = await self.store.next_due(self.outlets)
+        wait = POLL_SECONDS
+        if due is not None:
+            wait = min(POLL_SECONDS, max(0.0, (due - utcnow()).total_seconds()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def deliver_once(self) -> int:
+        """Claim one batch and send it (concurrently, paced); how many chats were handled."""
+        claims = await self.store.claim(self.outlets, limit=self._batch_size())
+        if not claims:
+            return 0
+        limits = {p: asyncio.Semaphore(pacer.pace.concurrency) for p, pacer in self.pacers.items()}
+
+        async def one(claim: Claim) -> None:
+            async with limits[claim.platform]:
+                await self._deliver(claim)
+
+        # shielded: a stop signal lets every claimed send finish and be recorded
+        await asyncio.shield(asyncio.gather(*(one(c) for c in claims)))
+        return len(claims)
+
+    def _batch_size(self) -> int:
+        return max(8, sum(p.pace.concurrency for p in self.pacers.values()) * 4)
+
+    async def _deliver(self, claim: Claim) -> None:
+        outlet, pacer = self.outlets[claim.platform], self.pacers[claim.platform]
+        message = self._bulletin(claim)
+        if message is None:
+            await self.store.finish(
+                claim.delivery_ids, DeliveryStatus.FAILED, error="update not found"
+            )
+            return
+        target = Target(claim.platform, claim.chat_id, claim.kind)
+        if not await self._turn_before_stop(pacer, claim):
+            await self.store.finish(claim.delivery_ids, DeliveryStatus.PENDING, error=None)
+            return
+        try:
+            result = await outlet.send(target, message, nonce=claim.nonce)
+        except Exception as exc:  # an adapter bug must not lose the row
+            log.exception("sender: %s send failed unexpectedly", claim.platform)
+            result = DeliveryResult(Outcome.RETRY, detail=f"{type(exc).__name__}")
+        await self._record(claim, result, pacer)
+
+    async def _turn_before_stop(self, pacer: Pacer, claim: Claim) -> bool:
+        """Wait for a sending slot; False if a stop came first (the row goes back, unsent)."""
+        turn = asyncio.ensure_future(
+            pacer.wait_turn(claim.chat_id, claim.kind in ("group", "channel"))
+        )
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({turn, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if turn.done():
+            return True
+        turn.cancel()
+        return False
+
+    def _bulletin(self, claim: Claim) -> Bulletin | None:
+        items = tuple(self.updates[u] for u in claim.update_ids if u in self.updates)
+        if not items:
+            return None
+        return Bulletin(tuple(sorted(items, key=lambda i: i.date)), digest=claim.digest)
+
+    async def _record(self, claim: Claim, result: DeliveryResult, pacer: Pacer) -> None:
+        ids = claim.delivery_ids
+        match result.outcome:
+            case Outcome.DELIVERED:
+                await self.store.finish(ids, DeliveryStatus.SENT, message_id=result.message_id)
+            case Outcome.BLOCKED:
+                await self.store.finish(ids, DeliveryStatus.BLOCKED, error=result.detail)
+                await self.store.deactivate(claim.subscription_id, result.detail or "blocked")
+            case Outcome.MOVED if result.new_chat_id:
+                await self.store.move_chat(claim.subscription_id, result.new_chat_id)
+                await self.store.finish(ids, DeliveryStatus.PENDING, error="chat moved")
+            case Outcome.RETRY if result.retry_after is not None:
+                pacer.pause(result.retry_after)  # flood control holds the whole platform
+                retry_at = utcnow() + dt.timedelta(seconds=result.retry_after)
+                await self.store.finish(
+                    ids, DeliveryStatus.PENDING, error=result.detail, retry_at=retry_at
+                )
+            case Outcome.RETRY if claim.attempts < MAX_ATTEMPTS:
+                backoff = dt.timedelta(seconds=min(2**claim.attempts, 60))
+                await self.store.finish(
+                    ids, DeliveryStatus.PENDING, error=result.detail, retry_at=utcnow() + backoff
+                )
+            case _:
+                await self.store.finish(ids, DeliveryStatus.FAILED, error=result.detail or "failed")
+
+    async def refresh_reports(self, force: bool = False) -> None:
+        """Edit each moderator's delivery report, at most every few seconds, until done."""
+        for update_id in await self.store.reports_in_progress():
+            now = time.monotonic()
+            if not force and now - self._last_report.get(update_id, 0.0) < REPORT_EVERY:
+                continue
+            self._last_report[update_id] = now
+            await self._edit_report(update_id)
+
+    async def _edit_report(self, update_id: str) -> None:
+        row = await self.store.update_row(update_id)
+        status = await self.store.status(update_id)
+        if row is None or status is None or row.report_platform not in self.outlets:
+            return
+        outlet = self.outlets[row.report_platform]
+        target = Target(row.report_platform, row.report_chat or "")
+        report = DeliveryReport(row.title, status)
+        if row.report_message is None:
+            result = await outlet.send(target, report)
+            message_id = result.message_id
+        else:
+            await outlet.edit(target, row.report_message, report)
+            message_id = row.report_message
+        if status.done:  # final figures shown: stop editing
+            await self.store.set_report(update_id, row.report_platform, None, None)
+            self._last_report.pop(update_id, None)
+        elif message_id != row.report_message:
+            await self.store.set_report(
+                update_id, row.report_platform, row.report_chat or "", message_id
+            )

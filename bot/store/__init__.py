@@ -1,0 +1,680 @@
+"""The store: the one place that opens the database, for everything ipbot remembers.
+
+SQLAlchemy 2 async: an embedded SQLite file by default, PostgreSQL when configured. Every
+operation is one short transaction and returns plain data, never a live ORM row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, delete, event, func, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from bot.store.tables import (
+    AuditRow,
+    DeliveryRow,
+    DeliveryStatus,
+    FeedbackRow,
+    MetaRow,
+    QuestionRow,
+    SubscriptionRow,
+    UpdateRow,
+    utcnow,
+)
+
+__all__ = [
+    "ALL_AREAS",
+    "Claim",
+    "DeliveryStatus",
+    "QuestionRecord",
+    "Store",
+    "StoreError",
+    "Subscription",
+    "UpdateStatus",
+    "async_url",
+]
+
+log = logging.getLogger(__name__)
+ALL_AREAS = "all"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK = 0x1B07_0001  # PostgreSQL advisory lock key: one replica migrates at a time
+DIGEST_PERIOD = dt.timedelta(days=7)
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message says what to check."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: int
+    platform: str
+    chat_id: str
+    kind: str
+    areas: tuple[str, ...] | None  # None: every area
+    digest: bool
+    active: bool
+
+    def wants(self, update_areas: Iterable[str]) -> bool:
+        return self.areas is None or bool(set(self.areas) & set(update_areas))
+
+
+@dataclass(frozen=True)
+class QuestionRecord:
+    id: int
+    platform: str
+    text: str
+    area_filter: str | None
+    asked_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Outbox rows claimed for one chat: one update, or several for a weekly digest."""
+
+    delivery_ids: tuple[int, ...]
+    subscription_id: int
+    platform: str
+    chat_id: str
+    kind: str
+    update_ids: tuple[str, ...]
+    nonce: str
+    attempts: int
+    digest: bool
+
+
+@dataclass(frozen=True)
+class UpdateStatus:
+    update: str
+    subscribers: int
+    sent: int
+    failed: int
+    blocked: int
+    uncertain: int
+    pending: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @property
+    def done(self) -> bool:
+        return self.pending == 0
+
+
+def async_url(url: str) -> str:
+    """The async driver's URL for a plain `sqlite:///` or `postgresql://` URL."""
+    parsed = make_url(url)
+    drivers = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+    backend = parsed.get_backend_name()
+    if backend not in drivers:
+        raise StoreError(
+            f"IPBOT_DATABASE_URL: unsupported database '{backend}' (use SQLite or PostgreSQL)"
+        )
+    if parsed.drivername == backend or parsed.drivername in ("postgresql+psycopg",):
+        parsed = parsed.set(drivername=drivers[backend])
+    return parsed.render_as_string(hide_password=False)
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    """WAL and a busy timeout let the CLI publish while the bot runs; cascades need FKs."""
+    cursor = dbapi_connection.cursor()
+    for pragma in ("journal_mode=WAL", "busy_timeout=10000", "foreign_keys=ON"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    command.upgrade(_alembic_config(connection), "head")
+
+
+def _revision(connection: Connection) -> tuple[str | None, str | None]:
+    current = MigrationContext.configure(connection).get_current_revision()
+    head = ScriptDirectory.from_config(_alembic_config(connection)).get_current_head()
+    return current, head
+
+
+def _split_areas(value: str) -> tuple[str, ...] | None:
+    return None if value == ALL_AREAS else tuple(a for a in value.split(",") if a)
+
+
+def _join_areas(areas: Iterable[str] | None) -> str:
+    return ALL_AREAS if areas is None else ",".join(sorted(set(areas)))
+
+
+def _subscription(row: SubscriptionRow) -> Subscription:
+    return Subscription(
+        row.id, row.platform, row.chat_id, row.kind, _split_areas(row.areas), row.digest, row.active
+    )
+
+
+def _next_digest(now: dt.datetime) -> dt.datetime:
+    """Digests go out on Monday at 08:00 UTC."""
+    monday = (now + dt.timedelta(days=(7 - now.weekday()) % 7)).replace(
+        hour=8, minute=0, second=0, microsecond=0
+    )
+    return monday if monday > now else monday + DIGEST_PERIOD
+
+
+class Store:
+    """Everything remembered: questions, feedback, subscriptions, updates, outbox, audit log."""
+
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+        self.session = async_sessionmaker(engine, expire_on_commit=False)
+        self.dialect = engine.dialect.name
+        self._salt: str | None = None
+        # SQLite has no SKIP LOCKED and serves one process: claims take turns here instead
+        self._claim_lock: asyncio.Lock | contextlib.nullcontext[None] = (
+            asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
+
+    @classmethod
+    async def open(cls, url: str, migrate: bool = True) -> Store:
+        """Connect, and bring the schema up to date (under a lock on PostgreSQL)."""
+        full = async_url(url)
+        parsed = make_url(full)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(full, pool_pre_ping=True)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+        store = cls(engine)
+        try:
+            if migrate:
+                await store.upgrade()
+            else:
+                await store.check_revision()
+        except StoreError:
+            await engine.dispose()
+            raise
+        except Exception as exc:
+            await engine.dispose()
+            raise StoreError(
+                f"cannot use the database ({parsed.render_as_string()}): {exc}"
+            ) from None
+        return store
+
+    async def upgrade(self) -> None:
+        async with self.engine.begin() as connection:
+            await connection.run_sync(_upgrade)
+
+    async def check_revision(self) -> str | None:
+        async with self.engine.connect() as connection:
+            current, head = await connection.run_sync(_revision)
+        if current != head:
+            raise StoreError(
+                f"the database schema is at {current or 'nothing'}, not {head}: run 'ipbot db upgrade'"
+            )
+        return current
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- questions and feedback ---------------------------------------------------------
+
+    async def record_question(
+        self,
+        platform: str,
+        text: str,
+        area_filter: str | None,
+        area: str | None,
+        answered: bool,
+        best_score: float | None,
+        passage_ids: Iterable[str],
+        latency_ms: float | None = None,
+    ) -> int:
+        row = QuestionRow(
+            platform=platform,
+            text=text,
+            area_filter=area_filter,
+            area=area,
+            answered=answered,
+            best_score=best_score,
+            passage_ids=",".join(passage_ids),
+            latency_ms=latency_ms,
+        )
+        async with self.session.begin() as session:
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def question(self, question_id: int) -> QuestionRecord | None:
+        async with self.session() as session:
+            row = await session.get(QuestionRow, question_id)
+        if row is None:
+            return None
+        return QuestionRecord(row.id, row.platform, row.text, row.area_filter, row.asked_at)
+
+    async def _voter(self, user_key: str) -> str:
+        """A salted one-way digest: enough to count one vote per person, not to name them."""
+        if self._salt is None:
+            async with self.session.begin() as session:
+                row = await session.get(MetaRow, "voter_salt")
+                if row is None:
+                    row = MetaRow(key="voter_salt", value=secrets.token_hex(16))
+                    session.add(row)
+            self._salt = row.value
+        return hashlib.sha256(f"{self._salt}|{user_key}".encode()).hexdigest()[:40]
+
+    async def record_vote(self, question_id: int, user_key: str, helpful: bool) -> bool:
+        """Keep a vote; False if this person already voted on this answer (or it is gone)."""
+        voter = await self._voter(user_key)
+        try:
+            async with self.session.begin() as session:
+                if await session.get(QuestionRow, question_id) is None:
+                    return False
+                session.add(FeedbackRow(question_id=question_id, voter=voter, helpful=helpful))
+        except IntegrityError:
+            return False
+        return True
+
+    async def feedback_counts(self) -> dict[bool, int]:
+        async with self.session() as session:
+            rows = await session.execute(
+                select(FeedbackRow.helpful, func.count()).group_by(FeedbackRow.helpful)
+            )
+        return {bool(helpful): int(count) for helpful, count in rows.all()}
+
+    # -- subscriptions ------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        platform: str,
+        chat_id: str,
+        kind: str,
+        areas: Iterable[str] | None,
+        digest: bool = False,
+    ) -> Subscription:
+        """Add areas to a chat's subscription (None: all), creating or reactivating it."""
+        async with self.session.begin() as session:
+            row = await self._subscription_row(session, platform, chat_id)
+            if row is None:
+                row = SubscriptionRow(platform=platform, chat_id=chat_id, kind=kind, areas="")
+                session.add(row)
+                existing: tuple[str, ...] | None = ()
+            else:
+                existing = _split_areas(row.areas) if row.active else ()
+            merged = None if areas is None or existing is None else (*existing, *areas)
+            row.areas = _join_areas(merged)
+            row.kind, row.digest, row.active, row.inactive_reason = kind, digest, True, None
+            row.next_digest_at = _next_digest(utcnow()) if digest else None
+            await session.flush()
+            return _subscription(row)
+
+    async def unsubscribe(
+        self, platform: str, chat_id: str, areas: Iterable[str] | None, all_slugs: Iterable[str]
+    ) -> Subscription | None:
+        """Remove areas (None: everything); a subscription left with no area is deleted."""
+        async with self.session.begin() as session:
+            row = await self._subscription_row(session, platform, chat_id)
+            if row is None or not row.active:
+                return None
+            current = _split_areas(row.areas)
+            remaining = set(all_slugs if current is None else current) - set(areas or all_slugs)
+            if areas is None or not remaining:
+                await session.delete(row)
+                return None
+            row.areas = _join_areas(remaining)
+            return _subscription(row)
+
+    async def subscription(self, platform: str, chat_id: str) -> Subscription | None:
+        async with self.session() as session:
+            row = await self._subscription_row(session, platform, chat_id)
+            return _subscription(row) if row is not None else None
+
+    @staticmethod
+    async def _subscription_row(
+        session: Any, platform: str, chat_id: str
+    ) -> SubscriptionRow | None:
+        query = select(SubscriptionRow).where(
+            SubscriptionRow.platform == platform, SubscriptionRow.chat_id == chat_id
+        )
+        return (await session.execute(query)).scalar_one_or_none()
+
+    async def subscriptions(self, active: bool = True) -> list[Subscription]:
+        async with self.session() as session:
+            rows = await session.scalars(
+                select(SubscriptionRow).where(SubscriptionRow.active == active)
+            )
+            return [_subscription(row) for row in rows]
+
+    async def deactivate(self, subscription_id: int, reason: str) -> None:
+        """A chat that blocked the bot or disappeared gets nothing more, with the reason kept."""
+        async with self.session.begin() as session:
+            await session.execute(
+                update(SubscriptionRow)
+                .where(SubscriptionRow.id == subscription_id)
+                .values(active=False, inactive_reason=reason[:500])
+            )
+            await session.execute(
+                update(DeliveryRow)
+                .where(
+                    DeliveryRow.subscription_id == subscription_id,
+                    DeliveryRow.status == DeliveryStatus.PENDING,
+                )
+                .values(status=DeliveryStatus.BLOCKED, error=reason[:500], changed_at=utcnow())
+            )
+
+    async def move_chat(self, subscription_id: int, new_chat_id: str) -> None:
+        """A Telegram group that became a supergroup has a new id."""
+        async with self.session.begin() as session:
+            await session.execute(
+                update(SubscriptionRow)
+                .where(SubscriptionRow.id == subscription_id)
+                .values(chat_id=new_chat_id)
+            )
+
+    async def forget(self, platform: str, user_key: str, chat_ids: Iterable[str]) -> int:
+        """Delete the caller's own subscriptions (with their outbox rows) and their votes."""
+        voter = await self._voter(user_key)
+        async with self.session.begin() as session:
+            gone = await session.execute(
+                delete(SubscriptionRow).where(
+                    SubscriptionRow.platform == platform,
+                    SubscriptionRow.chat_id.in_(list(chat_ids)),
+                )
+            )
+            votes = await session.execute(delete(FeedbackRow).where(FeedbackRow.voter == voter))
+            if self.dialect == "sqlite":  # cascades run in SQLite only with foreign_keys on
+                await session.execute(
+                    delete(DeliveryRow).where(
+                        DeliveryRow.subscription_id.not_in(select(SubscriptionRow.id))
+                    )
+                )
+            return int(gone.rowcount or 0) + int(votes.rowcount or 0)  # type: ignore[attr-defined]
+
+    # -- publishing and the outbox ------------------------------------------------------
+
+    async def is_published(self, update_id: str) -> bool:
+        async with self.session() as session:
+            return await session.get(UpdateRow, update_id) is not None
+
+    async def publish(
+        self,
+        update_id: str,
+        date: dt.date,
+        title: str,
+        body: str,
+        url: str,
+        areas: Iterable[str],
+        published_by: str,
+    ) -> int | None:
+        """Queue an update for every matching active subscription, in one transaction.
+
+        Returns how many deliveries were queued, or None if it was already published.
+        """
+        areas = tuple(areas)
+        now = utcnow()
+        try:
+            async with self.session.begin() as session:
+                session.add(
+                    UpdateRow(
+                        id=update_id,
+                        date=date,
+                        title=title,
+                        body=body,
+                        url=url,
+                        areas=_join_areas(areas),
+                        published_by=published_by,
+                        published_at=now,
+                    )
+                )
+                await session.flush()
+                rows = await session.scalars(
+                    select(SubscriptionRow).where(SubscriptionRow.active.is_(True))
+                )
+                queued = 0
+                for row in rows:
+                    if not _subscription(row).wants(areas):
+                        continue
+                    due = row.next_digest_at if row.digest and row.next_digest_at else now
+                    session.add(
+                        DeliveryRow(
+                            update_id=update_id,
+                            subscription_id=row.id,
+                            due_at=due,
+                            nonce=secrets.token_hex(9),
+                            changed_at=now,
+                        )
+                    )
+                    queued += 1
+                return queued
+        except IntegrityError:
+            return None
+
+    async def set_report(
+        self, update_id: str, platform: str, chat_id: str | None, message_id: str | None
+    ) -> None:
+        """Where the moderator's live delivery report is, so the sender can edit it."""
+        async with self.session.begin() as session:
+            await session.execute(
+                update(UpdateRow)
+                .where(UpdateRow.id == update_id)
+                .values(report_platform=platform, report_chat=chat_id, report_message=message_id)
+            )
+
+    async def update_row(self, update_id: str) -> UpdateRow | None:
+        async with self.session() as session:
+            return await session.get(UpdateRow, update_id)
+
+    async def status(self, update_id: str) -> UpdateStatus | None:
+        async with self.session() as session:
+            if await session.get(UpdateRow, update_id) is None:
+                return None
+            rows = await session.execute(
+                select(DeliveryRow.status, func.count())
+                .where(DeliveryRow.update_id == update_id)
+                .group_by(DeliveryRow.status)
+            )
+        counts = {str(status): int(n) for status, n in rows.all()}
+        pending = counts.get(DeliveryStatus.PENDING, 0) + counts.get(DeliveryStatus.SENDING, 0)
+        return UpdateStatus(
+            update=update_id,
+            subscribers=sum(counts.values()),
+            sent=counts.get(DeliveryStatus.SENT, 0),
+            failed=counts.get(DeliveryStatus.FAILED, 0),
+            blocked=counts.get(DeliveryStatus.BLOCKED, 0),
+            uncertain=counts.get(DeliveryStatus.UNCERTAIN, 0),
+            pending=pending,
+        )
+
+    async def recover(self, resendable: Iterable[str]) -> int:
+        """After a crash: rows left `sending` are resent where the platform deduplicates
+        (`resendable` platforms), and marked `uncertain` elsewhere. Returns the uncertain count."""
+        resendable = list(resendable)
+        async with self.session.begin() as session:
+            stuck = (
+                select(DeliveryRow.id)
+                .join(SubscriptionRow)
+                .where(DeliveryRow.status == DeliveryStatus.SENDING)
+            )
+            again = stuck.where(SubscriptionRow.platform.in_(resendable))
+            await session.execute(
+                update(DeliveryRow)
+                .where(DeliveryRow.id.in_(again))
+                .values(status=DeliveryStatus.PENDING, changed_at=utcnow())
+            )
+            result = await session.execute(
+                update(DeliveryRow)
+                .where(DeliveryRow.id.in_(stuck.where(SubscriptionRow.platform.not_in(resendable))))
+                .values(
+                    status=DeliveryStatus.UNCERTAIN,
+                    error="interrupted while sending",
+                    changed_at=utcnow(),
+                )
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def claim(self, platforms: Iterable[str], limit: int = 50) -> list[Claim]:
+        """Mark due pending rows `sending` and commit, before anything is sent.
+
+        On PostgreSQL `FOR UPDATE SKIP LOCKED` lets several senders claim without overlap.
+        A digest subscription's due rows are claimed together, as one message.
+        """
+        async with self._claim_lock:
+            return await self._claim(list(platforms), limit)
+
+    async def _claim(self, platforms: list[str], limit: int) -> list[Claim]:
+        now = utcnow()
+        async with self.session.begin() as session:
+            query = (
+                select(DeliveryRow, SubscriptionRow)
+                .join(SubscriptionRow)
+                .where(
+                    DeliveryRow.status == DeliveryStatus.PENDING,
+                    DeliveryRow.due_at <= now,
+                    SubscriptionRow.active.is_(True),
+                    SubscriptionRow.platform.in_(list(platforms)),
+                )
+                .order_by(DeliveryRow.due_at, DeliveryRow.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True, of=DeliveryRow)
+            )
+            found = (await session.execute(query)).all()
+            claimed: set[int] = set()
+            if found:
+                result = await session.execute(
+                    update(DeliveryRow)
+                    .where(
+                        DeliveryRow.id.in_([d.id for d, _ in found]),
+                        DeliveryRow.status == DeliveryStatus.PENDING,
+                    )
+                    .values(
+                        status=DeliveryStatus.SENDING,
+                        attempts=DeliveryRow.attempts + 1,
+                        changed_at=now,
+                    )
+                    .returning(DeliveryRow.id)
+                )
+                claimed = set(result.scalars())
+            groups: dict[int, list[DeliveryRow]] = {}
+            subs: dict[int, SubscriptionRow] = {}
+            for delivery, sub in found:
+                if delivery.id in claimed:
+                    groups.setdefault(sub.id, []).append(delivery)
+                    subs[sub.id] = sub
+            for sub in subs.values():
+                if sub.digest:
+                    sub.next_digest_at = _next_digest(now)
+        claims = []
+        for sub_id, rows in groups.items():
+            sub = subs[sub_id]
+            claims.append(
+                Claim(
+                    delivery_ids=tuple(r.id for r in rows),
+                    subscription_id=sub.id,
+                    platform=sub.platform,
+                    chat_id=sub.chat_id,
+                    kind=sub.kind,
+                    update_ids=tuple(r.update_id for r in rows),
+                    nonce=rows[0].nonce,
+                    attempts=max(r.attempts for r in rows) + 1,
+                    digest=sub.digest,
+                )
+            )
+        return claims
+
+    async def finish(
+        self,
+        delivery_ids: Iterable[int],
+        status: DeliveryStatus,
+        message_id: str | None = None,
+        error: str | None = None,
+        retry_at: dt.datetime | None = None,
+    ) -> None:
+        """Record a send's outcome; `pending` with `retry_at` tries again later."""
+        values: dict[str, Any] = {"status": status, "changed_at": utcnow(), "error": error}
+        if message_id is not None:
+            values["message_id"] = message_id
+        if retry_at is not None:
+            values["due_at"] = retry_at
+        async with self.session.begin() as session:
+            await session.execute(
+                update(DeliveryRow).where(DeliveryRow.id.in_(list(delivery_ids))).values(**values)
+            )
+
+    async def next_due(self, platforms: Iterable[str]) -> dt.datetime | None:
+        """When the earliest pending row falls due, so the sender can sleep until then."""
+        async with self.session() as session:
+            return await session.scalar(
+                select(func.min(DeliveryRow.due_at))
+                .join(SubscriptionRow)
+                .where(
+                    DeliveryRow.status == DeliveryStatus.PENDING,
+                    SubscriptionRow.active.is_(True),
+                    SubscriptionRow.platform.in_(list(platforms)),
+                )
+            )
+
+    async def reports_in_progress(self) -> list[str]:
+        """Updates with a live report whose deliveries are not all settled."""
+        async with self.session() as session:
+            rows = await session.scalars(
+                select(UpdateRow.id).where(UpdateRow.report_chat.is_not(None))
+            )
+            return list(rows)
+
+    async def resend_uncertain(self, update_id: str) -> int:
+        """A moderator's deliberate choice: queue the uncertain rows of an update again."""
+        async with self.session.begin() as session:
+            result = await session.execute(
+                update(DeliveryRow)
+                .where(
+                    DeliveryRow.update_id == update_id,
+                    DeliveryRow.status == DeliveryStatus.UNCERTAIN,
+                )
+                .values(status=DeliveryStatus.PENDING, due_at=utcnow(), changed_at=utcnow())
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # -- audit ----------------------------------------------------------------------------
+
+    async def audit(self, actor: str, action: str, detail: str = "", result: str = "") -> None:
+        async with self.session.begin() as session:
+            session.add(AuditRow(actor=actor, action=action, detail=detail, result=result))
+
+    async def audit_log(self, limit: int = 50) -> list[AuditRow]:
+        async with self.session() as session:
+            rows = await session.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))
+            return list(rows)
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+
+async def open_store(url: str, migrate: bool = True, attempts: int = 1) -> Store:
+    """Open the store, retrying briefly while the server starts (a compose stack)."""
+    for attempt in range(attempts):
+        try:
+            return await Store.open(url, migrate)
+        except StoreError:
+            if attempt + 1 == attempts:
+                raise
+            await asyncio.sleep(min(2**attempt, 10))
+    raise AssertionError("unreachable")

@@ -1,0 +1,141 @@
+"""The database tables: everything ipbot remembers, in one place.
+
+Times are naive UTC (SQLite keeps no zone); chat ids are strings (Telegram's are 64-bit and
+negative for groups, Discord's are snowflakes). No table stores who asked a question.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DeliveryStatus(StrEnum):
+    """Where one outbox row stands; `sending` is committed before the platform is called."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    UNCERTAIN = "uncertain"
+
+
+class QuestionRow(Base):
+    """A question as asked, without who asked it: for buttons, feedback and moderators."""
+
+    __tablename__ = "questions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    asked_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    area_filter: Mapped[str | None] = mapped_column(String(64))
+    area: Mapped[str | None] = mapped_column(String(64))
+    answered: Mapped[bool]
+    best_score: Mapped[float | None]
+    passage_ids: Mapped[str] = mapped_column(Text, default="")
+    latency_ms: Mapped[float | None]
+
+
+class FeedbackRow(Base):
+    """One vote per voter per answer; the voter is a one-way digest, unique to this answer."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("question_id", "voter"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id", ondelete="CASCADE"))
+    voter: Mapped[str] = mapped_column(String(64))
+    helpful: Mapped[bool]
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SubscriptionRow(Base):
+    """A chat that receives updates: a private chat, a group, a channel or a Discord DM."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("platform", "chat_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    chat_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # private, group, channel, dm, outlet
+    areas: Mapped[str] = mapped_column(Text)  # comma-separated slugs, or "all"
+    digest: Mapped[bool] = mapped_column(default=False)
+    next_digest_at: Mapped[dt.datetime | None]
+    active: Mapped[bool] = mapped_column(default=True, index=True)
+    inactive_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class UpdateRow(Base):
+    """A published update; its id is the file name under corpus/updates/."""
+
+    __tablename__ = "updates"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    date: Mapped[dt.date]
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(Text)
+    areas: Mapped[str] = mapped_column(Text)
+    published_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    published_by: Mapped[str] = mapped_column(String(80))
+    report_platform: Mapped[str | None] = mapped_column(String(16))
+    report_chat: Mapped[str | None] = mapped_column(String(64))
+    report_message: Mapped[str | None] = mapped_column(String(64))
+
+
+class DeliveryRow(Base):
+    """The outbox: one row per (update, subscription), written with the publish."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("update_id", "subscription_id"),
+        Index("ix_deliveries_due", "status", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    update_id: Mapped[str] = mapped_column(ForeignKey("updates.id", ondelete="CASCADE"))
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    due_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(default=0)
+    message_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    nonce: Mapped[str] = mapped_column(String(25))
+    changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AuditRow(Base):
+    """What a moderator did, when, and how it ended."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(80))
+    action: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[str] = mapped_column(Text, default="")
+
+
+class MetaRow(Base):
+    """Installation-wide values, such as the salt of voter digests."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,179 @@
+"""The store on SQLite and on a real PostgreSQL server: what ipbot remembers, and the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+from bot.store import DeliveryStatus, Store, StoreError, async_url
+from bot.store.tables import utcnow
+
+AREAS = ("valuation", "open-science", "industry-academia")
+
+
+async def open_(url: str) -> Store:
+    return await Store.open(url)
+
+
+async def publish(store: Store, update_id: str = "2023-03-01-adopted", areas=AREAS) -> int | None:
+    return await store.publish(
+        update_id,
+        dt.date(2023, 3, 1),
+        "Adopted",
+        "The Code was adopted.",
+        "https://e.eu",
+        areas,
+        "cli",
+    )
+
+
+async def test_migrations_run_twice_without_harm(database_url: str) -> None:
+    store = await open_(database_url)
+    await store.close()
+    store = await open_(database_url)
+    assert await store.check_revision() == "0001"
+    await store.close()
+
+
+async def test_a_store_opened_without_migrating_says_to_upgrade(database_url: str) -> None:
+    with pytest.raises(StoreError, match="ipbot db upgrade"):
+        await Store.open(database_url, migrate=False)
+
+
+async def test_subscribing_twice_merges_areas_and_all_covers_everything(database_url: str) -> None:
+    store = await open_(database_url)
+    await store.subscribe("telegram", "1", "private", ["valuation"])
+    merged = await store.subscribe("telegram", "1", "private", ["open-science"])
+    assert merged.areas == ("open-science", "valuation")
+    everything = await store.subscribe("telegram", "1", "private", None)
+    assert everything.areas is None and everything.wants(["skills-and-training"])
+    await store.close()
+
+
+async def test_unsubscribing_the_last_area_deletes_the_subscription(database_url: str) -> None:
+    store = await open_(database_url)
+    await store.subscribe("telegram", "1", "private", ["valuation", "open-science"])
+    left = await store.unsubscribe("telegram", "1", ["valuation"], AREAS)
+    assert left is not None and left.areas == ("open-science",)
+    assert await store.unsubscribe("telegram", "1", ["open-science"], AREAS) is None
+    assert await store.subscription("telegram", "1") is None
+    await store.close()
+
+
+async def test_publishing_queues_one_delivery_per_matching_subscription(database_url: str) -> None:
+    store = await open_(database_url)
+    await store.subscribe("telegram", "1", "private", ["valuation"])
+    await store.subscribe("telegram", "2", "private", ["skills-and-training"])
+    await store.subscribe("discord", "3", "channel", None)
+    assert await publish(store, areas=("valuation",)) == 2
+    assert await publish(store, areas=("valuation",)) is None  # already published: nothing new
+    status = await store.status("2023-03-01-adopted")
+    assert status is not None and (status.subscribers, status.pending) == (2, 2)
+    await store.close()
+
+
+async def test_claimed_rows_are_committed_as_sending_and_not_claimed_again(
+    database_url: str,
+) -> None:
+    store = await open_(database_url)
+    for chat in range(5):
+        await store.subscribe("telegram", str(chat), "private", None)
+    await publish(store)
+    first = await store.claim(["telegram"], limit=3)
+    second = await store.claim(["telegram"], limit=10)
+    assert len(first) == 3 and len(second) == 2
+    assert not {c.chat_id for c in first} & {c.chat_id for c in second}
+    assert await store.claim(["telegram"]) == []
+    await store.close()
+
+
+async def test_concurrent_claims_never_hand_out_a_row_twice(database_url: str) -> None:
+    store = await open_(database_url)
+    for chat in range(60):
+        await store.subscribe("telegram", str(chat), "private", None)
+    await publish(store)
+    batches = await asyncio.gather(*(store.claim(["telegram"], limit=7) for _ in range(12)))
+    chats = [c.chat_id for batch in batches for c in batch]
+    assert len(chats) == len(set(chats)) == 60
+    await store.close()
+
+
+async def test_after_a_crash_telegram_sends_are_uncertain_and_discord_sends_resent(
+    database_url: str,
+) -> None:
+    store = await open_(database_url)
+    await store.subscribe("telegram", "1", "private", None)
+    await store.subscribe("discord", "2", "channel", None)
+    await publish(store)
+    await store.claim(["telegram", "discord"])
+    assert await store.recover(resendable=["discord"]) == 1
+    status = await store.status("2023-03-01-adopted")
+    assert status is not None and (status.uncertain, status.pending) == (1, 1)
+    again = await store.claim(["telegram", "discord"])
+    assert [c.platform for c in again] == ["discord"]
+    await store.close()
+
+
+async def test_a_blocked_chat_is_deactivated_with_its_reason(database_url: str) -> None:
+    store = await open_(database_url)
+    sub = await store.subscribe("telegram", "1", "private", None)
+    await publish(store)
+    await store.publish("second", dt.date(2023, 4, 1), "t", "b", "https://e.eu", AREAS, "cli")
+    [claim] = await store.claim(["telegram"], limit=1)
+    await store.finish(claim.delivery_ids, DeliveryStatus.BLOCKED, error="bot was blocked")
+    await store.deactivate(sub.id, "bot was blocked")
+    assert (await store.subscription("telegram", "1")).active is False  # type: ignore[union-attr]
+    assert await store.claim(["telegram"]) == []
+    status = await store.status("second")
+    assert status is not None and (status.blocked, status.pending) == (1, 0)
+    await store.close()
+
+
+async def test_a_digest_subscription_waits_for_its_day_and_gets_updates_together(
+    database_url: str,
+) -> None:
+    store = await open_(database_url)
+    await store.subscribe("telegram", "1", "private", None, digest=True)
+    await publish(store)
+    await store.publish("second", dt.date(2023, 4, 1), "t", "b", "https://e.eu", AREAS, "cli")
+    assert await store.claim(["telegram"]) == []  # not due before Monday morning
+    due = await store.next_due(["telegram"])
+    assert due is not None and due > utcnow() and due.weekday() == 0 and due.hour == 8
+    await store.close()
+
+
+async def test_one_vote_per_person_per_answer(database_url: str) -> None:
+    store = await open_(database_url)
+    qid = await store.record_question(
+        "telegram", "who owns results?", None, "industry-academia", True, 0.6, ["JIA-D3"]
+    )
+    assert await store.record_vote(qid, "telegram:1", helpful=True)
+    assert not await store.record_vote(qid, "telegram:1", helpful=False)
+    assert await store.record_vote(qid, "telegram:2", helpful=False)
+    assert not await store.record_vote(qid + 999, "telegram:1", helpful=True)
+    assert await store.feedback_counts() == {True: 1, False: 1}
+    await store.close()
+
+
+async def test_forget_deletes_subscriptions_deliveries_and_votes(database_url: str) -> None:
+    store = await open_(database_url)
+    await store.subscribe("telegram", "1", "private", None)
+    await store.subscribe("telegram", "2", "private", None)
+    qid = await store.record_question("telegram", "q", None, None, False, None, [])
+    await store.record_vote(qid, "telegram:1", helpful=False)
+    await publish(store)
+    assert await store.forget("telegram", "telegram:1", ["1"]) == 2
+    assert await store.subscription("telegram", "1") is None
+    status = await store.status("2023-03-01-adopted")
+    assert status is not None and status.subscribers == 1
+    assert await store.feedback_counts() == {}
+    await store.close()
+
+
+def test_plain_database_urls_get_their_async_driver() -> None:
+    assert async_url("sqlite:///data/ipbot.db") == "sqlite+aiosqlite:///data/ipbot.db"
+    assert async_url("postgresql://u:p@h/db") == "postgresql+asyncpg://u:p@h/db"
+    with pytest.raises(StoreError, match="IPBOT_DATABASE_URL"):
+        async_url("mysql://u@h/db")
