@@ -84,7 +84,7 @@ class DeliveryReport:
     status: UpdateStatus
 
 
-Message = Bulletin | DeliveryReport
+Outbound = Bulletin | DeliveryReport
 
 
 class Outlet(Protocol):
@@ -94,10 +94,10 @@ class Outlet(Protocol):
     resends_safely: bool  # a resend after a crash cannot duplicate (Discord's nonce)
 
     async def send(
-        self, target: Target, message: Message, nonce: str | None = None
+        self, target: Target, message: Outbound, nonce: str | None = None
     ) -> DeliveryResult: ...
 
-    async def edit(self, target: Target, message_id: str, message: Message) -> DeliveryResult: ...
+    async def edit(self, target: Target, message_id: str, message: Outbound) -> DeliveryResult: ...
 
 
 @dataclass(frozen=True)

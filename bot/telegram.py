@@ -27,6 +27,7 @@ from telegram import (
 from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
 from telegram.error import (
     BadRequest,
+    ChatMigrated,
     Forbidden,
     InvalidToken,
     NetworkError,
@@ -47,6 +48,7 @@ from telegram.ext import (
 )
 
 from bot.assistant import COMMANDS, AnswerReply, Assistant, User
+from bot.sender import DeliveryResult, Outbound, Outcome, Target
 from bot.settings import Settings
 from bot.telegram_format import (
     BrowseArea,
@@ -59,6 +61,7 @@ from bot.telegram_format import (
     inline_results,
     pack,
     render,
+    render_message,
 )
 
 log = logging.getLogger(__name__)
@@ -413,3 +416,78 @@ async def serve_until_stopped(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), wait)
         wait = min(wait * 2, START_RETRY_MAX)
+
+
+# Sending first: broadcasts through the outbox (bot/sender.py).
+class TelegramOutlet:
+    """Telegram's sending side for broadcasts: its own Bot and connection pool, no retries.
+
+    Flood control is the sender's to honour (for all sends at once), so a 429 comes back as
+    a result instead of being slept on here, and broadcasts never queue behind replies.
+    """
+
+    platform = "telegram"
+    resends_safely = False  # the Bot API has no idempotency key
+
+    def __init__(self, settings: Settings):
+        from telegram import Bot
+        from telegram.request import HTTPXRequest
+
+        token = settings.telegram_token.get_secret_value()  # type: ignore[union-attr]
+        self.bot = Bot(
+            token,
+            base_url=settings.telegram_api_url,
+            base_file_url=file_url_for(settings.telegram_api_url),
+            request=HTTPXRequest(connection_pool_size=16, read_timeout=15),
+        )
+
+    async def start(self) -> None:
+        await self.bot.initialize()
+
+    async def close(self) -> None:
+        await self.bot.shutdown()
+
+    async def send(
+        self, target: Target, message: Outbound, nonce: str | None = None
+    ) -> DeliveryResult:
+        async with delivery_errors() as result:
+            sent = await self.bot.send_message(
+                int(target.chat_id),
+                render_message(message),
+                parse_mode=ParseMode.HTML,
+                link_preview_options=LinkPreviewOptions(is_disabled=True),
+            )
+            result.append(DeliveryResult(Outcome.DELIVERED, message_id=str(sent.message_id)))
+        return result[-1]
+
+    async def edit(self, target: Target, message_id: str, message: Outbound) -> DeliveryResult:
+        async with delivery_errors() as result:
+            with unless_unchanged():
+                await self.bot.edit_message_text(
+                    render_message(message),
+                    chat_id=int(target.chat_id),
+                    message_id=int(message_id),
+                    parse_mode=ParseMode.HTML,
+                )
+            result.append(DeliveryResult(Outcome.DELIVERED, message_id=message_id))
+        return result[-1]
+
+
+@contextlib.asynccontextmanager
+async def delivery_errors() -> AsyncIterator[list[DeliveryResult]]:
+    """Translate the Bot API's answers to a send into the sender's outcomes."""
+    results: list[DeliveryResult] = []
+    try:
+        yield results
+    except RetryAfter as exc:
+        results.append(DeliveryResult(Outcome.RETRY, retry_after=retry_seconds(exc), detail="429"))
+    except ChatMigrated as exc:
+        results.append(DeliveryResult(Outcome.MOVED, new_chat_id=str(exc.new_chat_id)))
+    except Forbidden as exc:
+        results.append(DeliveryResult(Outcome.BLOCKED, detail=exc.message))
+    except BadRequest as exc:
+        gone = "chat not found" in exc.message.lower() or "deactivated" in exc.message.lower()
+        outcome = Outcome.BLOCKED if gone else Outcome.FAILED
+        results.append(DeliveryResult(outcome, detail=exc.message))
+    except (NetworkError, TelegramError) as exc:  # timeouts and 5xx: worth another try
+        results.append(DeliveryResult(Outcome.RETRY, detail=type(exc).__name__))

@@ -32,6 +32,7 @@ from bot.assistant import (
     Notice,
     Reply,
 )
+from bot.sender import Bulletin, DeliveryReport, Outbound, UpdateItem
 from retrieval.corpus import Passage
 from retrieval.search import Answer, Hit
 
@@ -271,3 +272,35 @@ def inline_results(reply: AnswerReply | Notice) -> list[InlineQueryResultArticle
         )
         for number, hit in enumerate(answer.hits, start=answer.offset + 1)
     ]
+
+
+def render_update(item: UpdateItem) -> str:
+    areas = ", ".join(escape(a.title) for a in item.areas) if len(item.areas) < 9 else "all areas"
+    return (
+        f"<b>{escape(clip(item.title, 300))}</b>\n<i>{item.date:%d %B %Y} · {areas}</i>\n"
+        f'{escape(clip(item.body, 1500))}\n🔗 <a href="{escape(item.url)}">Read more</a>'
+    )
+
+
+def render_bulletin(bulletin: Bulletin) -> str:
+    """An update as subscribers receive it; a weekly digest lists several, newest last."""
+    head = "📬 <b>Your weekly ipbot digest</b>" if bulletin.digest else "📢 <b>ipbot update</b>"
+    blocks = [head, *(render_update(item) for item in bulletin.items)]
+    footer = "<i>/unsubscribe to stop these messages, /subscriptions to see what you receive.</i>"
+    text = "\n\n".join([*blocks, footer])
+    return text if visible_length(text) <= LIMIT else pack([*blocks, footer])[0]
+
+
+def render_report(report: DeliveryReport) -> str:
+    """The publishing moderator's live view of a broadcast."""
+    s = report.status
+    state = "done" if s.done else "sending…"
+    return (
+        f"<b>Delivery of “{escape(clip(report.title, 200))}”</b> ({state})\n"
+        f"Subscribers: {s.subscribers}\nSent: {s.sent}\nPending: {s.pending}\n"
+        f"Failed: {s.failed}\nBlocked: {s.blocked}\nUncertain: {s.uncertain}"
+    )
+
+
+def render_message(message: Outbound) -> str:
+    return render_bulletin(message) if isinstance(message, Bulletin) else render_report(message)

@@ -107,6 +107,14 @@ class FakeTelegram:
         self._closing = False
         self._runner: web.AppRunner | None = None
         self.port = 0
+        # Broadcast faults, as Telegram shows them to a bot that sends to many chats.
+        self.blocked: set[int] = set()  # chats whose user blocked the bot: 403
+        self.migrated: dict[int, int] = {}  # group id -> its new supergroup id: 400 + migrate_to
+        self.flood_per_second: int | None = None  # more sends than this in a second: 429
+        self.server_errors: set[int] = set()  # the Nth sendMessage calls (1-based) answer 502
+        self.send_latency = 0.0  # seconds each sendMessage takes, to keep sends in flight
+        self._send_times: list[float] = []
+        self._sends = 0
 
     @property
     def base_url(self) -> str:
@@ -283,8 +291,32 @@ class FakeTelegram:
         await self._wait(lambda: bool(deliverable()), float(params.get("timeout") or 0))
         return deliverable()[: int(params.get("limit") or 100)]
 
+    def copies(self, chat_id: int) -> int:
+        """How many messages the bot has delivered to a chat."""
+        return sum(1 for chat, _ in self.messages if chat == chat_id)
+
+    def _broadcast_faults(self, chat_id: int) -> None:
+        """Raise what Telegram would answer this send instead of delivering it."""
+        self._sends += 1
+        now = time.monotonic()
+        self._send_times = [t for t in self._send_times if now - t < 1.0]
+        if self.flood_per_second is not None and len(self._send_times) >= self.flood_per_second:
+            raise ApiError(429, "Too Many Requests: retry after 1", retry_after=1)
+        self._send_times.append(now)
+        if self._sends in self.server_errors:
+            raise ApiError(502, "Bad Gateway")
+        if chat_id in self.blocked:
+            raise ApiError(403, "Forbidden: bot was blocked by the user")
+        if chat_id in self.migrated:
+            error = ApiError(400, "Bad Request: group chat was upgraded to a supergroup chat")
+            error.body["parameters"] = {"migrate_to_chat_id": self.migrated[chat_id]}
+            raise error
+
     async def _api_sendMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = int(params["chat_id"])
+        self._broadcast_faults(chat_id)
+        if self.send_latency:
+            await asyncio.sleep(self.send_latency)
         visible = check_text(str(params.get("text", "")), params.get("parse_mode"))
         markup = check_markup(params.get("reply_markup"))
         message: dict[str, Any] = {
