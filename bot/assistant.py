@@ -10,124 +10,34 @@ import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from bot.commands import Audience, Command, find, public_commands
+from bot.replies import (
+    EXAMPLE_QUESTION,
+    AboutReply,
+    AnswerReply,
+    AreaList,
+    AreaPage,
+    AreaSummary,
+    Context,
+    HelpReply,
+    Notice,
+    Reply,
+    User,
+)
 from bot.settings import Settings
-from retrieval.corpus import Area, Passage
+from bot.store import Store
+from bot.subscriptions import Dissemination
+from retrieval.corpus import Passage
 from retrieval.embedder import MicroBatcher
 from retrieval.index import Progress
-from retrieval.search import Answer, Retriever, UserInputError, clean_question, open_retriever
+from retrieval.search import Retriever, UserInputError, open_retriever
 
 log = logging.getLogger(__name__)
 
-DISCLAIMER = (
-    "Guidance from the EU Code of Practice on managing intellectual assets "
-    "(Recommendation (EU) 2023/499) and related EU sources, not legal advice."
-)
-HELPDESK_URL = "https://intellectual-property-helpdesk.ec.europa.eu/"
-HUMAN_HELP = (
-    "For advice on your own case, ask the European IP Helpdesk (free and confidential) "
-    "or your institution's technology transfer office."
-)
-NOT_COVERED = "I could not find this in the Code of Practice material I can cite."
-EXAMPLE_QUESTION = "Who owns the results of a joint research project?"
 AREA_PAGE_SIZE = 5
-
-
-@dataclass(frozen=True)
-class User:
-    """Who asked, as a platform-qualified ID: enough for rate limits, nothing personal."""
-
-    platform: str
-    id: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.platform}:{self.id}"
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    usage: str
-    description: str
-
-
-COMMANDS: tuple[Command, ...] = (
-    Command("ask", "/ask QUESTION", "ask a question about managing IP in research"),
-    Command("areas", "/areas", "list the nine areas of the Code of Practice"),
-    Command("area", "/area NAME", "browse one area's recommendations and examples"),
-    Command("about", "/about", "corpus version and when it was last indexed"),
-    Command("help", "/help", "what I can do"),
-)
-
-
-@dataclass(frozen=True)
-class AnswerReply:
-    """A question's answer, or an honest "not covered" with suggestions."""
-
-    answer: Answer
-    disclaimer: str = DISCLAIMER
-
-
-@dataclass(frozen=True)
-class AreaSummary:
-    area: Area
-    passages: int
-
-
-@dataclass(frozen=True)
-class AreaList:
-    areas: tuple[AreaSummary, ...]
-
-
-@dataclass(frozen=True)
-class AreaPage:
-    """One page of an area's passages, for browsing without a question."""
-
-    area: Area
-    passages: tuple[Passage, ...]
-    page: int
-    pages: int
-
-
-@dataclass(frozen=True)
-class HelpReply:
-    intro: str
-    commands: tuple[Command, ...]
-    example: str
-    disclaimer: str = DISCLAIMER
-
-
-@dataclass(frozen=True)
-class AboutReply:
-    corpus_version: str
-    corpus_hash: str
-    indexed_at: str | None
-    passages: int
-    model: str
-
-
-@dataclass(frozen=True)
-class Notice:
-    """A short message instead of an answer: usage hints, rate limits, polite errors."""
-
-    kind: str  # "usage", "rate_limited", "error", "unknown_command"
-    text: str
-
-
-Reply = AnswerReply | AreaList | AreaPage | HelpReply | AboutReply | Notice
-
-
-@dataclass(frozen=True)
-class Feedback:
-    """A helpful / not helpful vote on an answer, kept without the user's identity."""
-
-    platform: str
-    question: str
-    passage_ids: tuple[str, ...]
-    helpful: bool
-    at: float
+EXPIRED = "This button has expired. Please ask your question again."
+REFUSED = "Sorry, only {who} can use /{name}."
 
 
 class RateLimiter:
@@ -157,49 +67,103 @@ class RateLimiter:
 
 
 class Assistant:
-    """What ipbot does for a user, whatever the platform."""
+    """What ipbot does for a user, whatever the platform: every command, once."""
 
     def __init__(
         self,
         retriever: Retriever,
+        store: Store,
         top_k: int = 3,
         rate_limit_per_minute: int = 10,
+        moderators: frozenset[str] = frozenset(),
+        dissemination: Dissemination | None = None,
     ):
         self.retriever = retriever
+        self.store = store
         self.top_k = top_k
         self.rate_limiter = RateLimiter(rate_limit_per_minute)
+        self.moderators = moderators
+        self.dissemination = dissemination or Dissemination(store, retriever)
         self._batcher = MicroBatcher(retriever.embedder)
-        self.feedback: list[Feedback] = []  # kept in memory until storage lands
+
+    # -- questions ------------------------------------------------------------------------
 
     async def ask(
-        self, user: User, question: str, area: str | None = None, offset: int = 0
+        self,
+        user: User,
+        question: str,
+        area: str | None = None,
+        offset: int = 0,
+        remember: bool = True,
     ) -> AnswerReply | Notice:
-        """Answer a question; paging through more results of it is not rate limited."""
+        """Answer a question and remember it (without who asked) for buttons and moderators.
+
+        Inline queries (`remember=False`) fire on every keystroke: they are not stored.
+        """
         try:
-            text, notes = clean_question(question)
-            area_filter = self.retriever.resolve_area(area) if area else None
+            text, notes, area_filter = self.retriever.prepare(question, area)
         except UserInputError as exc:
             return Notice("usage", str(exc))
-        if offset == 0 and not self.rate_limiter.allow(user.key):
-            wait = self.rate_limiter.retry_after(user.key)
-            return Notice(
-                "rate_limited",
-                f"You are asking faster than I can keep up with. Please try again in {wait} s.",
-            )
+        if not self.rate_limiter.allow(user.key):
+            return self._slow_down(user)
+        started = time.perf_counter()
         vector = await self._batcher.embed(text)
         answer = self.retriever.answer_with_vector(
             text, vector, area_filter, self.top_k, offset=max(0, offset), notes=notes
         )
+        latency = (time.perf_counter() - started) * 1000
+        if not remember:
+            return AnswerReply(answer)
+        question_id = await self.store.record_question(
+            user.platform,
+            text,
+            area_filter.slug if area_filter else None,
+            answer.area.slug if answer.area else None,
+            answer.answered,
+            answer.hits[0].score if answer.hits else None,
+            (hit.passage.id for hit in answer.hits),
+            latency,
+        )
         log.info("question answered=%s area=%s", answer.answered, answer.area and answer.area.slug)
-        return AnswerReply(answer)
+        return AnswerReply(answer, question_id)
 
-    def record_feedback(
-        self, user: User, question: str, passage_ids: tuple[str, ...], helpful: bool
-    ) -> Notice:
-        """Keep a vote for moderators; the user is not stored, only the platform."""
-        self.feedback.append(Feedback(user.platform, question, passage_ids, helpful, time.time()))
-        log.info("feedback helpful=%s passages=%s", helpful, ",".join(passage_ids))
-        return Notice("feedback", "Thank you for your feedback!")
+    def _slow_down(self, user: User) -> Notice:
+        wait = self.rate_limiter.retry_after(user.key)
+        return Notice(
+            "rate_limited",
+            f"You are asking faster than I can keep up with. Please try again in {wait} s.",
+        )
+
+    async def more(self, user: User, question_id: int, offset: int) -> AnswerReply | Notice:
+        """The next passages for a stored question: what a More button asks for."""
+        asked = await self.store.question(question_id)
+        if asked is None:
+            return Notice("expired", EXPIRED)
+        reply = await self.ask(user, asked.text, asked.area_filter, offset=offset)
+        if isinstance(reply, AnswerReply):
+            return AnswerReply(reply.answer, question_id, reply.disclaimer)
+        return reply
+
+    async def sources(self, question_id: int, offset: int = 0) -> tuple[Passage, ...] | Notice:
+        """The passages an answer cited, in full: what a Sources button shows."""
+        asked = await self.store.question(question_id)
+        if asked is None:
+            return Notice("expired", EXPIRED)
+        text, _, area = self.retriever.prepare(asked.text, asked.area_filter)
+        vector = await self._batcher.embed(text)
+        answer = self.retriever.answer_with_vector(text, vector, area, self.top_k, offset=offset)
+        return tuple(hit.passage for hit in answer.hits)
+
+    async def vote(self, user: User, question_id: int, helpful: bool) -> Notice:
+        """One helpful / not helpful vote per person per answer, kept for moderators."""
+        if await self.store.record_vote(question_id, user.key, helpful):
+            log.info("feedback helpful=%s question=%s", helpful, question_id)
+            return Notice("feedback", "Thank you for your feedback!")
+        if await self.store.question(question_id) is None:
+            return Notice("expired", EXPIRED)
+        return Notice("feedback", "You already rated this answer.")
+
+    # -- browsing -------------------------------------------------------------------------
 
     def areas(self) -> AreaList:
         corpus = self.retriever.corpus
@@ -228,9 +192,10 @@ class Assistant:
         intro = (
             "I answer questions about managing intellectual property in research and innovation "
             "with cited passages from the EU Code of Practice on the management of intellectual "
-            "assets for knowledge valorisation and related EU guidance. Ask in plain words."
+            "assets for knowledge valorisation and related EU guidance. Ask in plain words. "
+            "Subscribe to get news of the Code of Practice in this chat."
         )
-        return HelpReply(intro, COMMANDS, EXAMPLE_QUESTION)
+        return HelpReply(intro, public_commands(), EXAMPLE_QUESTION)
 
     def about(self) -> AboutReply:
         corpus = self.retriever.corpus
@@ -243,29 +208,87 @@ class Assistant:
             model=index.manifest.model,
         )
 
-    async def handle_text(self, user: User, text: str) -> Reply:
+    # -- commands -------------------------------------------------------------------------
+
+    def is_moderator(self, user: User) -> bool:
+        return user.key in self.moderators
+
+    async def allowed(self, context: Context, command: Command) -> bool:
+        """The one place that decides who may run a command."""
+        if command.audience == Audience.MODERATORS:
+            return self.is_moderator(context.user)
+        if command.audience == Audience.CHAT_ADMINS and not context.chat.is_private:
+            return self.is_moderator(context.user) or await context.is_chat_admin()
+        return True
+
+    async def handle(self, context: Context, text: str) -> Reply:
         """A line typed by a user: a /command or, otherwise, a question."""
         stripped = text.strip()
         if not stripped.startswith("/"):
-            return await self.ask(user, stripped)
+            return await self.ask(context.user, stripped)
         name, _, rest = stripped[1:].partition(" ")
-        name = name.split("@", 1)[0].lower()  # Telegram appends @botname in groups
-        rest = rest.strip()
-        if name == "ask":
-            if not rest:
-                return Notice(
-                    "usage", f"Type your question after /ask, e.g. /ask {EXAMPLE_QUESTION}"
-                )
-            return await self.ask(user, rest)
-        if name == "areas":
-            return self.areas()
-        if name == "area":
-            return self.browse(rest)
-        if name in ("help", "start"):
-            return self.help()
-        if name == "about":
-            return self.about()
-        return Notice("unknown_command", f"I don't know /{name}. Type /help to see what I can do.")
+        name = name.split("@", 1)[0]  # Telegram appends @botname in groups
+        command = find(name)
+        if command is None:
+            return Notice(
+                "unknown_command", f"I don't know /{name}. Type /help to see what I can do."
+            )
+        if not await self.allowed(context, command):
+            log.warning(
+                "refused /%s to %s in a %s chat",
+                command.name,
+                context.user.platform,
+                context.chat.kind,
+            )
+            who = (
+                "this chat's administrators"
+                if command.audience == Audience.CHAT_ADMINS
+                else "moderators"
+            )
+            return Notice("refused", REFUSED.format(who=who, name=command.name))
+        return await self.run(context, command, rest.strip())
+
+    async def run(self, context: Context, command: Command, rest: str) -> Reply:
+        """Run an allowed command with the text typed after it."""
+        dissemination = self.dissemination
+        match command.name:
+            case "ask":
+                if not rest:
+                    return Notice(
+                        "usage", f"Type your question after /ask, e.g. /ask {EXAMPLE_QUESTION}"
+                    )
+                return await self.ask(context.user, rest)
+            case "areas":
+                return self.areas()
+            case "area":
+                return self.browse(rest)
+            case "help":
+                return self.help()
+            case "about":
+                return self.about()
+            case "subscribe":
+                return await dissemination.subscribe(context.chat, rest)
+            case "unsubscribe":
+                return await dissemination.unsubscribe(context.chat, rest)
+            case "subscriptions":
+                return await dissemination.describe(context.chat)
+            case "updates":
+                return dissemination.latest(rest)
+            case "forget":
+                return await dissemination.forget(context.user, context.chat)
+            case "announce":
+                return await dissemination.preview(rest)
+        raise AssertionError(f"/{command.name} is registered but not handled")
+
+    async def handle_text(self, user: User, text: str) -> Reply:
+        """A line typed in a private chat (the console's and the tests' way in)."""
+        return await self.handle(Context.private(user), text)
+
+    async def confirm_announce(self, context: Context, token: str) -> Notice:
+        """A moderator confirmed an announcement preview: publish it and report here."""
+        if not self.is_moderator(context.user):
+            return Notice("refused", REFUSED.format(who="moderators", name="announce"))
+        return await self.dissemination.publish(token, context.user.key, context.chat)
 
 
 def configured_retriever(settings: Settings, progress: Progress = lambda _msg: None) -> Retriever:
@@ -278,9 +301,3 @@ def configured_retriever(settings: Settings, progress: Progress = lambda _msg: N
         settings.policy,
         progress,
     )
-
-
-def create_assistant(settings: Settings, progress: Progress = lambda _msg: None) -> Assistant:
-    """Load corpus, model and index as configured, and wrap them in an assistant."""
-    retriever = configured_retriever(settings, progress)
-    return Assistant(retriever, settings.top_k, settings.rate_limit_per_minute)

@@ -22,6 +22,7 @@ import yaml
 
 from bot.assistant import Assistant, User, configured_retriever
 from bot.settings import Settings
+from bot.store import Store
 from retrieval.corpus import load_corpus
 from retrieval.evaluate import DEFAULT_EVAL_FILE
 from retrieval.index import IndexStore, Progress
@@ -77,6 +78,17 @@ async def concurrent_throughput(
     return rounds * CONCURRENCY / (time.perf_counter() - start)
 
 
+async def throughput_with_store(retriever: Retriever, questions: list[str]) -> float:
+    """The concurrent figure through the whole assistant, storing each question as bots do."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = await Store.open(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        try:
+            assistant = Assistant(retriever, store, rate_limit_per_minute=10**6)
+            return await concurrent_throughput(assistant, questions)
+        finally:
+            await store.close()
+
+
 def index_builds(settings: Settings, retriever: Retriever) -> tuple[float, float]:
     """Seconds for a full build from an empty cache, and to re-embed one edited passage and swap."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,8 +117,7 @@ def run_benchmark(settings: Settings, questions: int = 200, progress: Progress =
     progress(f"Timing {questions} warm questions...")
     timings = warm_latency(retriever, texts, questions)
     progress(f"Timing {CONCURRENCY} concurrent users...")
-    assistant = Assistant(retriever, rate_limit_per_minute=10**6)
-    throughput = asyncio.run(concurrent_throughput(assistant, texts))
+    throughput = asyncio.run(throughput_with_store(retriever, texts))
     progress("Timing index builds...")
     full, incremental = index_builds(settings, retriever)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from bot.settings import Settings, SettingsError, load_settings
+from bot.store import StoreError
 from retrieval.corpus import CorpusError, check_corpus, corpus_version
 from retrieval.embedder import ModelNotFoundError
 from retrieval.search import UserInputError
@@ -72,6 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--calibrate", action="store_true", help="also search abstention thresholds"
     )
+    db = commands.add_parser("db", help="manage the database")
+    db.add_argument("action", choices=["upgrade"], help="upgrade: apply migrations")
+    updates = commands.add_parser("updates", help="dissemination updates (corpus/updates/)")
+    updates_actions = updates.add_subparsers(dest="action", metavar="ACTION", required=True)
+    updates_actions.add_parser("list", help="every update, and whether it was published")
+    publish = updates_actions.add_parser("publish", help="queue an update for its subscribers")
+    publish.add_argument("update", help="the update's file (path or name) under corpus/updates/")
+    status = updates_actions.add_parser("status", help="delivery figures of a published update")
+    status.add_argument("update", help="the update's id (its file name)")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    resend = updates_actions.add_parser(
+        "resend", help="queue an update's uncertain deliveries again (may duplicate)"
+    )
+    resend.add_argument("update", help="the update's id (its file name)")
     bench = commands.add_parser("bench", help="measure speed and memory")
     bench.add_argument("--questions", type=int, default=200, help="warm questions to time")
     return parser
@@ -90,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return dispatch(args, settings)
     except KeyboardInterrupt:
         return 130
-    except (SettingsError, ModelNotFoundError, UserInputError) as exc:
+    except (SettingsError, ModelNotFoundError, UserInputError, StoreError) as exc:
         return fail(str(exc), args.debug, code=2)
     except CorpusError as exc:
         for problem in exc.problems:
@@ -122,6 +137,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "corpus": cmd_corpus,
         "eval": cmd_eval,
         "bench": cmd_bench,
+        "db": cmd_db,
+        "updates": cmd_updates,
     }
     if args.command is None:
         build_parser().print_help()
@@ -169,8 +186,8 @@ def _questions(question: str) -> Iterable[str]:
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.assistant import DISCLAIMER
     from bot.console import format_answer
+    from bot.replies import DISCLAIMER
 
     if args.question != "-" and not args.question.strip():
         raise UserInputError(
@@ -205,12 +222,88 @@ def _empty_result(question: str, error: str) -> dict:
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.assistant import create_assistant
+    from bot.app import close_app, open_app
     from bot.console import run_console
 
-    assistant = create_assistant(settings, progress)
-    asyncio.run(run_console(assistant))
+    async def chat() -> None:
+        app = await open_app(settings, progress)
+        try:
+            await run_console(app.assistant)
+        finally:
+            await close_app(app)
+
+    asyncio.run(chat())
     return 0
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.store import open_store
+
+    async def upgrade() -> str | None:
+        store = await open_store(settings.database)
+        try:
+            return await store.check_revision()
+        finally:
+            await store.close()
+
+    print(f"Database schema is up to date (revision {asyncio.run(upgrade())}).")
+    return 0
+
+
+def cmd_updates(args: argparse.Namespace, settings: Settings) -> int:
+    """Publishing works beside a running bot: it only writes the outbox, the bot delivers."""
+    from bot.store import open_store
+    from bot.subscriptions import publish_update, update_items
+    from retrieval.corpus import load_corpus
+
+    corpus = load_corpus(settings.corpus_dir)
+    items = update_items(corpus)
+
+    def find(name: str):  # type: ignore[no-untyped-def]
+        key = Path(name).name.removesuffix(".md")
+        if key not in items:
+            raise UserInputError(
+                f"no update '{key}' in {settings.corpus_dir / 'updates'}; see 'ipbot updates list'"
+            )
+        return items[key]
+
+    async def run() -> int:
+        store = await open_store(settings.database)
+        try:
+            if args.action == "list":
+                for item in sorted(items.values(), key=lambda i: (i.date, i.id)):
+                    state = "published" if await store.is_published(item.id) else "not published"
+                    print(f"{item.id}  {state}  {item.title}")
+                return 0
+            if args.action == "publish":
+                item = find(args.update)
+                feeds = (settings.data_dir / "feeds", corpus) if settings.feeds else None
+                queued = await publish_update(store, item, "cli", feeds)
+                if queued is None:
+                    print(f"{item.id} was already published; nothing changed.", file=sys.stderr)
+                else:
+                    print(
+                        f"Queued for {queued} chats; a running ipbot delivers it.", file=sys.stderr
+                    )
+                print(item.id)
+                return 0
+            if args.action == "resend":
+                count = await store.resend_uncertain(args.update)
+                await store.audit("cli", "resend", args.update, f"{count} requeued")
+                print(f"{count} uncertain deliveries queued again.")
+                return 0
+            status = await store.status(Path(args.update).name.removesuffix(".md"))
+            if status is None:
+                raise UserInputError(f"'{args.update}' has not been published")
+            if args.json:
+                print(json.dumps(status.to_json()))
+            else:
+                print(", ".join(f"{k} {v}" for k, v in status.to_json().items()))
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,18 +12,21 @@ import sys
 import textwrap
 from collections.abc import Callable
 
-from bot.assistant import (
+from bot.assistant import Assistant
+from bot.replies import (
     HELPDESK_URL,
     HUMAN_HELP,
     NOT_COVERED,
     AboutReply,
+    AnnouncePreview,
     AnswerReply,
     AreaList,
     AreaPage,
-    Assistant,
+    Context,
     HelpReply,
     Notice,
     Reply,
+    UpdatesReply,
     User,
 )
 from retrieval.search import Answer, Hit
@@ -102,6 +105,18 @@ def format_reply(reply: Reply, bold: bool = False) -> str:
                 f"ipbot corpus {about.corpus_version} ({about.passages} passages, "
                 f"hash {about.corpus_hash}), indexed {indexed}, model {about.model}."
             )
+        case UpdatesReply(items=items, area=area):
+            if not items:
+                return "No updates yet" + (f" about {area.title}." if area else ".")
+            rows = [f"- {i.date:%d %b %Y}: {i.title}\n  {i.url}" for i in items]
+            return "Latest news of the Code of Practice:\n" + "\n".join(rows)
+        case AnnouncePreview(item=item, subscribers=subscribers, already_published=already):
+            state = (
+                "It was already published." if already else f"It would go to {subscribers} chats."
+            )
+            return (
+                f"Preview of {item.id}:\n{item.title}\n{_wrap(item.body, '')}\n{item.url}\n{state}"
+            )
         case Notice(text=text):
             return text
     raise TypeError(f"no console format for {type(reply).__name__}")
@@ -114,7 +129,8 @@ class ConsoleChat:
         self.assistant = assistant
         self.bold = bold
         self.user = User("console", "local")
-        self._last_answer: Answer | None = None
+        self.context = Context.private(self.user)
+        self._last_answer: AnswerReply | None = None
         self._last_page: AreaPage | None = None
 
     async def send(self, text: str) -> str:
@@ -125,22 +141,23 @@ class ConsoleChat:
         elif command == "/next":
             reply = self._next_page()
         else:
-            reply = await self.assistant.handle_text(self.user, text)
+            reply = await self.assistant.handle(self.context, text)
         self._remember(reply)
         return format_reply(reply, self.bold)
 
     def _remember(self, reply: Reply) -> None:
         if isinstance(reply, AnswerReply) and reply.answer.answered:
-            self._last_answer = reply.answer
+            self._last_answer = reply
         elif isinstance(reply, AreaPage):
             self._last_page = reply
 
     async def _more(self) -> Reply:
         last = self._last_answer
-        if last is None or not last.has_more:
+        if last is None or last.question_id is None or not last.answer.has_more:
             return Notice("usage", "There is nothing more to show. Ask a question first.")
-        return await self.assistant.ask(
-            self.user, last.question, offset=last.offset + len(last.hits)
+        answer = last.answer
+        return await self.assistant.more(
+            self.user, last.question_id, answer.offset + len(answer.hits)
         )
 
     def _next_page(self) -> Reply:

@@ -13,39 +13,34 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from bot.assistant import (
-    COMMANDS,
-    AnswerReply,
-    AreaPage,
-    Assistant,
-    Notice,
-    Reply,
-    User,
-)
+from bot.assistant import EXPIRED, Assistant
+from bot.commands import COMMANDS
 from bot.discord_format import (
     CHOICE_MAX,
     CHOICES_MAX,
     CONTENT_MAX,
     NO_MENTIONS,
     escape,
+    outbound_embed,
     reply_embed,
     shorten,
     thread_name,
 )
+from bot.replies import AnnouncePreview, AnswerReply, AreaPage, Chat, Context, Notice, Reply, User
+from bot.sender import DeliveryResult, Outbound, Outcome, Target
 from bot.settings import Settings, SettingsError
-from retrieval.search import Answer
 
 log = logging.getLogger(__name__)
 
 BUTTON_TIMEOUT = 3600.0
 SORRY = "Sorry, something went wrong while answering. Please try again in a moment."
-EXPIRED = "These buttons have expired. Ask again with /ask."
-DESCRIPTIONS = {c.name: c.description for c in COMMANDS}
+DESCRIPTIONS = {c.name: c.description[:100] for c in COMMANDS}
 # on_ready fires this long after the last GUILD_CREATE (discord.py's default is 2 s); we use
 # no guild events, so a short wait only makes a quick start-stop cycle clean (see run_discord)
 GUILD_READY_TIMEOUT = 0.5
@@ -88,18 +83,13 @@ class Outgoing:
         return sent
 
 
-def outgoing(reply: Reply, assistant: Assistant, area: str | None = None) -> Outgoing:
+def outgoing(reply: Reply) -> Outgoing:
     """A reply as a Discord message, with the buttons that belong under it."""
     embed = reply_embed(reply)
     if embed is None:
         assert isinstance(reply, Notice)
         return Outgoing(content=escape(reply.text), ephemeral=True)
-    view: discord.ui.View | None = None
-    if isinstance(reply, AnswerReply) and reply.answer.answered:
-        view = AnswerView(assistant, reply.answer, area)
-    elif isinstance(reply, AreaPage) and reply.pages > 1:
-        view = AreaPageView(assistant, reply)
-    return Outgoing(embeds=[embed], view=view)
+    return Outgoing(embeds=[embed], view=buttons_for(reply))
 
 
 async def respond(interaction: discord.Interaction, out: Outgoing) -> None:
@@ -125,85 +115,112 @@ async def report_error(interaction: discord.Interaction, error: Exception, what:
 
 
 # -- buttons ----------------------------------------------------------------------------
+# Each button's custom_id carries its own data (`more:<question id>:<offset>`), looked up in
+# the store when pressed: buttons keep working after a restart and on any replica.
 
-MORE, HELPFUL, NOT_HELPFUL = "ipbot:more", "ipbot:helpful", "ipbot:not-helpful"
-PREVIOUS, NEXT = "ipbot:previous", "ipbot:next"
-
-
-class ReplyView(discord.ui.View):
-    """Buttons under a reply; a failing button gets an apology, not silence."""
-
-    async def on_error(
-        self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any]
-    ) -> None:
-        await report_error(interaction, error, f"button {getattr(item, 'custom_id', item)}")
+LEGACY_IDS = ("ipbot:more", "ipbot:helpful", "ipbot:not-helpful", "ipbot:previous", "ipbot:next")
 
 
-class AnswerView(ReplyView):
-    """The More button pages through the same question; the others record feedback."""
+def assistant_of(interaction: discord.Interaction) -> Assistant:
+    return interaction.client.assistant  # type: ignore[attr-defined]
 
-    def __init__(self, assistant: Assistant, answer: Answer, area: str | None):
-        super().__init__(timeout=BUTTON_TIMEOUT)
-        self.assistant, self.answer, self.area = assistant, answer, area
-        self.voters: set[int] = set()
-        if not answer.has_more:
-            self.remove_item(self.more)
 
-    @discord.ui.button(label="More", style=discord.ButtonStyle.primary, custom_id=MORE)
-    async def more(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        button.disabled = True  # answered at once (within 3 s); the search follows
-        await interaction.response.edit_message(view=self, allowed_mentions=NO_MENTIONS)
-        offset = self.answer.offset + len(self.answer.hits)
-        reply = await self.assistant.ask(
-            discord_user(interaction.user), self.answer.question, self.area, offset=offset
-        )
-        await respond(interaction, outgoing(reply, self.assistant, self.area))
+class ReplyButton(discord.ui.DynamicItem[discord.ui.Button], template=r"^$"):
+    """A button whose failure gets an apology to the presser, not silence."""
 
-    @discord.ui.button(label="Helpful", emoji="👍", custom_id=HELPFUL)
-    async def helpful(self, interaction: discord.Interaction, _: discord.ui.Button) -> None:
-        await self.vote(interaction, helpful=True)
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            await self.pressed(interaction)
+        except Exception as exc:
+            await report_error(interaction, exc, f"button {self.custom_id}")
 
-    @discord.ui.button(label="Not helpful", emoji="👎", custom_id=NOT_HELPFUL)
-    async def not_helpful(self, interaction: discord.Interaction, _: discord.ui.Button) -> None:
-        await self.vote(interaction, helpful=False)
+    async def pressed(self, interaction: discord.Interaction) -> None:
+        raise NotImplementedError
 
-    async def vote(self, interaction: discord.Interaction, helpful: bool) -> None:
-        if interaction.user.id in self.voters:
-            await respond(interaction, Outgoing("You already rated this answer.", ephemeral=True))
-            return
-        self.voters.add(interaction.user.id)
-        ids = tuple(hit.passage.id for hit in self.answer.hits)
+
+class MoreButton(ReplyButton, template=r"^more:(?P<qid>\d{1,18}):(?P<offset>\d{1,4})$"):
+    def __init__(self, question_id: int, offset: int):
+        custom_id = f"more:{question_id}:{offset}"
+        style = discord.ButtonStyle.primary
+        super().__init__(discord.ui.Button(label="More", style=style, custom_id=custom_id))
+        self.question_id, self.offset = question_id, offset
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match):  # type: ignore[no-untyped-def, override]
+        return cls(int(match["qid"]), int(match["offset"]))
+
+    async def pressed(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(thinking=True)  # answered within 3 s; search follows
+        assistant = assistant_of(interaction)
+        reply = await assistant.more(discord_user(interaction.user), self.question_id, self.offset)
+        await respond(interaction, outgoing(reply))
+
+
+class VoteButton(ReplyButton, template=r"^fb:(?P<qid>\d{1,18}):(?P<sign>[+-])$"):
+    def __init__(self, question_id: int, helpful: bool):
+        label, emoji = ("Helpful", "👍") if helpful else ("Not helpful", "👎")
+        custom_id = f"fb:{question_id}:{'+' if helpful else '-'}"
+        super().__init__(discord.ui.Button(label=label, emoji=emoji, custom_id=custom_id))
+        self.question_id, self.helpful = question_id, helpful
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match):  # type: ignore[no-untyped-def, override]
+        return cls(int(match["qid"]), match["sign"] == "+")
+
+    async def pressed(self, interaction: discord.Interaction) -> None:
         user = discord_user(interaction.user)
-        notice = self.assistant.record_feedback(user, self.answer.question, ids, helpful)
+        notice = await assistant_of(interaction).vote(user, self.question_id, self.helpful)
         await respond(interaction, Outgoing(notice.text, ephemeral=True))
 
 
-class AreaPageView(ReplyView):
-    """Previous / next page of an area, edited in place."""
+class PageButton(ReplyButton, template=r"^area:(?P<slug>[a-z-]{1,40}):(?P<page>\d{1,3})$"):
+    def __init__(self, slug: str, page: int, label: str = "Next", disabled: bool = False):
+        custom_id = f"area:{slug}:{page}"
+        button: discord.ui.Button = discord.ui.Button(
+            label=label, custom_id=custom_id, disabled=disabled
+        )
+        super().__init__(button)
+        self.slug, self.page = slug, page
 
-    def __init__(self, assistant: Assistant, page: AreaPage):
-        super().__init__(timeout=BUTTON_TIMEOUT)
-        self.assistant, self.page = assistant, page
-        self.previous.disabled = page.page == 0
-        self.next.disabled = page.page + 1 >= page.pages
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match):  # type: ignore[no-untyped-def, override]
+        return cls(match["slug"], int(match["page"]))
 
-    @discord.ui.button(label="Previous", custom_id=PREVIOUS)
-    async def previous(self, interaction: discord.Interaction, _: discord.ui.Button) -> None:
-        await self.turn(interaction, -1)
-
-    @discord.ui.button(label="Next", custom_id=NEXT)
-    async def next(self, interaction: discord.Interaction, _: discord.ui.Button) -> None:
-        await self.turn(interaction, +1)
-
-    async def turn(self, interaction: discord.Interaction, step: int) -> None:
-        reply = self.assistant.browse(self.page.area.slug, self.page.page + step)
+    async def pressed(self, interaction: discord.Interaction) -> None:
+        reply = assistant_of(interaction).browse(self.slug, self.page)
         if isinstance(reply, Notice):
-            await respond(interaction, outgoing(reply, self.assistant))
+            await respond(interaction, outgoing(reply))
             return
-        view = AreaPageView(self.assistant, reply)
-        self.stop()
+        out = outgoing(reply)
         await interaction.response.edit_message(
-            embed=reply_embed(reply), view=view, allowed_mentions=NO_MENTIONS
+            embeds=out.embeds, view=out.view, allowed_mentions=NO_MENTIONS
+        )
+
+
+class AnnounceButton(ReplyButton, template=r"^ann:(?P<token>[0-9a-f]{12}):(?P<choice>[yn])$"):
+    def __init__(self, token: str, confirm: bool):
+        label, style = (
+            ("Confirm", discord.ButtonStyle.success)
+            if confirm
+            else ("Cancel", discord.ButtonStyle.secondary)
+        )
+        custom_id = f"ann:{token}:{'y' if confirm else 'n'}"
+        super().__init__(discord.ui.Button(label=label, style=style, custom_id=custom_id))
+        self.token, self.confirm = token, confirm
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match):  # type: ignore[no-untyped-def, override]
+        return cls(match["token"], match["choice"] == "y")
+
+    async def pressed(self, interaction: discord.Interaction) -> None:
+        if not self.confirm:
+            await interaction.response.edit_message(view=None)
+            return
+        context = interaction_context(interaction)
+        notice = await assistant_of(interaction).confirm_announce(context, self.token)
+        await interaction.response.edit_message(view=None)
+        await interaction.followup.send(
+            escape(notice.text), allowed_mentions=NO_MENTIONS, ephemeral=False
         )
 
 
@@ -212,23 +229,63 @@ class ExpiredButton(discord.ui.Button):
         await respond(interaction, Outgoing(EXPIRED, ephemeral=True))
 
 
-class ExpiredButtons(ReplyView):
-    """Catches clicks on buttons whose answer is no longer remembered (timeout, restart)."""
+class ExpiredButtons(discord.ui.View):
+    """Catches clicks on buttons of an older version, whose data is not in their id."""
 
     def __init__(self) -> None:
         super().__init__(timeout=None)
-        for custom_id in (MORE, HELPFUL, NOT_HELPFUL, PREVIOUS, NEXT):
+        for custom_id in LEGACY_IDS:
             self.add_item(ExpiredButton(label=custom_id, custom_id=custom_id))
+
+
+def buttons_for(reply: Reply) -> discord.ui.View | None:
+    """The buttons under a reply, each carrying its own data."""
+    view = discord.ui.View(timeout=None)
+    match reply:
+        case AnswerReply(answer=answer, question_id=int() as qid) if answer.answered:
+            if answer.has_more:
+                view.add_item(MoreButton(qid, answer.offset + len(answer.hits)))
+            view.add_item(VoteButton(qid, helpful=True))
+            view.add_item(VoteButton(qid, helpful=False))
+        case AreaPage(area=area, page=page, pages=pages) if pages > 1:
+            view.add_item(PageButton(area.slug, max(0, page - 1), "Previous", page == 0))
+            view.add_item(
+                PageButton(area.slug, min(pages - 1, page + 1), "Next", page + 1 >= pages)
+            )
+        case AnnouncePreview(token=token):
+            view.add_item(AnnounceButton(token, confirm=True))
+            view.add_item(AnnounceButton(token, confirm=False))
+    return view if view.children else None
+
+
+def interaction_context(interaction: discord.Interaction) -> Context:
+    """Who pressed or typed where; Manage Channels makes someone a channel's administrator."""
+    user = discord_user(interaction.user)
+    if interaction.guild is None:
+        return Context(user, Chat("discord", user.id, "dm"))
+    allowed = interaction.permissions.manage_channels
+
+    async def is_admin() -> bool:
+        return allowed
+
+    return Context(user, Chat("discord", str(interaction.channel_id), "group"), is_admin)
 
 
 # -- slash commands ---------------------------------------------------------------------
 
 
 class IpbotCommands(commands.Cog):
-    """/ask, /areas, /area, /help and /about (subscriptions will join them here)."""
+    """The slash commands; names and descriptions come from the command registry."""
 
     def __init__(self, assistant: Assistant):
         self.assistant = assistant
+
+    async def run(
+        self, interaction: discord.Interaction, line: str, context: Context | None = None
+    ) -> None:
+        """Every command goes through the assistant's one dispatch (and its one permission check)."""
+        reply = await self.assistant.handle(context or interaction_context(interaction), line)
+        await respond(interaction, outgoing(reply))
 
     @app_commands.command(name="ask", description=DESCRIPTIONS["ask"])
     @app_commands.describe(question="Your question, in plain words", area="Limit to one area")
@@ -240,27 +297,78 @@ class IpbotCommands(commands.Cog):
     ) -> None:
         await interaction.response.defer(thinking=True)  # searching may take over 3 s
         reply = await self.assistant.ask(discord_user(interaction.user), question, area)
-        await respond(interaction, outgoing(reply, self.assistant, area))
+        await respond(interaction, outgoing(reply))
 
     @app_commands.command(name="areas", description=DESCRIPTIONS["areas"])
     async def areas(self, interaction: discord.Interaction) -> None:
-        await respond(interaction, outgoing(self.assistant.areas(), self.assistant))
+        await self.run(interaction, "/areas")
 
     @app_commands.command(name="area", description=DESCRIPTIONS["area"])
     @app_commands.describe(name="The area's name")
     async def area(self, interaction: discord.Interaction, name: str) -> None:
-        await respond(interaction, outgoing(self.assistant.browse(name), self.assistant))
+        await self.run(interaction, f"/area {name}")
+
+    @app_commands.command(name="subscribe", description=DESCRIPTIONS["subscribe"])
+    @app_commands.describe(
+        areas="Areas, separated by commas (empty: all areas)",
+        weekly="One digest a week instead of each update as it comes",
+        dm="To your direct messages instead of this channel",
+    )
+    async def subscribe(
+        self,
+        interaction: discord.Interaction,
+        areas: str | None = None,
+        weekly: bool = False,
+        dm: bool = False,
+    ) -> None:
+        user = discord_user(interaction.user)
+        context = Context.private(user) if dm else interaction_context(interaction)
+        if dm:  # Discord quarantines bots that open many DMs: only on this explicit request
+            context = Context(user, Chat("discord", user.id, "dm"))
+        line = f"/subscribe {areas or ''} {'weekly' if weekly else 'immediately'}"
+        await self.run(interaction, line, context)
+
+    @app_commands.command(name="unsubscribe", description=DESCRIPTIONS["unsubscribe"])
+    @app_commands.describe(
+        areas="Areas, separated by commas (empty: everything)", dm="Your direct messages"
+    )
+    async def unsubscribe(
+        self, interaction: discord.Interaction, areas: str | None = None, dm: bool = False
+    ) -> None:
+        user = discord_user(interaction.user)
+        context = Context(user, Chat("discord", user.id, "dm")) if dm else None
+        await self.run(interaction, f"/unsubscribe {areas or ''}", context)
+
+    @app_commands.command(name="subscriptions", description=DESCRIPTIONS["subscriptions"])
+    async def subscriptions(self, interaction: discord.Interaction) -> None:
+        await self.run(interaction, "/subscriptions")
+
+    @app_commands.command(name="updates", description=DESCRIPTIONS["updates"])
+    @app_commands.describe(area="Only this area")
+    async def updates(self, interaction: discord.Interaction, area: str | None = None) -> None:
+        await self.run(interaction, f"/updates {area or ''}")
+
+    @app_commands.command(name="forget", description=DESCRIPTIONS["forget"])
+    async def forget(self, interaction: discord.Interaction) -> None:
+        await self.run(interaction, "/forget")
 
     @app_commands.command(name="help", description=DESCRIPTIONS["help"])
     async def help_(self, interaction: discord.Interaction) -> None:
-        await respond(interaction, outgoing(self.assistant.help(), self.assistant))
+        await self.run(interaction, "/help")
 
     @app_commands.command(name="about", description=DESCRIPTIONS["about"])
     async def about(self, interaction: discord.Interaction) -> None:
-        await respond(interaction, outgoing(self.assistant.about(), self.assistant))
+        await self.run(interaction, "/about")
+
+    @app_commands.command(name="announce", description=DESCRIPTIONS["announce"])
+    @app_commands.describe(update="The update's file name under corpus/updates/")
+    @app_commands.default_permissions(manage_guild=True)
+    async def announce(self, interaction: discord.Interaction, update: str) -> None:
+        await self.run(interaction, f"/announce {update}")
 
     @ask.autocomplete("area")
     @area.autocomplete("name")
+    @updates.autocomplete("area")
     async def complete_area(
         self, _: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
@@ -285,6 +393,7 @@ class IpBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         await self.add_cog(IpbotCommands(self.assistant))
+        self.add_dynamic_items(MoreButton, VoteButton, PageButton, AnnounceButton)
         self.add_view(ExpiredButtons())
         self.tree.error(self.on_app_command_error)
         await self.sync_commands()
@@ -340,8 +449,8 @@ class IpBot(commands.Bot):
 
     async def answer_message(self, message: discord.Message, question: str) -> None:
         async with message.channel.typing():
-            reply = await self.assistant.handle_text(discord_user(message.author), question)
-        out = outgoing(reply, self.assistant)
+            reply = await self.assistant.handle(self.message_context(message), question)
+        out = outgoing(reply)
         if isinstance(reply, AnswerReply) and self.may_start_thread(message):
             try:
                 thread = await message.create_thread(name=thread_name(question))
@@ -351,6 +460,21 @@ class IpBot(commands.Bot):
                 await thread.send(**out.kwargs())
                 return
         await message.reply(**out.kwargs(), mention_author=False)
+
+    def message_context(self, message: discord.Message) -> Context:
+        user = discord_user(message.author)
+        if message.guild is None:
+            return Context(user, Chat("discord", user.id, "dm"))
+        member = message.author
+        allowed = (
+            isinstance(member, discord.Member)
+            and message.channel.permissions_for(member).manage_channels
+        )
+
+        async def is_admin() -> bool:
+            return allowed
+
+        return Context(user, Chat("discord", str(message.channel.id), "group"), is_admin)
 
     def may_start_thread(self, message: discord.Message) -> bool:
         channel = message.channel
@@ -429,3 +553,75 @@ async def serve_until(bot: discord.Client, token: str, stop: asyncio.Event) -> N
         await runner
     except Exception as exc:  # stopped while still logging in
         log.debug("Discord: client stopped during start-up: %r", exc)
+
+
+# -- sending first: broadcasts through the outbox (bot/sender.py) -------------------------
+
+
+class DiscordOutlet:
+    """Discord's sending side for broadcasts: REST only, its own client, no gateway.
+
+    Every send carries the outbox row's nonce with `enforce_nonce` (discord.py sets it with
+    any nonce), so a resend after a crash returns the first message instead of a second one.
+    """
+
+    platform = "discord"
+    resends_safely = True
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.client = discord.Client(intents=discord.Intents.none())
+        self._dm_channels: dict[str, int] = {}
+
+    async def start(self) -> None:
+        point_library_at(self.settings)
+        token = self.settings.discord_token.get_secret_value()  # type: ignore[union-attr]
+        await self.client.login(token)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def _channel_id(self, target: Target) -> int:
+        """A DM subscription names the user; its channel is opened once, on first send."""
+        if target.kind != "dm":
+            return int(target.chat_id)
+        if target.chat_id not in self._dm_channels:
+            data = await self.client.http.start_private_message(int(target.chat_id))
+            self._dm_channels[target.chat_id] = int(data["id"])
+        return self._dm_channels[target.chat_id]
+
+    async def send(
+        self, target: Target, message: Outbound, nonce: str | None = None
+    ) -> DeliveryResult:
+        try:
+            channel = self.client.get_partial_messageable(await self._channel_id(target))
+            embed = outbound_embed(message)
+            if nonce:
+                sent = await channel.send(embed=embed, allowed_mentions=NO_MENTIONS, nonce=nonce)
+            else:
+                sent = await channel.send(embed=embed, allowed_mentions=NO_MENTIONS)
+            if target.kind == "announcement":  # followers' servers get it too
+                with contextlib.suppress(discord.HTTPException):
+                    await sent.publish()
+        except discord.HTTPException as exc:
+            return outcome_of(exc)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return DeliveryResult(Outcome.RETRY, detail=type(exc).__name__)
+        return DeliveryResult(Outcome.DELIVERED, message_id=str(sent.id))
+
+    async def edit(self, target: Target, message_id: str, message: Outbound) -> DeliveryResult:
+        try:
+            channel = self.client.get_partial_messageable(await self._channel_id(target))
+            await channel.get_partial_message(int(message_id)).edit(embed=outbound_embed(message))
+        except discord.HTTPException as exc:
+            return outcome_of(exc)
+        return DeliveryResult(Outcome.DELIVERED, message_id=message_id)
+
+
+def outcome_of(exc: discord.HTTPException) -> DeliveryResult:
+    """Discord's refusal as a delivery outcome (discord.py already waits out rate limits)."""
+    if isinstance(exc, discord.Forbidden | discord.NotFound):
+        return DeliveryResult(Outcome.BLOCKED, detail=f"{exc.status} {exc.text}")
+    if isinstance(exc, discord.DiscordServerError) or exc.status == 429:
+        return DeliveryResult(Outcome.RETRY, detail=f"{exc.status}")
+    return DeliveryResult(Outcome.FAILED, detail=f"{exc.status} {exc.text}")

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import discord
 
-from bot.assistant import (
+from bot.replies import (
     HELPDESK_URL,
     HUMAN_HELP,
     NOT_COVERED,
     AboutReply,
+    AnnouncePreview,
     AnswerReply,
     AreaList,
     AreaPage,
     HelpReply,
     Notice,
     Reply,
+    UpdatesReply,
 )
+from bot.sender import Bulletin, DeliveryReport, Outbound, UpdateItem
 from retrieval.corpus import Passage
 from retrieval.search import Answer
 
@@ -151,9 +154,51 @@ def reply_embed(reply: Reply) -> discord.Embed | None:
             embed.add_field(name="Indexed", value=about.indexed_at or "not yet")
             embed.add_field(name="Model", value=escape(about.model))
             return embed
+        case UpdatesReply(items=items, area=area):
+            scope = f" about {area.title}" if area else ""
+            embed = new_embed(f"Latest news{scope}", "" if items else f"No updates yet{scope}.")
+            return add_updates(embed, items)
+        case AnnouncePreview(item=item, subscribers=subscribers, already_published=already):
+            state = (
+                "Already published: confirming sends nothing again."
+                if already
+                else f"It will go to {subscribers} subscribed chats."
+            )
+            return add_updates(new_embed("Preview of an announcement", state), (item,))
         case Notice():
             return None
     raise TypeError(f"no Discord format for {type(reply).__name__}")
+
+
+def update_value(item: UpdateItem) -> str:
+    areas = ", ".join(a.title for a in item.areas) if len(item.areas) < 9 else "all areas"
+    head = f"*{item.date:%d %B %Y} · {escape(areas)}*"
+    return f"{head}\n{escape(item.body)}\n{link('Read more', item.url)}"
+
+
+def add_updates(embed: discord.Embed, items: tuple[UpdateItem, ...]) -> discord.Embed:
+    for item in items[:FIELDS_MAX]:
+        value = shorten(update_value(item), FIELD_VALUE_MAX)
+        embed.add_field(name=shorten(escape(item.title), FIELD_NAME_MAX), value=value, inline=False)
+    return embed
+
+
+def outbound_embed(message: Outbound) -> discord.Embed:
+    """A broadcast or a moderator's delivery report as an embed."""
+    if isinstance(message, Bulletin):
+        title = "Your weekly ipbot digest" if message.digest else "ipbot update"
+        footer = "/unsubscribe to stop these messages, /subscriptions to see what you receive."
+        return add_updates(new_embed(title, footer=footer), message.items)
+    return report_embed(message)
+
+
+def report_embed(report: DeliveryReport) -> discord.Embed:
+    s = report.status
+    state = "done" if s.done else "sending…"
+    embed = new_embed(f"Delivery of “{report.title}” ({state})")
+    for name in ("subscribers", "sent", "pending", "failed", "blocked", "uncertain"):
+        embed.add_field(name=name.capitalize(), value=str(getattr(s, name)))
+    return embed
 
 
 def thread_name(question: str) -> str:

@@ -1,7 +1,7 @@
-"""`ipbot run`: start every adapter whose token is configured, sharing one assistant.
+"""`ipbot run`: start every adapter whose token is configured, sharing one assistant and sender.
 
 With no token set, the console chat is the embedded default. SIGTERM and SIGINT stop the
-adapters cleanly (pending updates are confirmed, connections closed) before the process exits.
+sender first (sends in flight finish and are recorded), then the adapters cleanly.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bot.assistant import Assistant, create_assistant
+from bot.app import App, close_app, configured_outlets, open_app, running_sender
+from bot.assistant import Assistant
 from bot.settings import Settings
 from retrieval.index import Progress
 
@@ -36,35 +37,46 @@ def configured_adapters(settings: Settings) -> dict[str, Adapter]:
 
 
 def run_bots(settings: Settings, progress: Progress) -> int:
-    adapters = configured_adapters(settings)
-    assistant = create_assistant(settings, progress)
-    if not adapters:
-        from bot.console import run_console
-
-        progress(
-            "No chat token is set (IPBOT_TELEGRAM_TOKEN, IPBOT_DISCORD_TOKEN): starting the console chat."
-        )
-        asyncio.run(run_console(assistant))
-        return 0
-    progress(f"Starting: {', '.join(adapters)}. Stop with Ctrl+C or SIGTERM.")
-    asyncio.run(serve(assistant, settings, adapters))
+    asyncio.run(main(settings, progress))
     return 0
 
 
-async def serve(assistant: Assistant, settings: Settings, adapters: dict[str, Adapter]) -> None:
-    """Run the adapters until a stop signal, or until one of them fails."""
+async def main(settings: Settings, progress: Progress) -> None:
+    adapters = configured_adapters(settings)
+    app = await open_app(settings, progress, configured_outlets(settings))
+    try:
+        if not adapters:
+            from bot.console import run_console
+
+            progress(
+                "No chat token is set (IPBOT_TELEGRAM_TOKEN, IPBOT_DISCORD_TOKEN): "
+                "starting the console chat."
+            )
+            await run_console(app.assistant)
+            return
+        progress(f"Starting: {', '.join(adapters)}. Stop with Ctrl+C or SIGTERM.")
+        await serve(app, adapters)
+    finally:
+        await close_app(app)
+
+
+async def serve(app: App, adapters: dict[str, Adapter]) -> None:
+    """Run the adapters and the sender until a stop signal, or until an adapter fails."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    tasks = {
-        asyncio.create_task(adapter(assistant, settings, stop), name=name)
-        for name, adapter in adapters.items()
-    }
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    stop.set()  # one adapter ended (a stop signal, or a fatal error): stop the others too
-    await asyncio.gather(*tasks, return_exceptions=True)
+    async with running_sender(app):
+        tasks = {
+            asyncio.create_task(adapter(app.assistant, app.settings, stop), name=name)
+            for name, adapter in adapters.items()
+        }
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()  # one adapter ended (a stop signal, or a fatal error): stop the others too
+        if app.sender is not None:
+            app.sender.stop()  # finish sends in flight before the adapters close
+        await asyncio.gather(*tasks, return_exceptions=True)
     for task in done:
         if task.exception():
             log.error("%s adapter stopped: %s", task.get_name(), task.exception())

@@ -93,6 +93,10 @@ class Outlet(Protocol):
     platform: str
     resends_safely: bool  # a resend after a crash cannot duplicate (Discord's nonce)
 
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
     async def send(
         self, target: Target, message: Outbound, nonce: str | None = None
     ) -> DeliveryResult: ...
@@ -164,20 +168,17 @@ class Sender:
         self,
         store: Store,
         outlets: Iterable[Outlet],
-        updates: dict[str, UpdateItem] | None = None,
+        areas: Iterable[Area] = (),
         paces: dict[str, Pace] | None = None,
     ):
         self.store = store
         self.outlets = {outlet.platform: outlet for outlet in outlets}
-        self.updates = updates or {}
+        self.areas = {area.slug: area for area in areas}
+        self._published: dict[str, UpdateItem] = {}  # what was published never changes
         self.pacers = {name: Pacer((paces or {}).get(name, Pace())) for name in self.outlets}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._last_report: dict[str, float] = {}
-
-    def set_updates(self, updates: dict[str, UpdateItem]) -> None:
-        """The updates the sender can render, by id (refreshed with the corpus)."""
-        self.updates = updates
 
     def wake(self) -> None:
         """Something was queued in this process: look now rather than at the next poll."""
@@ -237,7 +238,7 @@ class Sender:
 
     async def _deliver(self, claim: Claim) -> None:
         outlet, pacer = self.outlets[claim.platform], self.pacers[claim.platform]
-        message = self._bulletin(claim)
+        message = await self._bulletin(claim)
         if message is None:
             await self.store.finish(
                 claim.delivery_ids, DeliveryStatus.FAILED, error="update not found"
@@ -267,8 +268,13 @@ class Sender:
         turn.cancel()
         return False
 
-    def _bulletin(self, claim: Claim) -> Bulletin | None:
-        items = tuple(self.updates[u] for u in claim.update_ids if u in self.updates)
+    async def _bulletin(self, claim: Claim) -> Bulletin | None:
+        """The updates of a claim as they were published (the corpus file may have changed)."""
+        if not set(claim.update_ids) <= set(self._published):
+            for p in await self.store.published_updates():
+                areas = tuple(self.areas[s] for s in (p.areas or self.areas) if s in self.areas)
+                self._published[p.id] = UpdateItem(p.id, p.date, p.title, p.body, p.url, areas)
+        items = tuple(self._published[u] for u in claim.update_ids if u in self._published)
         if not items:
             return None
         return Bulletin(tuple(sorted(items, key=lambda i: i.date)), digest=claim.digest)

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     discord_gateway_url: str = "wss://gateway.discord.gg/"
     discord_guild_id: int | None = None
     discord_threads: bool = True
+    telegram_channel: str | None = None  # @name or id of a channel the bot posts updates to
+    discord_announcement_channel: int | None = None  # updates are posted and crossposted
+    feeds: bool = True  # Atom feeds of published updates in the data folder
     moderators: Annotated[list[str], NoDecode] = Field(default_factory=list)
     database_url: str | None = None
     log_level: str = "INFO"

@@ -13,7 +13,6 @@ import re
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from typing import Any
 
 from telegram import (
     BotCommand,
@@ -24,7 +23,13 @@ from telegram import (
     ReplyParameters,
     Update,
 )
-from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
+from telegram.constants import (
+    ChatAction,
+    ChatMemberStatus,
+    ChatType,
+    MessageEntityType,
+    ParseMode,
+)
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -42,20 +47,22 @@ from telegram.ext import (
     ContextTypes,
     Defaults,
     InlineQueryHandler,
-    InvalidCallbackData,
     MessageHandler,
     filters,
 )
 
-from bot.assistant import COMMANDS, AnswerReply, Assistant, User
+from bot.assistant import EXPIRED, Assistant
+from bot.commands import ALIASES, COMMANDS, public_commands
+from bot.replies import AnswerReply, Chat, Context, Notice, User
 from bot.sender import DeliveryResult, Outbound, Outcome, Target
 from bot.settings import Settings
 from bot.telegram_format import (
-    BrowseArea,
-    MorePassages,
+    ANNOUNCE,
+    AREA,
+    MORE,
+    SOURCES,
+    VOTE,
     Outgoing,
-    ShowSources,
-    Vote,
     escape,
     format_source,
     inline_results,
@@ -70,7 +77,6 @@ START_RETRY_FIRST, START_RETRY_MAX = 1.0, 30.0  # seconds between attempts to re
 MAX_RETRY_WAIT = 60.0  # seconds; a longer flood wait fails the request instead of stalling it
 INLINE_CACHE_SECONDS = 60
 SORRY = "Sorry, something went wrong on my side. Please try again in a moment."
-EXPIRED = "This button has expired. Please ask your question again."
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.INLINE_QUERY]
 
 
@@ -108,10 +114,13 @@ def unless_unchanged() -> Iterator[None]:
             raise
 
 
-def pressed(update: Update) -> tuple[CallbackQuery, Any]:
-    """A button press and its payload (the object the button was made with)."""
+def pressed(
+    update: Update, context: ContextTypes.DEFAULT_TYPE
+) -> tuple[CallbackQuery, tuple[str, ...]]:
+    """A button press and the fields of its data (matched by the handler's pattern)."""
     assert update.callback_query is not None
-    return update.callback_query, update.callback_query.data
+    match = context.match
+    return update.callback_query, match.groups() if match else ()
 
 
 def assistant_of(context: ContextTypes.DEFAULT_TYPE) -> Assistant:
@@ -121,6 +130,24 @@ def assistant_of(context: ContextTypes.DEFAULT_TYPE) -> Assistant:
 def user_of(update: Update) -> User:
     assert update.effective_user is not None
     return User("telegram", str(update.effective_user.id))
+
+
+def context_of(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Context:
+    """Who asks where; in a group, whether they administer it is asked of Telegram when needed."""
+    user, chat = user_of(update), update.effective_chat
+    assert chat is not None
+    kinds = {ChatType.PRIVATE: "private", ChatType.CHANNEL: "channel"}
+    kind = kinds.get(ChatType(chat.type), "group") if chat.type in kinds else "group"
+
+    async def is_admin() -> bool:
+        try:
+            member = await context.bot.get_chat_member(chat.id, int(user.id))
+        except TelegramError as exc:
+            log.warning("Telegram: could not check a group administrator: %s", exc)
+            return False
+        return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
+
+    return Context(user, Chat("telegram", str(chat.id), kind), is_admin)
 
 
 def addressed_question(message: Message, bot_id: int, username: str) -> str | None:
@@ -144,7 +171,7 @@ async def on_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     assert message is not None
     await show_typing(message)
     text = " ".join((message.text or "").split())
-    reply = await assistant_of(context).handle_text(user_of(update), text)
+    reply = await assistant_of(context).handle(context_of(update, context), text)
     await send(context, message.chat_id, render(reply), quote=message)
 
 
@@ -171,28 +198,35 @@ async def on_group_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
 
 async def on_more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The More button: the next passages for the same question, as a new message."""
-    query, more = pressed(update)
+    query, (question_id, offset) = pressed(update, context)
+    reply = await assistant_of(context).more(user_of(update), int(question_id), int(offset))
+    if isinstance(reply, Notice) and reply.kind == "expired":
+        await query.answer(reply.text, show_alert=True)
+        return
     await query.answer()
-    reply = await assistant_of(context).ask(user_of(update), more.question, offset=more.offset)
     if update.effective_chat is not None:
         await send(context, update.effective_chat.id, render(reply))
 
 
 async def on_sources(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The Sources button: each cited passage in full, folded in an expandable quote."""
-    query, sources = pressed(update)
+    query, (question_id, offset) = pressed(update, context)
+    passages = await assistant_of(context).sources(int(question_id), int(offset))
+    if isinstance(passages, Notice):
+        await query.answer(passages.text, show_alert=True)
+        return
     await query.answer()
     if update.effective_chat is not None:
-        out = Outgoing(pack(format_source(passage) for passage in sources.passages))
+        out = Outgoing(pack(format_source(passage) for passage in passages))
         await send(context, update.effective_chat.id, out)
 
 
 async def on_browse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """An area button: the area's first page as a new message, or another page in place."""
-    query, browse = pressed(update)
+    query, (slug, page, in_place) = pressed(update, context)
     await query.answer()
-    out = render(assistant_of(context).browse(browse.slug, browse.page))
-    if browse.in_place:
+    out = render(assistant_of(context).browse(slug, int(page)))
+    if in_place == "1":
         with unless_unchanged():
             await query.edit_message_text(out.texts[0], reply_markup=out.keyboard)
     elif update.effective_chat is not None:
@@ -201,15 +235,13 @@ async def on_browse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def on_vote(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Helpful / not helpful: recorded for moderators, then the vote buttons disappear."""
-    query, vote = pressed(update)
-    notice = assistant_of(context).record_feedback(
-        user_of(update), vote.question, vote.passage_ids, vote.helpful
-    )
+    query, (question_id, sign) = pressed(update, context)
+    notice = await assistant_of(context).vote(user_of(update), int(question_id), sign == "+")
     await query.answer(notice.text)
     message = query.message
     if isinstance(message, Message) and message.reply_markup:
         rows = [
-            [b for b in row if not isinstance(b.callback_data, Vote)]
+            [b for b in row if not str(b.callback_data).startswith("fb:")]
             for row in message.reply_markup.inline_keyboard
         ]
         markup = InlineKeyboardMarkup([row for row in rows if row])
@@ -217,10 +249,26 @@ async def on_vote(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             await query.edit_message_reply_markup(markup)
 
 
+async def on_announce(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Confirm or Cancel under an announcement preview (moderators only)."""
+    query, (token, choice) = pressed(update, context)
+    if choice == "n":
+        await query.answer("Cancelled.")
+        with unless_unchanged():
+            await query.edit_message_reply_markup(None)
+        return
+    notice = await assistant_of(context).confirm_announce(context_of(update, context), token)
+    await query.answer()
+    with unless_unchanged():
+        await query.edit_message_reply_markup(None)
+    if update.effective_chat is not None:
+        await send(context, update.effective_chat.id, render(notice))
+
+
 async def on_expired_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A button whose payload is gone (after a restart or long ago): say so."""
-    query, _ = pressed(update)
-    await query.answer(EXPIRED, show_alert=True)
+    """A button whose data this version does not know (an old or forged one): say so."""
+    assert update.callback_query is not None
+    await update.callback_query.answer(EXPIRED, show_alert=True)
 
 
 async def on_inline_query(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -231,7 +279,9 @@ async def on_inline_query(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         await query.answer([], cache_time=INLINE_CACHE_SECONDS)
         return
     offset = int(query.offset) if query.offset.isdigit() else 0
-    reply = await assistant_of(context).ask(user_of(update), query.query, offset=offset)
+    reply = await assistant_of(context).ask(
+        user_of(update), query.query, offset=offset, remember=False
+    )
     more = isinstance(reply, AnswerReply) and reply.answer.has_more
     next_offset = str(offset + len(reply.answer.hits)) if more else ""  # type: ignore[union-attr]
     await query.answer(
@@ -308,7 +358,6 @@ def build_application(assistant: Assistant, settings: Settings) -> Application:
         .token(settings.telegram_token.get_secret_value())
         .base_url(settings.telegram_api_url)
         .base_file_url(file_url_for(settings.telegram_api_url))
-        .arbitrary_callback_data(True)
         .defaults(defaults)
         .rate_limiter(RetryAfterLimiter())
         .concurrent_updates(True)
@@ -316,7 +365,7 @@ def build_application(assistant: Assistant, settings: Settings) -> Application:
     )
     application.bot_data["assistant"] = assistant
     new = filters.UpdateType.MESSAGE
-    ours = [c.name for c in COMMANDS] + ["start"]
+    ours = [c.name for c in COMMANDS] + list(ALIASES)
     application.add_handlers(
         [
             CommandHandler(ours, on_command, filters=new),
@@ -325,11 +374,12 @@ def build_application(assistant: Assistant, settings: Settings) -> Application:
             MessageHandler(
                 new & filters.TEXT & ~filters.COMMAND & filters.ChatType.GROUPS, on_group_text
             ),
-            CallbackQueryHandler(on_more, pattern=MorePassages),
-            CallbackQueryHandler(on_sources, pattern=ShowSources),
-            CallbackQueryHandler(on_browse, pattern=BrowseArea),
-            CallbackQueryHandler(on_vote, pattern=Vote),
-            CallbackQueryHandler(on_expired_button, pattern=InvalidCallbackData),
+            CallbackQueryHandler(on_more, pattern=MORE),
+            CallbackQueryHandler(on_sources, pattern=SOURCES),
+            CallbackQueryHandler(on_browse, pattern=AREA),
+            CallbackQueryHandler(on_vote, pattern=VOTE),
+            CallbackQueryHandler(on_announce, pattern=ANNOUNCE),
+            CallbackQueryHandler(on_expired_button),
             InlineQueryHandler(on_inline_query),
         ]
     )
@@ -345,7 +395,7 @@ def log_polling_error(exc: TelegramError) -> None:
 async def polling(application: Application) -> AsyncIterator[Application]:
     """Initialise, register the command menu and poll; on exit confirm updates and stop."""
     async with application:
-        commands = [BotCommand(c.name, c.description) for c in COMMANDS]
+        commands = [BotCommand(c.name, c.description) for c in public_commands()]
         await application.bot.set_my_commands(commands)
         await application.updater.start_polling(  # type: ignore[union-attr]
             allowed_updates=ALLOWED_UPDATES, error_callback=log_polling_error

@@ -1,8 +1,8 @@
 """Telegram's format of every reply: HTML (everything escaped), buttons, the 4,096 limit.
 
 The one place that decides how ipbot looks on Telegram; `bot/telegram.py` only sends what
-`render` returns. Button payloads are small objects kept by python-telegram-bot's
-arbitrary callback data, so a button can carry a whole question.
+`render` returns. Buttons carry short strings that name a stored question, never the
+question itself, so they work after a restart.
 """
 
 from __future__ import annotations
@@ -20,17 +20,19 @@ from telegram import (
 )
 from telegram.constants import MessageLimit
 
-from bot.assistant import (
+from bot.replies import (
     HELPDESK_URL,
     HUMAN_HELP,
     NOT_COVERED,
     AboutReply,
+    AnnouncePreview,
     AnswerReply,
     AreaList,
     AreaPage,
     HelpReply,
     Notice,
     Reply,
+    UpdatesReply,
 )
 from bot.sender import Bulletin, DeliveryReport, Outbound, UpdateItem
 from retrieval.corpus import Passage
@@ -45,30 +47,33 @@ HOW_TO_ASK = (
 )
 
 
-# Button payloads (kept in memory by python-telegram-bot's arbitrary callback data).
-@dataclass(frozen=True)
-class MorePassages:
-    question: str
-    offset: int
+# Button data: self-describing strings within Telegram's 64 bytes, so a button keeps working
+# after a restart and on any replica (the question itself is looked up by its id).
+def more_data(question_id: int, offset: int) -> str:
+    return f"more:{question_id}:{offset}"
 
 
-@dataclass(frozen=True)
-class ShowSources:
-    passages: tuple[Passage, ...]
+def sources_data(question_id: int, offset: int) -> str:
+    return f"src:{question_id}:{offset}"
 
 
-@dataclass(frozen=True)
-class BrowseArea:
-    slug: str
-    page: int = 0
-    in_place: bool = False  # paging edits the page's own message; shortcuts send a new one
+def area_data(slug: str, page: int = 0, in_place: bool = False) -> str:
+    return f"area:{slug}:{page}:{int(in_place)}"
 
 
-@dataclass(frozen=True)
-class Vote:
-    question: str
-    passage_ids: tuple[str, ...]
-    helpful: bool
+def vote_data(question_id: int, helpful: bool) -> str:
+    return f"fb:{question_id}:{'+' if helpful else '-'}"
+
+
+def announce_data(token: str, confirm: bool) -> str:
+    return f"ann:{token}:{'y' if confirm else 'n'}"
+
+
+MORE = r"^more:(\d{1,18}):(\d{1,4})$"
+SOURCES = r"^src:(\d{1,18}):(\d{1,4})$"
+AREA = r"^area:([a-z-]{1,40}):(\d{1,3}):([01])$"
+VOTE = r"^fb:(\d{1,18}):([+-])$"
+ANNOUNCE = r"^ann:([0-9a-f]{12}):([yn])$"
 
 
 @dataclass(frozen=True)
@@ -162,29 +167,31 @@ def answer_blocks(answer: Answer, disclaimer: str) -> list[str]:
     return [*blocks, f"<i>{escape(disclaimer)}</i>"]
 
 
-def button(text: str, payload: object) -> InlineKeyboardButton:
-    return InlineKeyboardButton(text, callback_data=payload)  # type: ignore[arg-type]
+def button(text: str, data: str) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text, callback_data=data)
 
 
-def answer_keyboard(answer: Answer) -> InlineKeyboardMarkup | None:
+def answer_keyboard(answer: Answer, question_id: int | None) -> InlineKeyboardMarkup | None:
     if not answer.answered:
-        rows = [[button(f"Browse: {a.title}", BrowseArea(a.slug))] for a in answer.suggestions]
-        return InlineKeyboardMarkup(rows) if rows else None
-    first = [button("Sources", ShowSources(tuple(hit.passage for hit in answer.hits)))]
-    if answer.has_more:
-        first.insert(
-            0, button("More ▸", MorePassages(answer.question, answer.offset + len(answer.hits)))
-        )
-    rows = [first]
+        browse = [[button(f"Browse: {a.title}", area_data(a.slug))] for a in answer.suggestions]
+        return InlineKeyboardMarkup(browse) if browse else None
+    rows: list[list[InlineKeyboardButton]] = []
+    if question_id is not None:
+        first = [button("Sources", sources_data(question_id, answer.offset))]
+        if answer.has_more:
+            first.insert(
+                0, button("More ▸", more_data(question_id, answer.offset + len(answer.hits)))
+            )
+        rows.append(first)
     if answer.area:
-        rows.append([button(f"Browse: {answer.area.title}", BrowseArea(answer.area.slug))])
-    ids = tuple(hit.passage.id for hit in answer.hits)
-    rows.append(
-        [
-            button("👍 Helpful", Vote(answer.question, ids, True)),
-            button("👎 Not helpful", Vote(answer.question, ids, False)),
-        ]
-    )
+        rows.append([button(f"Browse: {answer.area.title}", area_data(answer.area.slug))])
+    if question_id is not None:
+        rows.append(
+            [
+                button("👍 Helpful", vote_data(question_id, True)),
+                button("👎 Not helpful", vote_data(question_id, False)),
+            ]
+        )
     return InlineKeyboardMarkup(rows)
 
 
@@ -196,7 +203,7 @@ def render_areas(reply: AreaList) -> Outgoing:
             f"<b>{escape(area.title)}</b> ({summary.passages} passages)\n"
             f"{escape(area.description)}\n<code>/area {escape(area.slug)}</code>"
         )
-    rows = [[button(s.area.title, BrowseArea(s.area.slug))] for s in reply.areas]
+    rows = [[button(s.area.title, area_data(s.area.slug))] for s in reply.areas]
     return Outgoing(pack(blocks), InlineKeyboardMarkup(rows))
 
 
@@ -211,9 +218,9 @@ def render_page(page: AreaPage) -> Outgoing:
         blocks.append(f"{heading(passage)}\n{escape(clip(first, 300))}\n{citation_link(passage)}")
     nav = []
     if page.page > 0:
-        nav.append(button("◂ Previous", BrowseArea(area.slug, page.page - 1, in_place=True)))
+        nav.append(button("◂ Previous", area_data(area.slug, page.page - 1, in_place=True)))
     if page.page + 1 < page.pages:
-        nav.append(button("Next ▸", BrowseArea(area.slug, page.page + 1, in_place=True)))
+        nav.append(button("Next ▸", area_data(area.slug, page.page + 1, in_place=True)))
     return Outgoing(pack(blocks), InlineKeyboardMarkup([nav]) if nav else None)
 
 
@@ -238,8 +245,13 @@ def render_about(about: AboutReply) -> Outgoing:
 def render(reply: Reply) -> Outgoing:
     """The one Telegram format of every reply the assistant gives."""
     match reply:
-        case AnswerReply(answer=answer, disclaimer=disclaimer):
-            return Outgoing(pack(answer_blocks(answer, disclaimer)), answer_keyboard(answer))
+        case AnswerReply(answer=answer, question_id=question_id, disclaimer=disclaimer):
+            keyboard = answer_keyboard(answer, question_id)
+            return Outgoing(pack(answer_blocks(answer, disclaimer)), keyboard)
+        case UpdatesReply():
+            return render_updates(reply)
+        case AnnouncePreview():
+            return render_preview(reply)
         case AreaList():
             return render_areas(reply)
         case AreaPage():
@@ -251,6 +263,33 @@ def render(reply: Reply) -> Outgoing:
         case Notice(text=text):
             return Outgoing(plain(text))
     raise TypeError(f"no Telegram format for {type(reply).__name__}")
+
+
+def render_updates(reply: UpdatesReply) -> Outgoing:
+    if not reply.items:
+        about = f" about {reply.area.title}" if reply.area else ""
+        return Outgoing((escape(f"No updates yet{about}."),))
+    head = "<b>Latest news of the Code of Practice</b>"
+    blocks = [head, *(render_update(item) for item in reply.items)]
+    return Outgoing(pack(blocks))
+
+
+def render_preview(preview: AnnouncePreview) -> Outgoing:
+    """What a moderator is about to send, with Confirm / Cancel."""
+    if preview.already_published:
+        note = "<i>This update was already published: confirming sends nothing again.</i>"
+    else:
+        note = f"<i>It will go to {preview.subscribers} subscribed chats.</i>"
+    text = f"<b>Preview</b>\n\n{render_bulletin(Bulletin((preview.item,)))}\n\n{note}"
+    keyboard = InlineKeyboardMarkup(
+        [
+            [
+                button("✅ Confirm", announce_data(preview.token, True)),
+                button("✖ Cancel", announce_data(preview.token, False)),
+            ]
+        ]
+    )
+    return Outgoing((text,), keyboard)
 
 
 def inline_results(reply: AnswerReply | Notice) -> list[InlineQueryResultArticle]:

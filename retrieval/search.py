@@ -200,6 +200,14 @@ class Retriever:
         close = difflib.get_close_matches(wanted, list(by_name), n=1, cutoff=0.4)
         raise UnknownAreaError(text, areas, by_name[close[0]] if close else None)
 
+    def prepare(
+        self, question: str, area: str | None = None
+    ) -> tuple[str, tuple[str, ...], Area | None]:
+        """The question cleaned, notes for the user, and the area to search: the checks every
+        way in shares before embedding. Raises UserInputError for input a user must correct."""
+        text, notes = clean_question(question)
+        return text, notes, self.resolve_area(area) if area else None
+
     def answer(
         self,
         question: str,
@@ -209,8 +217,7 @@ class Retriever:
         mode: Mode = "hybrid",
     ) -> Answer:
         """Answer one question; raises UserInputError for input a user must correct."""
-        text, notes = clean_question(question)
-        area_filter = self.resolve_area(area) if area else None
+        text, notes, area_filter = self.prepare(question, area)
         vector = self.embedder.embed([text])[0]
         return self.answer_with_vector(text, vector, area_filter, top_k, offset, mode, notes)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.assistant import Assistant
+from bot.store import Store
 from retrieval.search import AbstentionPolicy, Retriever, open_retriever
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,9 +33,17 @@ def retriever(data_dir: Path) -> Retriever:
 
 
 @pytest.fixture
-def assistant(retriever: Retriever) -> Assistant:
-    """A fresh assistant (own rate limits and feedback) over the shared retriever."""
-    return Assistant(retriever, top_k=3, rate_limit_per_minute=1000)
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """An empty embedded database, as `ipbot run` opens by default."""
+    opened = await Store.open(f"sqlite:///{tmp_path / 'ipbot.db'}")
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def assistant(retriever: Retriever, store: Store) -> Assistant:
+    """A fresh assistant (own rate limits and storage) over the shared retriever."""
+    return Assistant(retriever, store, top_k=3, rate_limit_per_minute=1000)
 
 
 def ipbot_env(data_dir: Path, **variables: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ import pytest
 
 from bot.assistant import Assistant
 from bot.console import ConsoleChat, run_console
+from bot.store import Store
 from retrieval.search import Retriever
 
 
@@ -72,8 +73,8 @@ async def test_blank_and_html_like_input_get_polite_replies(chat: ConsoleChat) -
     assert reply.strip()
 
 
-async def test_rate_limit_is_polite(retriever: Retriever) -> None:
-    chat = ConsoleChat(Assistant(retriever, rate_limit_per_minute=2))
+async def test_rate_limit_is_polite(retriever: Retriever, store: Store) -> None:
+    chat = ConsoleChat(Assistant(retriever, store, rate_limit_per_minute=2))
     for _ in range(2):
         await chat.send("what is FAIR data")
     assert "try again in" in await chat.send("what is FAIR data")

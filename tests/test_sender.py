@@ -37,7 +37,7 @@ async def broadcast(store: Store, telegram: FakeTelegram, chats: list[int]) -> S
     settings = load_settings(telegram_token=telegram.token, telegram_api_url=telegram.base_url)
     outlet = TelegramOutlet(settings)
     await outlet.start()
-    return Sender(store, [outlet], {UPDATE.id: UPDATE}, {"telegram": FAST})
+    return Sender(store, [outlet], UPDATE.areas, {"telegram": FAST})
 
 
 async def run_until_settled(sender: Sender, timeout: float = 120) -> None:

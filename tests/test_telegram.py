@@ -15,8 +15,11 @@ import pytest
 import pytest_asyncio
 from telegram.ext import Application
 
-from bot.assistant import DISCLAIMER, NOT_COVERED, Assistant
+from bot.assistant import Assistant
+from bot.commands import public_commands
+from bot.replies import DISCLAIMER, NOT_COVERED
 from bot.settings import Settings
+from bot.store import Store
 from bot.telegram import SORRY, build_application, polling, run_telegram
 from retrieval.search import Retriever
 from tests.conftest import ipbot_env, ipbot_running
@@ -86,12 +89,8 @@ async def test_help_and_the_command_menu_describe_the_bot(telegram: FakeTelegram
     reply = await ask_privately(telegram, "/start")
 
     assert [c["command"] for c in menu.params["commands"]] == [
-        "ask",
-        "areas",
-        "area",
-        "about",
-        "help",
-    ]
+        c.name for c in public_commands()
+    ], "the menu comes from the registry, without moderator commands"
     assert "/ask QUESTION" in reply.text and "/areas" in reply.text
     assert "not legal advice" in reply.text and "Try: <i>" in reply.text
 
@@ -183,9 +182,7 @@ async def test_feedback_buttons_record_a_vote(
     edit = await telegram.next_call("editMessageReplyMarkup")
 
     assert "Thank you" in thanks.params["text"]
-    assert [(f.question, f.helpful, len(f.passage_ids)) for f in assistant.feedback] == [
-        (QUESTION, helpful, 3)
-    ]
+    assert await assistant.store.feedback_counts() == {helpful: 1}
     assert "👍 Helpful" not in edit.button_texts and "Sources" in edit.button_texts
 
 
@@ -221,10 +218,12 @@ async def test_inline_query_off_topic_is_not_covered(telegram: FakeTelegram, bot
 
 
 async def test_long_answers_are_split_into_valid_messages(
-    telegram: FakeTelegram, retriever: Retriever
+    telegram: FakeTelegram, retriever: Retriever, store: Store
 ):
     question = "How should a university license the results of joint research with industry? " * 70
-    async with running_bot(telegram, Assistant(retriever, top_k=12, rate_limit_per_minute=100)):
+    async with running_bot(
+        telegram, Assistant(retriever, store, top_k=12, rate_limit_per_minute=100)
+    ):
         telegram.private_message(question)
         answer = await replies_until_buttons(telegram)
         telegram.press(answer[-1].result, "Sources")
@@ -319,8 +318,10 @@ async def test_odd_input_gets_a_sensible_reply(telegram: FakeTelegram, bot, text
         assert "Please type a question" in reply.text
 
 
-async def test_rate_limit_is_explained_politely(telegram: FakeTelegram, retriever: Retriever):
-    async with running_bot(telegram, Assistant(retriever, rate_limit_per_minute=2)):
+async def test_rate_limit_is_explained_politely(
+    telegram: FakeTelegram, retriever: Retriever, store: Store
+):
+    async with running_bot(telegram, Assistant(retriever, store, rate_limit_per_minute=2)):
         replies = [await ask_privately(telegram, f"{QUESTION} ({n})") for n in range(3)]
 
     assert all(PASSAGE_HEADING.search(r.text) for r in replies[:2])

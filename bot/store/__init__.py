@@ -42,6 +42,7 @@ __all__ = [
     "ALL_AREAS",
     "Claim",
     "DeliveryStatus",
+    "Published",
     "QuestionRecord",
     "Store",
     "StoreError",
@@ -97,6 +98,18 @@ class Claim:
     nonce: str
     attempts: int
     digest: bool
+
+
+@dataclass(frozen=True)
+class Published:
+    """An update as it was published (the corpus file may have changed since)."""
+
+    id: str
+    date: dt.date
+    title: str
+    body: str
+    url: str
+    areas: tuple[str, ...] | None  # None: every area
 
 
 @dataclass(frozen=True)
@@ -466,6 +479,14 @@ class Store:
                 return queued
         except IntegrityError:
             return None
+
+    async def published_updates(self) -> list[Published]:
+        """Every published update, oldest first (for the feeds)."""
+        async with self.session() as session:
+            rows = await session.scalars(select(UpdateRow).order_by(UpdateRow.date, UpdateRow.id))
+            return [
+                Published(r.id, r.date, r.title, r.body, r.url, _split_areas(r.areas)) for r in rows
+            ]
 
     async def set_report(
         self, update_id: str, platform: str, chat_id: str | None, message_id: str | None

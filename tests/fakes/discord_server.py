@@ -93,6 +93,13 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.resumes = 0
+        # Broadcast faults and features: DMs closed, 5xx, nonce deduplication, crossposts.
+        self.blocked_channels: set[int] = set()
+        self.server_errors: set[int] = set()  # the Nth channel message (1-based) answers 500
+        self.crossposted: list[int] = []
+        self.dm_channels: dict[str, int] = {}
+        self._nonces: dict[tuple[int, str], int] = {}
+        self._sends = 0
 
     # -- identities -----------------------------------------------------------------------
 
@@ -370,14 +377,61 @@ class FakeDiscord:
             case ("POST", ["channels", channel_id, "typing"]):
                 return None
             case ("POST", ["channels", channel_id, "messages"]):
-                return self._store(self._message(int(channel_id), self.bot_user, **body))
+                return self._send(int(channel_id), body)
+            case ("PATCH", ["channels", channel_id, "messages", message_id]):
+                return self._edit(int(message_id), body)
+            case ("POST", ["channels", channel_id, "messages", message_id, "crosspost"]):
+                self.crossposted.append(int(message_id))
+                return self.messages.get(int(message_id)) or _error(404, "Unknown Message", 10008)
             case ("POST", ["channels", channel_id, "messages", message_id, "threads"]):
                 if self.refuse_threads:
                     return _error(403, "Missing Permissions", 50013)
                 return await self._start_thread(int(channel_id), int(message_id), body)
             case ("POST", ["users", "@me", "channels"]):
-                return {"id": str(self.dm_channel_id), "type": 1, "recipients": [self.researcher]}
+                recipient = str(body.get("recipient_id", self.researcher["id"]))
+                if recipient == self.researcher["id"]:
+                    return {
+                        "id": str(self.dm_channel_id),
+                        "type": 1,
+                        "recipients": [self.researcher],
+                    }
+                channel = self.dm_channels.setdefault(recipient, self.snowflake())
+                return {
+                    "id": str(channel),
+                    "type": 1,
+                    "recipients": [{**self.researcher, "id": recipient}],
+                }
         return _error(404, "404: Not Found", 0)
+
+    def _send(self, channel_id: int, body: dict) -> Any:
+        """A new message, unless its nonce was enforced and already used in this channel."""
+        self._sends += 1
+        if self._sends in self.server_errors:
+            return _error(500, "500: Internal Server Error", 0)
+        if channel_id in self.blocked_channels:
+            return _error(403, "Cannot send messages to this user", 50007)
+        nonce = body.get("nonce")
+        if nonce is not None and body.get("enforce_nonce"):
+            key = (channel_id, str(nonce))
+            if key in self._nonces:
+                return self.messages[self._nonces[key]]
+        fields = {k: v for k, v in body.items() if k not in ("nonce", "enforce_nonce")}
+        message = self._store(self._message(channel_id, self.bot_user, **fields))
+        if nonce is not None and body.get("enforce_nonce"):
+            self._nonces[(channel_id, str(nonce))] = int(message["id"])
+        return message
+
+    def _edit(self, message_id: int, body: dict) -> Any:
+        if message_id not in self.messages:
+            return _error(404, "Unknown Message", 10008)
+        self.messages[message_id].update(
+            {k: v for k, v in body.items() if k in ("content", "embeds", "components")}
+        )
+        return self.messages[message_id]
+
+    def copies(self, channel_id: int) -> int:
+        """How many messages the bot posted in a channel (broadcasts land once each)."""
+        return sum(1 for m in self.messages.values() if int(m["channel_id"]) == channel_id)
 
     def _application(self) -> dict:
         return {

@@ -1,0 +1,122 @@
+"""The composition root: settings → store → retriever → assistant → outlets and sender.
+
+Every long-lived part is built here and handed its collaborators; nothing else opens the
+database or loads the model. `ipbot run`, `ipbot chat` and the tests all start from `open_app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from bot.assistant import Assistant, configured_retriever
+from bot.sender import Outlet, Sender
+from bot.settings import Settings
+from bot.store import Store, open_store
+from bot.subscriptions import Dissemination, refresh_feeds
+from retrieval.index import Progress
+from retrieval.search import Retriever
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    """The parts of a running ipbot, wired together."""
+
+    settings: Settings
+    store: Store
+    retriever: Retriever
+    assistant: Assistant
+    sender: Sender | None = None
+    outlets: list[Outlet] = field(default_factory=list)
+
+    def wake_sender(self) -> None:
+        """Something was published in this process: deliver it now, not at the next poll."""
+        if self.sender is not None:
+            self.sender.wake()
+
+    @property
+    def dissemination(self) -> Dissemination:
+        return self.assistant.dissemination
+
+
+def configured_outlets(settings: Settings) -> list[Outlet]:
+    """The sending side of every platform with a token; imported only when used."""
+    outlets: list[Outlet] = []
+    if settings.telegram_token:
+        from bot.telegram import TelegramOutlet
+
+        outlets.append(TelegramOutlet(settings))
+    if settings.discord_token:
+        from bot.discord import DiscordOutlet
+
+        outlets.append(DiscordOutlet(settings))
+    return outlets
+
+
+async def open_app(
+    settings: Settings, progress: Progress = lambda _msg: None, outlets: list[Outlet] | None = None
+) -> App:
+    """Open the store (migrating it), load corpus, model and index, and wire the assistant."""
+    store = await open_store(settings.database, attempts=5)
+    try:
+        retriever = await asyncio.to_thread(configured_retriever, settings, progress)
+    except BaseException:
+        await store.close()
+        raise
+    app = App(settings, store, retriever, assistant=None)  # type: ignore[arg-type]
+    feeds = settings.data_dir / "feeds" if settings.feeds else None
+    dissemination = Dissemination(store, retriever, feeds, on_publish=app.wake_sender)
+    app.assistant = Assistant(
+        retriever,
+        store,
+        top_k=settings.top_k,
+        rate_limit_per_minute=settings.rate_limit_per_minute,
+        moderators=frozenset(settings.moderators),
+        dissemination=dissemination,
+    )
+    if feeds is not None:
+        await refresh_feeds(store, feeds, retriever.corpus)
+    if outlets:
+        app.outlets = outlets
+        app.sender = Sender(store, outlets, retriever.corpus.areas)
+    await ensure_outlet_subscriptions(app)
+    return app
+
+
+async def ensure_outlet_subscriptions(app: App) -> None:
+    """Configured channels (a Telegram channel, a Discord announcement channel) get every update."""
+    settings = app.settings
+    if settings.telegram_channel and settings.telegram_token:
+        await app.store.subscribe("telegram", settings.telegram_channel, "channel", None)
+    if settings.discord_announcement_channel and settings.discord_token:
+        channel = str(settings.discord_announcement_channel)
+        await app.store.subscribe("discord", channel, "announcement", None)
+
+
+@contextlib.asynccontextmanager
+async def running_sender(app: App) -> AsyncIterator[None]:
+    """Deliver the outbox in the background; on exit, finish the sends in flight first."""
+    if app.sender is None:
+        yield
+        return
+    for outlet in app.outlets:
+        await outlet.start()
+    task = asyncio.create_task(app.sender.run(), name="sender")
+    try:
+        yield
+    finally:
+        app.sender.stop()
+        with contextlib.suppress(Exception):
+            await task
+        for outlet in app.outlets:
+            with contextlib.suppress(Exception):
+                await outlet.close()
+
+
+async def close_app(app: App) -> None:
+    await app.store.close()

@@ -1,0 +1,156 @@
+"""What the assistant answers: small typed replies that each adapter formats for its platform.
+
+Also who is asking and where (`User`, `Chat`, `Context`): plain data, no platform library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from bot.commands import Command
+from bot.sender import UpdateItem
+from retrieval.corpus import Area, Passage
+from retrieval.search import Answer
+
+DISCLAIMER = (
+    "Guidance from the EU Code of Practice on managing intellectual assets "
+    "(Recommendation (EU) 2023/499) and related EU sources, not legal advice."
+)
+HELPDESK_URL = "https://intellectual-property-helpdesk.ec.europa.eu/"
+HUMAN_HELP = (
+    "For advice on your own case, ask the European IP Helpdesk (free and confidential) "
+    "or your institution's technology transfer office."
+)
+NOT_COVERED = "I could not find this in the Code of Practice material I can cite."
+EXAMPLE_QUESTION = "Who owns the results of a joint research project?"
+
+
+@dataclass(frozen=True)
+class User:
+    """Who asked, as a platform-qualified ID: enough for rate limits, nothing personal."""
+
+    platform: str
+    id: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.platform}:{self.id}"
+
+
+async def _not_admin() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Chat:
+    """Where a message came from: the platform's chat id and what kind of chat it is."""
+
+    platform: str
+    id: str
+    kind: str = "private"  # private, group, channel, dm
+
+    @property
+    def is_private(self) -> bool:
+        return self.kind in ("private", "dm")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who is asking, where, and how the platform can tell whether they administer the chat."""
+
+    user: User
+    chat: Chat
+    is_chat_admin: Callable[[], Awaitable[bool]] = field(default=_not_admin, compare=False)
+
+    @classmethod
+    def private(cls, user: User) -> Context:
+        return cls(user, Chat(user.platform, user.id, "private"))
+
+
+@dataclass(frozen=True)
+class AnswerReply:
+    """A question's answer, or an honest "not covered" with suggestions.
+
+    `question_id` names the stored question, so buttons under the answer carry only that id.
+    """
+
+    answer: Answer
+    question_id: int | None = None
+    disclaimer: str = DISCLAIMER
+
+
+@dataclass(frozen=True)
+class AreaSummary:
+    area: Area
+    passages: int
+
+
+@dataclass(frozen=True)
+class AreaList:
+    areas: tuple[AreaSummary, ...]
+
+
+@dataclass(frozen=True)
+class AreaPage:
+    """One page of an area's passages, for browsing without a question."""
+
+    area: Area
+    passages: tuple[Passage, ...]
+    page: int
+    pages: int
+
+
+@dataclass(frozen=True)
+class HelpReply:
+    intro: str
+    commands: tuple[Command, ...]
+    example: str
+    disclaimer: str = DISCLAIMER
+
+
+@dataclass(frozen=True)
+class AboutReply:
+    corpus_version: str
+    corpus_hash: str
+    indexed_at: str | None
+    passages: int
+    model: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A short message instead of an answer: usage hints, rate limits, polite errors."""
+
+    kind: str  # "usage", "rate_limited", "error", "unknown_command"
+    text: str
+
+
+@dataclass(frozen=True)
+class UpdatesReply:
+    """The latest updates, newest first (of one area, if asked)."""
+
+    items: tuple[UpdateItem, ...]
+    area: Area | None = None
+
+
+@dataclass(frozen=True)
+class AnnouncePreview:
+    """What a moderator is about to send, and to how many chats, before they confirm."""
+
+    item: UpdateItem
+    token: str  # short and stable: fits a button's data
+    subscribers: int
+    already_published: bool
+
+
+Reply = (
+    AnswerReply
+    | AreaList
+    | AreaPage
+    | HelpReply
+    | AboutReply
+    | Notice
+    | UpdatesReply
+    | AnnouncePreview
+)
