@@ -88,9 +88,9 @@ async def test_help_and_the_command_menu_describe_the_bot(telegram: FakeTelegram
     menu = await telegram.next_call("setMyCommands")
     reply = await ask_privately(telegram, "/start")
 
-    assert [c["command"] for c in menu.params["commands"]] == [
-        c.name for c in public_commands()
-    ], "the menu comes from the registry, without moderator commands"
+    assert [c["command"] for c in menu.params["commands"]] == [c.name for c in public_commands()], (
+        "the menu comes from the registry, without moderator commands"
+    )
     assert "/ask QUESTION" in reply.text and "/areas" in reply.text
     assert "not legal advice" in reply.text and "Try: <i>" in reply.text
 

@@ -108,6 +108,7 @@ class FakeTelegram:
         self._runner: web.AppRunner | None = None
         self.port = 0
         # Broadcast faults, as Telegram shows them to a bot that sends to many chats.
+        self.admins: set[int] = set()  # users who administer GROUP (getChatMember)
         self.blocked: set[int] = set()  # chats whose user blocked the bot: 403
         self.migrated: dict[int, int] = {}  # group id -> its new supergroup id: 400 + migrate_to
         self.flood_per_second: int | None = None  # more sends than this in a second: 429
@@ -363,6 +364,28 @@ class FakeTelegram:
         if markup:
             message["reply_markup"] = markup
         return message
+
+    async def _api_getChatMember(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Group members are plain members unless listed in `admins`."""
+        user_id = int(params["user_id"])
+        status = "administrator" if user_id in self.admins else "member"
+        member: dict[str, Any] = {"status": status, "user": self._user(user_id)}
+        if status == "administrator":
+            member |= {
+                "can_be_edited": False,
+                "is_anonymous": False,
+                "can_manage_chat": True,
+                "can_delete_messages": True,
+                "can_manage_video_chats": True,
+                "can_restrict_members": True,
+                "can_promote_members": False,
+                "can_change_info": True,
+                "can_invite_users": True,
+                "can_post_stories": False,
+                "can_edit_stories": False,
+                "can_delete_stories": False,
+            }
+        return member
 
     async def _api_sendChatAction(self, params: dict[str, Any]) -> bool:
         if params.get("action") not in CHAT_ACTIONS:

@@ -1,0 +1,190 @@
+"""Community members and moderators on Telegram: subscribe, announce, deliver once, forget."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import pytest_asyncio
+
+from bot.app import App, running_sender
+from bot.assistant import Assistant
+from bot.sender import Sender
+from bot.settings import Settings
+from bot.store import Store
+from bot.subscriptions import Dissemination
+from bot.telegram import TelegramOutlet, build_application, polling
+from retrieval.search import Retriever
+from tests.fakes.telegram_server import USER_ID, Call, FakeTelegram
+
+pytestmark = pytest.mark.slow
+MODERATOR = 4242
+UPDATE = "2024-03-01-codes-co-creation-and-citizen-engagement"  # three areas, not valuation
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as server:
+        yield server
+
+
+@asynccontextmanager
+async def community_bot(
+    telegram: FakeTelegram, retriever: Retriever, store: Store
+) -> AsyncIterator[App]:
+    """The assistant, the sender and the Telegram adapter, wired as `ipbot run` wires them."""
+    settings = Settings(
+        telegram_token=telegram.token,
+        telegram_api_url=telegram.base_url,
+        moderators=[f"telegram:{MODERATOR}"],
+        _env_file=None,
+    )
+    outlet = TelegramOutlet(settings)
+    sender = Sender(store, [outlet], retriever.corpus.areas)
+    dissemination = Dissemination(store, retriever, on_publish=sender.wake)
+    assistant = Assistant(
+        retriever,
+        store,
+        rate_limit_per_minute=1000,
+        moderators=frozenset(settings.moderators),
+        dissemination=dissemination,
+    )
+    app = App(settings, store, retriever, assistant, sender, [outlet])
+    async with running_sender(app), polling(build_application(assistant, settings)):
+        yield app
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def app(telegram: FakeTelegram, retriever: Retriever, store: Store) -> AsyncIterator[App]:
+    async with community_bot(telegram, retriever, store) as running:
+        yield running
+
+
+async def say(telegram: FakeTelegram, text: str, user_id: int = USER_ID) -> Call:
+    telegram.private_message(text, user_id)
+    return await message_to(telegram, user_id)
+
+
+async def message_to(telegram: FakeTelegram, chat_id: int, containing: str = "") -> Call:
+    """The bot's next message in this chat (broadcasts and reports may come in between)."""
+    while True:
+        call = await telegram.next_call("sendMessage")
+        if call.params["chat_id"] == chat_id and containing in call.text:
+            return call
+
+
+def shown(call: Call) -> str:
+    """The text as the user reads it (HTML entities resolved)."""
+    return html.unescape(call.text)
+
+
+async def settled(store: Store, update_id: str, timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        while (status := await store.status(update_id)) is None or not status.done:
+            await asyncio.sleep(0.1)
+
+
+async def test_a_researcher_chooses_areas_sees_them_and_unsubscribes(
+    telegram: FakeTelegram, app: App
+) -> None:
+    subscribed = await say(telegram, "/subscribe valuation, open science")
+    listed = await say(telegram, "/subscriptions")
+    narrowed = await say(telegram, "/unsubscribe valuation")
+    gone = await say(telegram, "/unsubscribe")
+
+    assert "IP valuation" in subscribed.text and "open science" in subscribed.text.lower()
+    assert "IP valuation" in listed.text
+    assert "IP valuation" not in narrowed.text and "open science" in narrowed.text.lower()
+    assert "no more news" in gone.text
+    assert await app.store.subscription("telegram", str(USER_ID)) is None
+
+
+async def test_an_unknown_area_gets_the_list_of_areas(telegram: FakeTelegram, app: App) -> None:
+    reply = await say(telegram, "/subscribe astrology")
+
+    assert "no area called 'astrology'" in shown(reply) and "industry-academia" in shown(reply)
+    assert await app.store.subscription("telegram", str(USER_ID)) is None
+
+
+async def test_a_weekly_digest_is_kept_as_data(telegram: FakeTelegram, app: App) -> None:
+    reply = await say(telegram, "/subscribe weekly")
+
+    subscription = await app.store.subscription("telegram", str(USER_ID))
+    assert subscription is not None and subscription.digest and subscription.areas is None
+    assert "weekly digest" in reply.text
+
+
+async def test_only_a_groups_administrators_subscribe_it(telegram: FakeTelegram, app: App) -> None:
+    telegram.admins = {2002}
+    telegram.group_message("/subscribe", user_id=2001)
+    refused = await telegram.next_call("sendMessage")
+    telegram.group_message("/subscribe", user_id=2002)
+    accepted = await telegram.next_call("sendMessage")
+
+    assert "only this chat's administrators" in shown(refused)
+    assert "Subscribed" in accepted.text
+    group = await app.store.subscription("telegram", str(refused.params["chat_id"]))
+    assert group is not None and group.kind == "group"
+
+
+async def test_a_moderator_previews_confirms_and_each_subscriber_gets_one_copy(
+    telegram: FakeTelegram, app: App
+) -> None:
+    chats = list(range(3001, 3021))
+    for chat in chats:
+        await app.store.subscribe("telegram", str(chat), "private", None)
+    await app.store.subscribe("telegram", "3999", "private", ["valuation"])
+
+    preview = await say(telegram, f"/announce {UPDATE}", MODERATOR)
+    assert "Preview" in preview.text and "20 subscribed chats" in preview.text
+    telegram.press(preview.result, "✅ Confirm", MODERATOR)
+    started = await message_to(telegram, MODERATOR)
+    await settled(app.store, UPDATE)
+    await app.sender.refresh_reports(force=True)  # type: ignore[union-attr]
+
+    assert "Publishing" in started.text
+    assert [telegram.copies(chat) for chat in chats] == [1] * 20
+    assert telegram.copies(3999) == 0, "an update about other areas must not reach this chat"
+    report = [m for (chat, _), m in telegram.messages.items() if chat == MODERATOR][-1]
+    assert "Sent: 20" in report["text"] and "(done)" in report["text"]
+    log = await app.store.audit_log()
+    assert log[0].action == "publish" and log[0].actor == f"telegram:{MODERATOR}"
+
+
+async def test_an_update_is_published_only_once(telegram: FakeTelegram, app: App) -> None:
+    await app.store.subscribe("telegram", "3001", "private", None)
+    for _ in range(2):
+        telegram.private_message(f"/announce {UPDATE}", MODERATOR)
+        preview = await message_to(telegram, MODERATOR, "Preview")
+        telegram.press(preview.result, "✅ Confirm", MODERATOR)
+        outcome = await message_to(telegram, MODERATOR, "ublish")
+        await settled(app.store, UPDATE)
+
+    assert "already published" in outcome.text
+    assert telegram.copies(3001) == 1
+
+
+async def test_a_non_moderator_cannot_announce(telegram: FakeTelegram, app: App) -> None:
+    reply = await say(telegram, f"/announce {UPDATE}")
+
+    assert "only moderators" in reply.text
+    assert not await app.store.is_published(UPDATE)
+
+
+async def test_forget_deletes_the_callers_subscription(telegram: FakeTelegram, app: App) -> None:
+    await say(telegram, "/subscribe")
+    reply = await say(telegram, "/forget")
+
+    assert "deleted" in reply.text
+    assert await app.store.subscription("telegram", str(USER_ID)) is None
+
+
+async def test_the_latest_updates_of_an_area_are_listed_with_links(
+    telegram: FakeTelegram, app: App
+) -> None:
+    reply = await say(telegram, "/updates")
+
+    assert "Latest news" in reply.text and reply.text.count('<a href="https://') >= 3
