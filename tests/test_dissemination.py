@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -18,6 +23,7 @@ from bot.store import Store
 from bot.subscriptions import Dissemination
 from bot.telegram import TelegramOutlet, build_application, polling
 from retrieval.search import Retriever
+from tests.conftest import ipbot_env, ipbot_running
 from tests.fakes.telegram_server import USER_ID, Call, FakeTelegram
 
 pytestmark = pytest.mark.slow
@@ -188,3 +194,113 @@ async def test_the_latest_updates_of_an_area_are_listed_with_links(
     reply = await say(telegram, "/updates")
 
     assert "Latest news" in reply.text and reply.text.count('<a href="https://') >= 3
+
+
+# -- `ipbot run` as a process: publishing beside it, and crashes mid-broadcast -------------
+
+
+def run_env(data_dir: Path, telegram: FakeTelegram, database: str) -> dict[str, str]:
+    return ipbot_env(
+        data_dir,
+        IPBOT_TELEGRAM_TOKEN=telegram.token,
+        IPBOT_TELEGRAM_API_URL=telegram.base_url,
+        IPBOT_DATABASE_URL=database,
+    )
+
+
+async def ipbot_command(env: dict[str, str], *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", *args, env=env, stdout=subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0, f"ipbot {' '.join(args)} failed"
+    return out.decode()
+
+
+async def subscribers(database: str, chats: range) -> Store:
+    store = await Store.open(database)
+    for chat in chats:
+        await store.subscribe("telegram", str(chat), "private", None)
+    return store
+
+
+async def until(condition, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not await condition():
+            await asyncio.sleep(0.2)
+
+
+async def test_an_update_published_from_the_command_line_reaches_a_running_bot(
+    telegram: FakeTelegram, retriever: Retriever, data_dir: Path, tmp_path: Path
+) -> None:
+    database = f"sqlite:///{tmp_path / 'ipbot.db'}"
+    store = await subscribers(database, range(5001, 5031))
+    env = run_env(data_dir, telegram, database)
+    async with ipbot_running(env, tmp_path):
+        await telegram.next_call("setMyCommands", timeout=120)
+        published = await ipbot_command(env, "updates", "publish", f"corpus/updates/{UPDATE}.md")
+
+        async def delivered() -> bool:
+            return all(telegram.copies(chat) == 1 for chat in range(5001, 5031))
+
+        await until(delivered, timeout=30)
+        again = await ipbot_command(env, "updates", "publish", UPDATE)
+        status = json.loads(await ipbot_command(env, "updates", "status", UPDATE, "--json"))
+
+    assert published.strip() == again.strip() == UPDATE
+    assert status == {
+        "update": UPDATE,
+        "subscribers": 30,
+        "sent": 30,
+        "failed": 0,
+        "blocked": 0,
+        "uncertain": 0,
+        "pending": 0,
+    }
+    await store.close()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+async def test_a_bot_stopped_mid_broadcast_never_sends_twice(
+    stop: signal.Signals,
+    telegram: FakeTelegram,
+    retriever: Retriever,
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    database = f"sqlite:///{tmp_path / 'ipbot.db'}"
+    chats = range(6000, 6300)
+    store = await subscribers(database, chats)
+    telegram.send_latency = 0.05
+    env = run_env(data_dir, telegram, database)
+    await ipbot_command(env, "updates", "publish", UPDATE)
+
+    async def some_delivered() -> bool:
+        return sum(telegram.copies(c) for c in chats) >= 60
+
+    async def all_settled() -> bool:
+        status = await store.status(UPDATE)
+        return status is not None and status.done
+
+    async with ipbot_running(env, tmp_path) as process:
+        await until(some_delivered)
+        process.send_signal(stop)
+        code = await process.wait()
+    status_after_stop = await store.status(UPDATE)
+    (tmp_path / "again").mkdir()
+    async with ipbot_running(env, tmp_path / "again"):
+        await until(all_settled)
+    status = await store.status(UPDATE)
+    copies = [telegram.copies(c) for c in chats]
+
+    assert max(copies) == 1, f"{sum(n > 1 for n in copies)} subscribers got the update twice"
+    assert status is not None
+    if stop == signal.SIGTERM:
+        assert code == 0
+        assert status_after_stop is not None and status_after_stop.uncertain == 0
+        assert status.sent == 300 and status.uncertain == 0
+    else:
+        # a send in flight at the kill may or may not have reached Telegram: uncertain either way
+        assert copies.count(0) <= status.uncertain <= 8, "only sends in flight may be uncertain"
+        assert status.sent + status.uncertain == 300
+    await store.close()
