@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -70,7 +71,9 @@ async def open_app(
         raise
     app = App(settings, store, retriever, assistant=None)  # type: ignore[arg-type]
     feeds = settings.data_dir / "feeds" if settings.feeds else None
-    dissemination = Dissemination(store, retriever, feeds, on_publish=app.wake_sender)
+    dissemination = Dissemination(
+        store, retriever, feeds, on_publish=app.wake_sender, dm_limit=settings.discord_dm_limit
+    )
     app.assistant = Assistant(
         retriever,
         store,
@@ -85,7 +88,26 @@ async def open_app(
         app.outlets = outlets
         app.sender = Sender(store, outlets, retriever.corpus.areas)
     await ensure_outlet_subscriptions(app)
+    await purge_old_questions(app)
     return app
+
+
+async def purge_old_questions(app: App) -> None:
+    """Questions are kept for the retention period only (IPBOT_QUESTION_RETENTION_DAYS)."""
+    days = dt.timedelta(days=app.settings.question_retention_days)
+    purged = await app.store.purge_questions(days)
+    if purged:
+        log.info("deleted %d questions older than %d days", purged, days.days)
+
+
+async def housekeeping(app: App, every: float = 3600.0) -> None:
+    """Jobs that run while the bot runs: the retention purge, hourly."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await purge_old_questions(app)
+        except Exception:
+            log.exception("housekeeping failed; trying again later")
 
 
 async def ensure_outlet_subscriptions(app: App) -> None:
@@ -100,9 +122,13 @@ async def ensure_outlet_subscriptions(app: App) -> None:
 
 @contextlib.asynccontextmanager
 async def running_sender(app: App) -> AsyncIterator[None]:
-    """Deliver the outbox in the background; on exit, finish the sends in flight first."""
+    """Deliver the outbox and keep house in the background; on exit, sends in flight finish."""
+    chores = asyncio.create_task(housekeeping(app), name="housekeeping")
     if app.sender is None:
-        yield
+        try:
+            yield
+        finally:
+            chores.cancel()
         return
     for outlet in app.outlets:
         await outlet.start()
@@ -110,6 +136,7 @@ async def running_sender(app: App) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        chores.cancel()
         app.sender.stop()
         with contextlib.suppress(Exception):
             await task

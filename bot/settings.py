@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     telegram_channel: str | None = None  # @name or id of a channel the bot posts updates to
     discord_announcement_channel: int | None = None  # updates are posted and crossposted
     feeds: bool = True  # Atom feeds of published updates in the data folder
+    discord_dm_limit: int = Field(1000, ge=0)  # Discord DM subscriptions, at most
+    question_retention_days: int = Field(90, ge=1)  # stored questions are deleted after this
     moderators: Annotated[list[str], NoDecode] = Field(default_factory=list)
     database_url: str | None = None
     log_level: str = "INFO"

@@ -90,9 +90,11 @@ class Dissemination:
         retriever: Retriever,
         feeds_dir: Path | None = None,
         on_publish: Callable[[], None] = lambda: None,
+        dm_limit: int = 1000,
     ):
         self.store, self.retriever = store, retriever
         self.feeds_dir = feeds_dir
+        self.dm_limit = dm_limit  # Discord quarantines bots that open many DMs
         self.on_publish = on_publish  # wakes the sender in this process
         self._items: tuple[str, dict[str, UpdateItem]] = ("", {})
 
@@ -139,12 +141,21 @@ class Dissemination:
         except UserInputError as exc:
             return Notice("usage", str(exc))
         current = await self.store.subscription(chat.platform, chat.id)
+        if chat.kind == "dm" and (current is None or not current.active) and await self._dms_full():
+            return Notice(
+                "usage",
+                "Direct-message subscriptions are full. Subscribe a channel instead, or "
+                "follow the updates' Atom feed.",
+            )
         if digest is None:
             digest = current.digest if current is not None and current.active else False
         subscription = await self.store.subscribe(
             chat.platform, chat.id, chat.kind, [a.slug for a in areas] if areas else None, digest
         )
         return Notice("subscribed", "Subscribed. " + self._summary(subscription))
+
+    async def _dms_full(self) -> bool:
+        return await self.store.count_subscriptions("discord", "dm") >= self.dm_limit
 
     async def unsubscribe(self, chat: Chat, text: str) -> Notice:
         try:

@@ -17,6 +17,7 @@ import pytest_asyncio
 
 from bot.app import App, running_sender
 from bot.assistant import Assistant
+from bot.replies import Chat
 from bot.sender import Sender
 from bot.settings import Settings
 from bot.store import Store
@@ -304,3 +305,14 @@ async def test_a_bot_stopped_mid_broadcast_never_sends_twice(
         assert copies.count(0) <= status.uncertain <= 8, "only sends in flight may be uncertain"
         assert status.sent + status.uncertain == 300
     await store.close()
+
+
+async def test_discord_dm_subscriptions_are_capped(retriever: Retriever, store: Store) -> None:
+    dissemination = Dissemination(store, retriever, dm_limit=2)
+    replies = [
+        await dissemination.subscribe(Chat("discord", str(user), "dm"), "") for user in (1, 2, 3)
+    ]
+
+    assert [r.kind for r in replies] == ["subscribed", "subscribed", "usage"]
+    assert "full" in replies[2].text
+    assert await store.count_subscriptions("discord", "dm") == 2

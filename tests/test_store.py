@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from bot.store import DeliveryStatus, Store, StoreError, async_url
-from bot.store.tables import utcnow
+from bot.store.tables import QuestionRow, utcnow
 
 AREAS = ("valuation", "open-science", "industry-academia")
 
@@ -177,3 +177,20 @@ def test_plain_database_urls_get_their_async_driver() -> None:
     assert async_url("postgresql://u:p@h/db") == "postgresql+asyncpg://u:p@h/db"
     with pytest.raises(StoreError, match="IPBOT_DATABASE_URL"):
         async_url("mysql://u@h/db")
+
+
+async def test_questions_past_the_retention_period_are_purged_with_their_votes(
+    database_url: str,
+) -> None:
+    store = await open_(database_url)
+    old = await store.record_question("telegram", "old", None, None, False, None, [])
+    await store.record_vote(old, "telegram:1", helpful=False)
+    async with store.session.begin() as session:
+        row = await session.get(QuestionRow, old)
+        row.asked_at = utcnow() - dt.timedelta(days=91)  # type: ignore[union-attr]
+    recent = await store.record_question("telegram", "new", None, None, True, 0.5, [])
+
+    assert await store.purge_questions(dt.timedelta(days=90)) == 1
+    assert await store.question(old) is None and await store.question(recent) is not None
+    assert await store.feedback_counts() == {}
+    await store.close()

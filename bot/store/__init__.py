@@ -376,6 +376,26 @@ class Store:
             )
             return [_subscription(row) for row in rows]
 
+    async def count_subscriptions(self, platform: str, kind: str) -> int:
+        async with self.session() as session:
+            count = await session.scalar(
+                select(func.count()).where(
+                    SubscriptionRow.platform == platform,
+                    SubscriptionRow.kind == kind,
+                    SubscriptionRow.active.is_(True),
+                )
+            )
+        return int(count or 0)
+
+    async def purge_questions(self, older_than: dt.timedelta) -> int:
+        """Delete questions (and their votes) past the retention period."""
+        cutoff = utcnow() - older_than
+        async with self.session.begin() as session:
+            old = select(QuestionRow.id).where(QuestionRow.asked_at < cutoff)
+            await session.execute(delete(FeedbackRow).where(FeedbackRow.question_id.in_(old)))
+            result = await session.execute(delete(QuestionRow).where(QuestionRow.asked_at < cutoff))
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
     async def deactivate(self, subscription_id: int, reason: str) -> None:
         """A chat that blocked the bot or disappeared gets nothing more, with the reason kept."""
         async with self.session.begin() as session:
