@@ -30,6 +30,7 @@ eval: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/ipbot bench
+	$(BIN)/python -m tests.bench_broadcast 1000
 
 index: $(STAMP)
 	$(BIN)/ipbot index build
