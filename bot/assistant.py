@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
 
 from bot.settings import Settings
 from retrieval.corpus import Area, Passage
@@ -116,7 +117,16 @@ class Notice:
     text: str
 
 
-Reply = AnswerReply | AreaList | AreaPage | HelpReply | AboutReply | Notice
+@dataclass(frozen=True)
+class Quiet:
+    """Nothing to send, not even "typing...": the user is over the rate limit and was told."""
+
+
+Reply = AnswerReply | AreaList | AreaPage | HelpReply | AboutReply | Notice | Quiet
+Working = Callable[[], Awaitable[None]]  # an adapter's "typing..." once a question is admitted
+MAX_TRACKED_USERS = 50_000  # rate-limit entries kept at most, however many users write at once
+MAX_VOTES = 50_000  # (user, answer) pairs remembered to refuse a second vote
+MAX_FEEDBACK = 10_000  # votes kept in memory until storage lands
 
 
 @dataclass(frozen=True)
@@ -130,30 +140,87 @@ class Feedback:
     at: float
 
 
+Admission = Literal["allow", "notify", "drop"]
+
+
+@dataclass
+class _Allowance:
+    events: deque[float] = field(default_factory=deque)
+    notified: bool = False
+    touched: float = 0.0  # the last event or notice: idle for a window after it, forgotten
+
+
 class RateLimiter:
-    """At most `limit` events per user in any `window` seconds (a sliding window)."""
+    """At most `limit` events per user in any `window` seconds (a sliding window).
+
+    Over the limit a user is told once per window ("notify") and then ignored ("drop"), so
+    a flood costs one notice, not one reply per message. Memory is bounded: users idle for a
+    whole window are forgotten, and at most `max_users` are tracked (the least recent go).
+    """
 
     def __init__(
-        self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+        self,
+        limit: int,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_users: int = MAX_TRACKED_USERS,
     ):
-        self.limit, self.window, self._clock = limit, window, clock
-        self._events: dict[str, deque[float]] = defaultdict(deque)
+        self.limit, self.window, self._clock, self.max_users = limit, window, clock, max_users
+        self._users: OrderedDict[str, _Allowance] = OrderedDict()  # least recently touched first
 
-    def allow(self, key: str) -> bool:
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def check(self, key: str) -> Admission:
         now = self._clock()
-        events = self._events[key]
+        self._forget_idle(now)
+        allowance = self._users.get(key) or _Allowance()
+        events = allowance.events
         while events and now - events[0] >= self.window:
             events.popleft()
-        if len(events) >= self.limit:
-            return False
-        events.append(now)
-        return True
+        if len(events) < self.limit:
+            events.append(now)
+            allowance.notified = False
+        elif allowance.notified:
+            return "drop"
+        else:
+            allowance.notified = True
+        allowance.touched = now
+        self._users[key] = allowance
+        self._users.move_to_end(key)
+        return "notify" if allowance.notified else "allow"
 
     def retry_after(self, key: str) -> int:
-        events = self._events.get(key)
-        if not events:
+        allowance = self._users.get(key)
+        if allowance is None or not allowance.events:
             return 0
-        return max(1, int(self.window - (self._clock() - events[0])) + 1)
+        return max(1, int(self.window - (self._clock() - allowance.events[0])) + 1)
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop users idle for a window (oldest first: the dict is in order of last touch)."""
+        while self._users:
+            key, oldest = next(iter(self._users.items()))
+            if now - oldest.touched < self.window and len(self._users) < self.max_users:
+                return
+            del self._users[key]
+
+
+class Votes:
+    """One vote per user per answer, remembered for the most recent `limit` votes."""
+
+    def __init__(self, limit: int = MAX_VOTES):
+        self.limit = limit
+        self._seen: OrderedDict[tuple[str, str, tuple[str, ...]], None] = OrderedDict()
+
+    def first(self, user: User, question: str, passage_ids: tuple[str, ...]) -> bool:
+        """True the first time this user votes on this answer, False after."""
+        key = (user.key, question, passage_ids)
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self.limit:
+            self._seen.popitem(last=False)
+        return True
 
 
 class Assistant:
@@ -169,23 +236,38 @@ class Assistant:
         self.top_k = top_k
         self.rate_limiter = RateLimiter(rate_limit_per_minute)
         self._batcher = MicroBatcher(retriever.embedder)
-        self.feedback: list[Feedback] = []  # kept in memory until storage lands
+        self._votes = Votes()
+        self.feedback: deque[Feedback] = deque(maxlen=MAX_FEEDBACK)  # until storage lands
 
     async def ask(
-        self, user: User, question: str, area: str | None = None, offset: int = 0
-    ) -> AnswerReply | Notice:
-        """Answer a question; paging through more results of it is not rate limited."""
-        try:
-            text, notes = clean_question(question)
-            area_filter = self.retriever.resolve_area(area) if area else None
-        except UserInputError as exc:
-            return Notice("usage", str(exc))
-        if offset == 0 and not self.rate_limiter.allow(user.key):
+        self,
+        user: User,
+        question: str,
+        area: str | None = None,
+        offset: int = 0,
+        working: Working | None = None,
+    ) -> AnswerReply | Notice | Quiet:
+        """Answer a question, or the next page of its results (which counts as a question too).
+
+        `working` runs once the question is admitted, before the search: adapters show
+        "typing..." there, so that a user flooding the bot gets no typing either.
+        """
+        admission = self.rate_limiter.check(user.key)
+        if admission == "drop":
+            return Quiet()
+        if admission == "notify":
             wait = self.rate_limiter.retry_after(user.key)
             return Notice(
                 "rate_limited",
                 f"You are asking faster than I can keep up with. Please try again in {wait} s.",
             )
+        try:
+            text, notes = clean_question(question)
+            area_filter = self.retriever.resolve_area(area) if area else None
+        except UserInputError as exc:
+            return Notice("usage", str(exc))
+        if working is not None:
+            await working()
         vector = await self._batcher.embed(text)
         answer = self.retriever.answer_with_vector(
             text, vector, area_filter, self.top_k, offset=max(0, offset), notes=notes
@@ -197,6 +279,8 @@ class Assistant:
         self, user: User, question: str, passage_ids: tuple[str, ...], helpful: bool
     ) -> Notice:
         """Keep a vote for moderators; the user is not stored, only the platform."""
+        if not self._votes.first(user, question, passage_ids):
+            return Notice("feedback", "You already rated this answer.")
         self.feedback.append(Feedback(user.platform, question, passage_ids, helpful, time.time()))
         log.info("feedback helpful=%s passages=%s", helpful, ",".join(passage_ids))
         return Notice("feedback", "Thank you for your feedback!")
@@ -243,11 +327,11 @@ class Assistant:
             model=index.manifest.model,
         )
 
-    async def handle_text(self, user: User, text: str) -> Reply:
+    async def handle_text(self, user: User, text: str, working: Working | None = None) -> Reply:
         """A line typed by a user: a /command or, otherwise, a question."""
         stripped = text.strip()
         if not stripped.startswith("/"):
-            return await self.ask(user, stripped)
+            return await self.ask(user, stripped, working=working)
         name, _, rest = stripped[1:].partition(" ")
         name = name.split("@", 1)[0].lower()  # Telegram appends @botname in groups
         rest = rest.strip()
@@ -256,7 +340,7 @@ class Assistant:
                 return Notice(
                     "usage", f"Type your question after /ask, e.g. /ask {EXAMPLE_QUESTION}"
                 )
-            return await self.ask(user, rest)
+            return await self.ask(user, rest, working=working)
         if name == "areas":
             return self.areas()
         if name == "area":

@@ -23,6 +23,7 @@ from bot.assistant import (
     Assistant,
     HelpReply,
     Notice,
+    Quiet,
     Reply,
     User,
 )
@@ -104,6 +105,8 @@ def format_reply(reply: Reply, bold: bool = False) -> str:
             )
         case Notice(text=text):
             return text
+        case Quiet():
+            return ""
     raise TypeError(f"no console format for {type(reply).__name__}")
 
 
@@ -167,5 +170,5 @@ async def run_console(
             return
         if line.strip().lower() in ("/quit", "/exit", "quit", "exit"):
             return
-        if line.strip():
-            write(await chat.send(line) + "\n")
+        if line.strip() and (reply := await chat.send(line)):
+            write(reply + "\n")

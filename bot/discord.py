@@ -24,6 +24,7 @@ from bot.assistant import (
     AreaPage,
     Assistant,
     Notice,
+    Quiet,
     Reply,
     User,
 )
@@ -88,8 +89,10 @@ class Outgoing:
         return sent
 
 
-def outgoing(reply: Reply, assistant: Assistant, area: str | None = None) -> Outgoing:
-    """A reply as a Discord message, with the buttons that belong under it."""
+def outgoing(reply: Reply, assistant: Assistant, area: str | None = None) -> Outgoing | None:
+    """A reply as a Discord message, with the buttons that belong under it; None: send nothing."""
+    if isinstance(reply, Quiet):
+        return None
     embed = reply_embed(reply)
     if embed is None:
         assert isinstance(reply, Notice)
@@ -102,17 +105,27 @@ def outgoing(reply: Reply, assistant: Assistant, area: str | None = None) -> Out
     return Outgoing(embeds=[embed], view=view)
 
 
-async def respond(interaction: discord.Interaction, out: Outgoing) -> None:
-    """The interaction's response, or a follow-up when it was already deferred."""
+async def respond(interaction: discord.Interaction, out: Outgoing | None) -> None:
+    """The interaction's response, or a follow-up when it was already deferred.
+
+    With nothing to send (a user over the rate limit, already told) only a pending public
+    "thinking..." is removed.
+    """
     if interaction.response.is_done():
         thinking = (
             interaction.response.type == discord.InteractionResponseType.deferred_channel_message
         )
+        if out is None:
+            if thinking:
+                await interaction.delete_original_response()
+            return
         if thinking and out.ephemeral:
             # the first follow-up replaces the public "thinking..." and stays public whatever
             # its flags: remove it, so a notice meant for the asker alone really is
             await interaction.delete_original_response()
         await interaction.followup.send(**out.kwargs(), ephemeral=out.ephemeral, wait=True)
+    elif out is None:
+        await interaction.response.defer()  # acknowledged, nothing shown
     else:
         await interaction.response.send_message(**out.kwargs(), ephemeral=out.ephemeral)
 
@@ -145,7 +158,6 @@ class AnswerView(ReplyView):
     def __init__(self, assistant: Assistant, answer: Answer, area: str | None):
         super().__init__(timeout=BUTTON_TIMEOUT)
         self.assistant, self.answer, self.area = assistant, answer, area
-        self.voters: set[int] = set()
         if not answer.has_more:
             self.remove_item(self.more)
 
@@ -168,10 +180,6 @@ class AnswerView(ReplyView):
         await self.vote(interaction, helpful=False)
 
     async def vote(self, interaction: discord.Interaction, helpful: bool) -> None:
-        if interaction.user.id in self.voters:
-            await respond(interaction, Outgoing("You already rated this answer.", ephemeral=True))
-            return
-        self.voters.add(interaction.user.id)
         ids = tuple(hit.passage.id for hit in self.answer.hits)
         user = discord_user(interaction.user)
         notice = self.assistant.record_feedback(user, self.answer.question, ids, helpful)
@@ -339,10 +347,19 @@ class IpBot(commands.Bot):
                 await message.reply(SORRY, allowed_mentions=NO_MENTIONS)
 
     async def answer_message(self, message: discord.Message, question: str) -> None:
-        async with message.channel.typing():
-            reply = await self.assistant.handle_text(discord_user(message.author), question)
+        async def typing() -> None:
+            with contextlib.suppress(discord.HTTPException):  # not worth losing the answer
+                await message.channel.typing()
+
+        reply = await self.assistant.handle_text(discord_user(message.author), question, typing)
         out = outgoing(reply, self.assistant)
-        if isinstance(reply, AnswerReply) and self.may_start_thread(message):
+        if out is None:
+            return
+        # a rate-limit notice goes where an answer would, never as a stream in the channel
+        in_thread = isinstance(reply, AnswerReply) or (
+            isinstance(reply, Notice) and reply.kind == "rate_limited"
+        )
+        if in_thread and self.may_start_thread(message):
             try:
                 thread = await message.create_thread(name=thread_name(question))
             except discord.HTTPException as exc:

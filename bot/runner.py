@@ -1,7 +1,9 @@
 """`ipbot run`: start every adapter whose token is configured, sharing one assistant.
 
-With no token set, the console chat is the embedded default. SIGTERM and SIGINT stop the
-adapters cleanly (pending updates are confirmed, connections closed) before the process exits.
+With no token set, the console chat is the embedded default on a terminal. Each platform is
+supervised on its own: one that fails is restarted with backoff while the others keep
+answering; one that can no longer work (its token rejected) ends ipbot with a non-zero exit,
+so that a supervisor restarts it. SIGTERM and SIGINT stop the adapters cleanly and exit 0.
 """
 
 from __future__ import annotations
@@ -10,15 +12,18 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bot.assistant import Assistant, create_assistant
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 from retrieval.index import Progress
 
 log = logging.getLogger(__name__)
 Adapter = Callable[[Assistant, Settings, asyncio.Event], Coroutine[Any, Any, None]]
+RESTART_FIRST, RESTART_MAX = 1.0, 60.0  # seconds between restarts of a failing platform
+STABLE_AFTER = 60.0  # seconds of service after which a failure counts as the first again
 
 
 def configured_adapters(settings: Settings) -> dict[str, Adapter]:
@@ -37,6 +42,12 @@ def configured_adapters(settings: Settings) -> dict[str, Adapter]:
 
 def run_bots(settings: Settings, progress: Progress) -> int:
     adapters = configured_adapters(settings)
+    if not adapters and not sys.stdin.isatty():
+        # under a supervisor a console chat would read end-of-input and exit 0 at once
+        raise SettingsError(
+            "no chat token is set: set IPBOT_TELEGRAM_TOKEN or IPBOT_DISCORD_TOKEN "
+            "(the console chat needs a terminal; 'ipbot chat' reads piped input)"
+        )
     assistant = create_assistant(settings, progress)
     if not adapters:
         from bot.console import run_console
@@ -52,21 +63,56 @@ def run_bots(settings: Settings, progress: Progress) -> int:
 
 
 async def serve(assistant: Assistant, settings: Settings, adapters: dict[str, Adapter]) -> None:
-    """Run the adapters until a stop signal, or until one of them fails."""
+    """Run the adapters until a stop signal, or until one of them can no longer work."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    tasks = {
-        asyncio.create_task(adapter(assistant, settings, stop), name=name)
+    tasks = [
+        asyncio.create_task(supervise(name, adapter, assistant, settings, stop), name=name)
         for name, adapter in adapters.items()
-    }
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    stop.set()  # one adapter ended (a stop signal, or a fatal error): stop the others too
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        if task.exception():
-            log.error("%s adapter stopped: %s", task.get_name(), task.exception())
-            raise task.exception()  # type: ignore[misc]
+    ]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()  # a stop signal, or a platform that cannot work: stop the others too
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    fatal = [r for r in results if isinstance(r, BaseException)]
+    if fatal:
+        raise fatal[0]  # cli prints it as the one `ipbot: error:` line
     log.info("ipbot stopped")
+
+
+async def supervise(
+    name: str, adapter: Adapter, assistant: Assistant, settings: Settings, stop: asyncio.Event
+) -> None:
+    """Keep one platform answering until `stop`, restarting it with backoff when it fails.
+
+    A SettingsError (the platform rejected its token or intents) is final: it propagates.
+    """
+    loop = asyncio.get_running_loop()
+    wait = RESTART_FIRST
+    while not stop.is_set():
+        started = loop.time()
+        try:
+            await adapter(assistant, settings, stop)
+        except SettingsError:
+            raise
+        except Exception as exc:
+            if stop.is_set():
+                log.warning("%s: error while stopping: %r", name, exc)
+                return
+            if loop.time() - started > STABLE_AFTER:
+                wait = RESTART_FIRST
+            log.warning(
+                "%s: stopped working (%r); restarting in %.0f s, other platforms keep answering",
+                name,
+                exc,
+                wait,
+            )
+        else:
+            if stop.is_set():
+                return
+            log.warning("%s: stopped unexpectedly; restarting in %.0f s", name, wait)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), wait)
+        wait = min(wait * 2, RESTART_MAX)

@@ -30,6 +30,7 @@ from bot.assistant import (
     AreaPage,
     HelpReply,
     Notice,
+    Quiet,
     Reply,
 )
 from retrieval.corpus import Passage
@@ -249,6 +250,8 @@ def render(reply: Reply) -> Outgoing:
             return render_about(reply)
         case Notice(text=text):
             return Outgoing(plain(text))
+        case Quiet():
+            return Outgoing(())  # nothing to send
     raise TypeError(f"no Telegram format for {type(reply).__name__}")
 
 

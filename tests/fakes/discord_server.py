@@ -93,6 +93,7 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.resumes = 0
+        self.identifies = 0
 
     # -- identities -----------------------------------------------------------------------
 
@@ -123,13 +124,14 @@ class FakeDiscord:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        """Listen on `port` (0: any free one); a test can bring Discord up late on a port."""
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -162,8 +164,8 @@ class FakeDiscord:
 
         return await asyncio.wait_for(check(), timeout)
 
-    async def wait_until_ready(self) -> None:
-        await self.wait_until(lambda: self._sequence >= 2)
+    async def wait_until_ready(self, timeout: float = 20.0) -> None:
+        await self.wait_until(lambda: self._sequence >= 2, timeout)
 
     def calls_since(self, mark: int, method: str = "", pattern: str = "") -> list[Call]:
         return [
@@ -183,6 +185,13 @@ class FakeDiscord:
             raise RuntimeError("the bot is not connected to the fake gateway")
         self._sequence += 1
         await self._socket.send_json({"op": 0, "t": event, "s": self._sequence, "d": data})
+
+    async def malformed_event(self) -> None:
+        """A MESSAGE_CREATE without most of its fields, which discord.py cannot parse."""
+        assert self._socket is not None
+        self._sequence += 1
+        frame = {"op": 0, "t": "MESSAGE_CREATE", "s": self._sequence, "d": {"id": "1"}}
+        await self._socket.send_json(frame)
 
     async def reconnect_request(self) -> None:
         """Ask the bot to reconnect (op 7), as Discord does when it moves a session."""
@@ -287,6 +296,7 @@ class FakeDiscord:
             await self._socket.send_json({"op": 11})
         elif op == 2:  # identify
             self.identify = frame["d"]
+            self.identifies += 1
             await self.dispatch("READY", self._ready())
             await self.dispatch("GUILD_CREATE", self._guild())
         elif op == 6:  # resume
