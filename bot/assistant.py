@@ -212,6 +212,9 @@ class Votes:
         self.limit = limit
         self._seen: OrderedDict[tuple[str, str, tuple[str, ...]], None] = OrderedDict()
 
+    def __len__(self) -> int:
+        return len(self._seen)
+
     def first(self, user: User, question: str, passage_ids: tuple[str, ...]) -> bool:
         """True the first time this user votes on this answer, False after."""
         key = (user.key, question, passage_ids)

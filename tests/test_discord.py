@@ -431,3 +431,53 @@ async def test_answers_fit_discord_limits_even_for_long_questions(
     assert_sendable({"allowed_mentions": {"parse": []}, "embeds": [embed]})
     assert len(embed["fields"]) == top_k
     assert all("**" in field["value"] for field in embed["fields"])
+
+
+async def test_a_mention_flood_gets_one_notice_in_a_thread_then_silence(
+    fake: FakeDiscord, assistant: Assistant
+) -> None:
+    assistant.rate_limiter.limit = 2
+    mark = len(fake.calls)
+    for n in range(20):
+        await fake.post_message(f"{QUESTION} ({n})", mention=True)
+    await fake.wait_until(
+        lambda: len(fake.calls_since(mark, "POST", r"/channels/\d+/messages")) >= 3
+    )
+    await asyncio.sleep(1.0)  # time enough for the other 17 to be (not) answered
+
+    sent = fake.calls_since(mark, "POST", r"/channels/\d+/messages")
+    notices = [c for c in sent if "faster than I can" in (c.body.get("content") or "")]
+    assert len(sent) == 3 and len(notices) == 1, "a flood must cost one notice, not one each"
+    assert not fake.calls_since(mark, "POST", rf"/channels/{fake.channel_id}/messages"), (
+        "nothing may be posted publicly in the channel"
+    )
+    assert len(fake.calls_since(mark, "POST", r"/channels/\d+/typing")) == 2
+
+
+async def test_more_clicks_count_toward_the_rate_limit(
+    fake: FakeDiscord, assistant: Assistant
+) -> None:
+    assistant.rate_limiter.limit = 1
+    _, first = await slash(fake, "ask", question=QUESTION)
+    mark = len(fake.calls)
+    tokens = [await fake.click(first.message_id, "ipbot:more") for _ in range(3)]
+    for token in tokens:  # every click is acknowledged at once...
+        await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
+    await asyncio.sleep(1.0)
+
+    followups = fake.calls_since(mark, "POST", r"/webhooks/\d+/.*")
+    assert len(followups) == 1, "...but only the first over the limit is told"
+    assert followups[0].body["flags"] & FLAG_EPHEMERAL
+    assert "faster than I can" in followups[0].body["content"]
+
+
+async def test_a_vote_counts_once_per_user_however_often_it_is_clicked(
+    fake: FakeDiscord, assistant: Assistant
+) -> None:
+    _, first = await slash(fake, "ask", question=QUESTION)
+    for _ in range(5):
+        mark = len(fake.calls)
+        token = await fake.click(first.message_id, "ipbot:helpful")
+        await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
+
+    assert [f.helpful for f in assistant.feedback] == [True]
