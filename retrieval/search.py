@@ -309,7 +309,7 @@ def _prefix_of(area: Area) -> str:
     return AREA_PREFIXES[area.slug]
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """Without control characters and lone UTF-16 surrogates, which no tokenizer or chat
     platform accepts (a surrogate cannot even be encoded as UTF-8); each becomes a space."""
     if text.isprintable():
@@ -322,7 +322,7 @@ def clean_question(question: str) -> tuple[str, tuple[str, ...]]:
 
     An empty question is the user's to fix.
     """
-    text = " ".join(_printable(question or "").split())
+    text = " ".join(printable(question or "").split())
     if not text:
         raise EmptyQuestionError()
     if len(text) > MAX_QUESTION_CHARS:

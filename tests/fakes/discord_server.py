@@ -18,6 +18,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes import encodable
+
 DISCORD_EPOCH_MS = 1420070400000
 API_PREFIX = "/api/v10"
 # VIEW_CHANNEL, SEND_MESSAGES, EMBED_LINKS, READ_MESSAGE_HISTORY, CREATE_PUBLIC_THREADS,
@@ -199,21 +201,28 @@ class FakeDiscord:
         await self._socket.send_json({"op": 7, "d": None})
 
     async def post_message(
-        self, content: str, *, mention: bool = False, dm: bool = False, channel_id: int = 0
+        self,
+        content: str,
+        *,
+        mention: bool = False,
+        dm: bool = False,
+        channel_id: int = 0,
+        author: dict | None = None,
     ) -> dict:
-        """A researcher writes a message in the channel (or a thread, or a DM)."""
+        """A researcher (or `author`) writes a message in the channel, a thread or a DM."""
+        author = author or self.researcher
         if mention:
             content = f"<@{self.bot_user['id']}> {content}"
         elif not dm and not (self.identify or {}).get("intents", 0) & MESSAGE_CONTENT_INTENT:
             content = ""  # as Discord does for a bot without the message content intent
         data = self._message(
-            channel_id or (self.dm_channel_id if dm else self.channel_id), self.researcher, content
+            channel_id or (self.dm_channel_id if dm else self.channel_id), author, content
         )
         if mention:
             data["mentions"] = [self.bot_user]
         if not dm:
             data["guild_id"] = str(self.guild_id)
-            data["member"] = {k: v for k, v in self._member(self.researcher).items() if k != "user"}
+            data["member"] = {k: v for k, v in self._member(author).items() if k != "user"}
         await self.dispatch("MESSAGE_CREATE", data)
         return data
 
@@ -349,7 +358,10 @@ class FakeDiscord:
         call = Call(request.method, path, dict(request.query), body)
         self.calls.append(call)
         try:
-            result = call.response = await self._route(request.method, path, body)
+            if not encodable(body):
+                result = _error(400, "Invalid Form Body: text must be valid UTF-8", 50035)
+            else:
+                result = call.response = await self._route(request.method, path, body)
         finally:
             await self._notify()
         if result is None:
@@ -503,7 +515,9 @@ class FakeDiscord:
         message["edited_timestamp"] = _now()
         return message
 
-    async def _start_thread(self, channel_id: int, message_id: int, body: dict) -> dict:
+    async def _start_thread(self, channel_id: int, message_id: int, body: dict) -> Any:
+        if not 1 <= len(body.get("name") or "") <= 100:
+            return _error(400, "Invalid Form Body: name must be 1 to 100 characters", 50035)
         thread = {
             "id": str(message_id),  # a thread started from a message takes the message's id
             "guild_id": str(self.guild_id),

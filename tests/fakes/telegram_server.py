@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from tests.fakes import encodable
 from tests.fakes.telegram_rules import (
     Rejected,
     check_commands,
@@ -220,6 +221,16 @@ class FakeTelegram:
         self._seen[method] = seen + 1
         return self.calls_of(method)[seen]
 
+    async def replies_in(self, chat_id: int, timeout: float = 20.0) -> list[Call]:
+        """The messages sent to a chat so far, once there is at least one."""
+
+        def sent() -> list[Call]:
+            return [c for c in self.calls_of("sendMessage") if int(c.params["chat_id"]) == chat_id]
+
+        if not await self._wait(lambda: bool(sent()), timeout):
+            raise AssertionError(f"the bot sent nothing to chat {chat_id} within {timeout} s")
+        return sent()
+
     def calls_of(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
@@ -235,6 +246,8 @@ class FakeTelegram:
         try:
             if api is None:
                 raise ApiError(404, "Not Found")
+            if not encodable(call.params):
+                raise ApiError(400, "Bad Request: strings must be encoded in UTF-8")
             failures = self._failures.get(method)
             if failures:
                 raise failures.pop(0).echoing(str(request.url))
