@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 Adapter = Callable[[Assistant, Settings, asyncio.Event], Coroutine[Any, Any, None]]
 RESTART_FIRST, RESTART_MAX = 1.0, 60.0  # seconds between restarts of a failing platform
 STABLE_AFTER = 60.0  # seconds of service after which a failure counts as the first again
+STOP_GRACE = 10.0  # seconds a platform gets to stop; systemd kills after TimeoutStopSec=20
 
 
 def configured_adapters(settings: Settings) -> dict[str, Adapter]:
@@ -75,8 +76,12 @@ async def serve(assistant: Assistant, settings: Settings, adapters: dict[str, Ad
     ]
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     stop.set()  # a stop signal, or a platform that cannot work: stop the others too
+    _, stuck = await asyncio.wait(tasks, timeout=STOP_GRACE)
+    for task in stuck:  # e.g. still connecting to an unreachable host
+        log.warning("%s: not stopped after %.0f s; cancelled", task.get_name(), STOP_GRACE)
+        task.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
-    fatal = [r for r in results if isinstance(r, BaseException)]
+    fatal = [r for r in results if isinstance(r, Exception)]
     if fatal:
         raise fatal[0]  # cli prints it as the one `ipbot: error:` line
     log.info("ipbot stopped")

@@ -178,3 +178,21 @@ def test_run_without_a_terminal_or_a_token_names_the_missing_tokens(
     assert result.returncode != 0, "under a supervisor this would look like a clean exit"
     assert "IPBOT_TELEGRAM_TOKEN" in result.stderr and "IPBOT_DISCORD_TOKEN" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_a_discord_error_that_echoes_the_token_is_logged_redacted(
+    retriever: Retriever, data_dir: Path, tmp_path: Path
+) -> None:
+    discord = FakeDiscord(echoing_failures=1)
+    await discord.start()
+    async with FakeTelegram() as telegram:
+        env = both_platforms(data_dir, telegram, f"127.0.0.1:{discord.port}")
+        async with ipbot_running(env, tmp_path) as process:
+            await discord.wait_until_ready(timeout=120)  # after one refused, restarted start
+            code = await stopped_by_sigterm(process)
+    await discord.stop()
+    log = (tmp_path / "ipbot.log").read_text(errors="replace")
+    token = "fake-discord-token"
+    assert "Bad request from" in log and "<redacted>" in log, log[-3000:]
+    assert token not in log and "".join(f"&#{ord(c)};" for c in token) not in log
+    assert code == 0, log[-3000:]

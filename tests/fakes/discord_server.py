@@ -76,6 +76,7 @@ class FakeDiscord:
     message_content_allowed: bool = True
     reject_token: bool = False
     refuse_threads: bool = False
+    echoing_failures: int = 0  # REST calls refused with the Authorization header in the body
     calls: list[Call] = field(default_factory=list)
     messages: dict[int, dict] = field(default_factory=dict)
     identify: dict | None = None
@@ -358,7 +359,11 @@ class FakeDiscord:
         call = Call(request.method, path, dict(request.query), body)
         self.calls.append(call)
         try:
-            if not encodable(body):
+            if self.echoing_failures > 0:  # as a misconfigured proxy's error page does
+                self.echoing_failures -= 1
+                echoed = "".join(f"&#{ord(c)};" for c in request.headers.get("Authorization", ""))
+                result = _error(400, f"Bad request from {echoed}", 0)
+            elif not encodable(body):
                 result = _error(400, "Invalid Form Body: text must be valid UTF-8", 50035)
             else:
                 result = call.response = await self._route(request.method, path, body)
