@@ -6,6 +6,7 @@ Nothing in this module knows about Telegram, Discord or the terminal.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections import OrderedDict, deque
@@ -143,9 +144,9 @@ class Feedback:
 Admission = Literal["allow", "notify", "drop"]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Allowance:
-    events: deque[float] = field(default_factory=deque)
+    events: list[float] = field(default_factory=list)  # a list: a deque reserves 64 slots
     notified: bool = False
     touched: float = 0.0  # the last event or notice: idle for a window after it, forgotten
 
@@ -176,8 +177,7 @@ class RateLimiter:
         self._forget_idle(now)
         allowance = self._users.get(key) or _Allowance()
         events = allowance.events
-        while events and now - events[0] >= self.window:
-            events.popleft()
+        del events[: bisect.bisect_right(events, now - self.window)]  # out of the window
         if len(events) < self.limit:
             events.append(now)
             allowance.notified = False
