@@ -7,6 +7,7 @@ Nothing in this module knows about Telegram, Discord or the terminal.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import logging
 import time
 from collections import OrderedDict, deque
@@ -127,7 +128,7 @@ Reply = AnswerReply | AreaList | AreaPage | HelpReply | AboutReply | Notice | Qu
 Working = Callable[[], Awaitable[None]]  # an adapter's "typing..." once a question is admitted
 MAX_TRACKED_USERS = 50_000  # rate-limit entries kept at most, however many users write at once
 MAX_VOTES = 50_000  # (user, answer) pairs remembered to refuse a second vote
-MAX_FEEDBACK = 10_000  # votes kept in memory until storage lands
+MAX_FEEDBACK = 5_000  # votes kept in memory until storage lands
 
 
 @dataclass(frozen=True)
@@ -210,14 +211,15 @@ class Votes:
 
     def __init__(self, limit: int = MAX_VOTES):
         self.limit = limit
-        self._seen: OrderedDict[tuple[str, str, tuple[str, ...]], None] = OrderedDict()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._seen)
 
     def first(self, user: User, question: str, passage_ids: tuple[str, ...]) -> bool:
         """True the first time this user votes on this answer, False after."""
-        key = (user.key, question, passage_ids)
+        answer = "\0".join((user.key, question, *passage_ids)).encode("utf-8", "replace")
+        key = hashlib.blake2b(answer, digest_size=16).digest()  # a question may be 2,000 chars
         if key in self._seen:
             return False
         self._seen[key] = None
