@@ -243,7 +243,9 @@ def _load_backend(path: str, cache_dir: Path | None) -> _Backend:
             try:
                 return _checked_onnx(folder)
             except Exception as exc:  # a damaged export would mean PyTorch on every start
-                log.warning("the ONNX export in %s is damaged (%s); exporting it again", folder, exc)
+                log.warning(
+                    "the ONNX export in %s is damaged (%s); exporting it again", folder, exc
+                )
         else:
             log.info("exporting the embedding model to ONNX (once) in %s", folder)
         export_onnx(path, folder)
