@@ -109,8 +109,9 @@ async def supervise(
             if loop.time() - started > STABLE_AFTER:
                 wait = RESTART_FIRST
             log.warning(
-                "%s: stopped working (%r); restarting in %.0f s, other platforms keep answering",
+                "%s: stopped working (%s: %s); restarting in %.0f s, other platforms keep answering",
                 name,
+                type(exc).__name__,
                 exc,
                 wait,
             )
