@@ -36,4 +36,4 @@ index: $(STAMP)
 	$(BIN)/ipbot index build
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) data .pytest_cache .ruff_cache .hypothesis *.egg-info

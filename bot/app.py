@@ -130,8 +130,6 @@ async def running_sender(app: App) -> AsyncIterator[None]:
         finally:
             chores.cancel()
         return
-    for outlet in app.outlets:
-        await outlet.start()
     task = asyncio.create_task(app.sender.run(), name="sender")
     try:
         yield
@@ -140,9 +138,6 @@ async def running_sender(app: App) -> AsyncIterator[None]:
         app.sender.stop()
         with contextlib.suppress(Exception):
             await task
-        for outlet in app.outlets:
-            with contextlib.suppress(Exception):
-                await outlet.close()
 
 
 async def close_app(app: App) -> None:

@@ -6,10 +6,13 @@ Nothing in this module knows about Telegram, Discord or the terminal.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
 
 from bot.commands import Audience, Command, find, public_commands
 from bot.replies import (
@@ -22,6 +25,7 @@ from bot.replies import (
     Context,
     HelpReply,
     Notice,
+    Quiet,
     Reply,
     User,
 )
@@ -38,32 +42,72 @@ log = logging.getLogger(__name__)
 AREA_PAGE_SIZE = 5
 EXPIRED = "This button has expired. Please ask your question again."
 REFUSED = "Sorry, only {who} can use /{name}."
+Working = Callable[[], Awaitable[None]]  # an adapter's "typing..." once a question is admitted
+MAX_TRACKED_USERS = 50_000  # rate-limit entries kept at most, however many users write at once
+
+
+Admission = Literal["allow", "notify", "drop"]
+
+
+@dataclass(slots=True)
+class _Allowance:
+    events: list[float] = field(default_factory=list)  # a list: a deque reserves 64 slots
+    notified: bool = False
+    touched: float = 0.0  # the last event or notice: idle for a window after it, forgotten
 
 
 class RateLimiter:
-    """At most `limit` events per user in any `window` seconds (a sliding window)."""
+    """At most `limit` events per user in any `window` seconds (a sliding window).
+
+    Over the limit a user is told once per window ("notify") and then ignored ("drop"), so
+    a flood costs one notice, not one reply per message. Memory is bounded: users idle for a
+    whole window are forgotten, and at most `max_users` are tracked (the least recent go).
+    """
 
     def __init__(
-        self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+        self,
+        limit: int,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_users: int = MAX_TRACKED_USERS,
     ):
-        self.limit, self.window, self._clock = limit, window, clock
-        self._events: dict[str, deque[float]] = defaultdict(deque)
+        self.limit, self.window, self._clock, self.max_users = limit, window, clock, max_users
+        self._users: OrderedDict[str, _Allowance] = OrderedDict()  # least recently touched first
 
-    def allow(self, key: str) -> bool:
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def check(self, key: str) -> Admission:
         now = self._clock()
-        events = self._events[key]
-        while events and now - events[0] >= self.window:
-            events.popleft()
-        if len(events) >= self.limit:
-            return False
-        events.append(now)
-        return True
+        self._forget_idle(now)
+        allowance = self._users.get(key) or _Allowance()
+        events = allowance.events
+        del events[: bisect.bisect_right(events, now - self.window)]  # out of the window
+        if len(events) < self.limit:
+            events.append(now)
+            allowance.notified = False
+        elif allowance.notified:
+            return "drop"
+        else:
+            allowance.notified = True
+        allowance.touched = now
+        self._users[key] = allowance
+        self._users.move_to_end(key)
+        return "notify" if allowance.notified else "allow"
 
     def retry_after(self, key: str) -> int:
-        events = self._events.get(key)
-        if not events:
+        allowance = self._users.get(key)
+        if allowance is None or not allowance.events:
             return 0
-        return max(1, int(self.window - (self._clock() - events[0])) + 1)
+        return max(1, int(self.window - (self._clock() - allowance.events[0])) + 1)
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop users idle for a window (oldest first: the dict is in order of last touch)."""
+        while self._users:
+            key, oldest = next(iter(self._users.items()))
+            if now - oldest.touched < self.window and len(self._users) < self.max_users:
+                return
+            del self._users[key]
 
 
 class Assistant:
@@ -95,17 +139,26 @@ class Assistant:
         area: str | None = None,
         offset: int = 0,
         remember: bool = True,
-    ) -> AnswerReply | Notice:
-        """Answer a question and remember it (without who asked) for buttons and moderators.
+        working: Working | None = None,
+    ) -> AnswerReply | Notice | Quiet:
+        """Answer a question (or another page of it) and remember it, without who asked.
 
-        Inline queries (`remember=False`) fire on every keystroke: they are not stored.
+        Every page counts toward the rate limit; over it, one notice per window, then quiet.
+        `working` runs once the question is admitted, before the search: adapters show
+        "typing..." there. Inline queries (`remember=False`) fire on every keystroke: they
+        are not stored.
         """
+        admission = self.rate_limiter.check(user.key)
+        if admission == "drop":
+            return Quiet()
+        if admission == "notify":
+            return self._slow_down(user)
         try:
             text, notes, area_filter = self.retriever.prepare(question, area)
         except UserInputError as exc:
             return Notice("usage", str(exc))
-        if not self.rate_limiter.allow(user.key):
-            return self._slow_down(user)
+        if working is not None:
+            await working()
         started = time.perf_counter()
         vector = await self._batcher.embed(text)
         answer = self.retriever.answer_with_vector(
@@ -134,12 +187,14 @@ class Assistant:
             f"You are asking faster than I can keep up with. Please try again in {wait} s.",
         )
 
-    async def more(self, user: User, question_id: int, offset: int) -> AnswerReply | Notice:
+    async def more(
+        self, user: User, question_id: int, offset: int, working: Working | None = None
+    ) -> AnswerReply | Notice | Quiet:
         """The next passages for a stored question: what a More button asks for."""
         asked = await self.store.question(question_id)
         if asked is None:
             return Notice("expired", EXPIRED)
-        reply = await self.ask(user, asked.text, asked.area_filter, offset=offset)
+        reply = await self.ask(user, asked.text, asked.area_filter, offset, working=working)
         if isinstance(reply, AnswerReply):
             return AnswerReply(reply.answer, question_id, reply.disclaimer)
         return reply
@@ -221,11 +276,11 @@ class Assistant:
             return self.is_moderator(context.user) or await context.is_chat_admin()
         return True
 
-    async def handle(self, context: Context, text: str) -> Reply:
+    async def handle(self, context: Context, text: str, working: Working | None = None) -> Reply:
         """A line typed by a user: a /command or, otherwise, a question."""
         stripped = text.strip()
         if not stripped.startswith("/"):
-            return await self.ask(context.user, stripped)
+            return await self.ask(context.user, stripped, working=working)
         name, _, rest = stripped[1:].partition(" ")
         name = name.split("@", 1)[0]  # Telegram appends @botname in groups
         command = find(name)
@@ -246,9 +301,11 @@ class Assistant:
                 else "moderators"
             )
             return Notice("refused", REFUSED.format(who=who, name=command.name))
-        return await self.run(context, command, rest.strip())
+        return await self.run(context, command, rest.strip(), working)
 
-    async def run(self, context: Context, command: Command, rest: str) -> Reply:
+    async def run(
+        self, context: Context, command: Command, rest: str, working: Working | None = None
+    ) -> Reply:
         """Run an allowed command with the text typed after it."""
         dissemination = self.dissemination
         match command.name:
@@ -257,7 +314,7 @@ class Assistant:
                     return Notice(
                         "usage", f"Type your question after /ask, e.g. /ask {EXAMPLE_QUESTION}"
                     )
-                return await self.ask(context.user, rest)
+                return await self.ask(context.user, rest, working=working)
             case "areas":
                 return self.areas()
             case "area":
@@ -280,9 +337,9 @@ class Assistant:
                 return await dissemination.preview(rest)
         raise AssertionError(f"/{command.name} is registered but not handled")
 
-    async def handle_text(self, user: User, text: str) -> Reply:
+    async def handle_text(self, user: User, text: str, working: Working | None = None) -> Reply:
         """A line typed in a private chat (the console's and the tests' way in)."""
-        return await self.handle(Context.private(user), text)
+        return await self.handle(Context.private(user), text, working)
 
     async def confirm_announce(self, context: Context, token: str) -> Notice:
         """A moderator confirmed an announcement preview: publish it and report here."""

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from bot import redact
 from bot.settings import Settings, SettingsError, load_settings
 from bot.store import StoreError
 from retrieval.corpus import CorpusError, check_corpus, corpus_version
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         settings = load_settings()
+        redact.install(redact.settings_secrets(settings))
         if not args.debug:
             logging.getLogger().setLevel(settings.log_level if args.command == "run" else "WARNING")
         return dispatch(args, settings)
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 def fail(message: str, debug: bool, code: int = 1) -> int:
     if debug:
         log.exception(message)
-    print(f"ipbot: error: {message}", file=sys.stderr)
+    print(f"ipbot: error: {redact.redact(message)}", file=sys.stderr)
     return code
 
 

@@ -25,6 +25,7 @@ from bot.replies import (
     Context,
     HelpReply,
     Notice,
+    Quiet,
     Reply,
     UpdatesReply,
     User,
@@ -119,6 +120,8 @@ def format_reply(reply: Reply, bold: bool = False) -> str:
             )
         case Notice(text=text):
             return text
+        case Quiet():
+            return ""
     raise TypeError(f"no console format for {type(reply).__name__}")
 
 
@@ -184,5 +187,5 @@ async def run_console(
             return
         if line.strip().lower() in ("/quit", "/exit", "quit", "exit"):
             return
-        if line.strip():
-            write(await chat.send(line) + "\n")
+        if line.strip() and (reply := await chat.send(line)):
+            write(reply + "\n")

@@ -32,7 +32,17 @@ from bot.discord_format import (
     shorten,
     thread_name,
 )
-from bot.replies import AnnouncePreview, AnswerReply, AreaPage, Chat, Context, Notice, Reply, User
+from bot.replies import (
+    AnnouncePreview,
+    AnswerReply,
+    AreaPage,
+    Chat,
+    Context,
+    Notice,
+    Quiet,
+    Reply,
+    User,
+)
 from bot.sender import DeliveryResult, Outbound, Outcome, Target
 from bot.settings import Settings, SettingsError
 
@@ -83,8 +93,10 @@ class Outgoing:
         return sent
 
 
-def outgoing(reply: Reply) -> Outgoing:
-    """A reply as a Discord message, with the buttons that belong under it."""
+def outgoing(reply: Reply) -> Outgoing | None:
+    """A reply as a Discord message, with the buttons that belong under it; None: send nothing."""
+    if isinstance(reply, Quiet):
+        return None
     embed = reply_embed(reply)
     if embed is None:
         assert isinstance(reply, Notice)
@@ -92,17 +104,27 @@ def outgoing(reply: Reply) -> Outgoing:
     return Outgoing(embeds=[embed], view=buttons_for(reply))
 
 
-async def respond(interaction: discord.Interaction, out: Outgoing) -> None:
-    """The interaction's response, or a follow-up when it was already deferred."""
+async def respond(interaction: discord.Interaction, out: Outgoing | None) -> None:
+    """The interaction's response, or a follow-up when it was already deferred.
+
+    With nothing to send (a user over the rate limit, already told) only a pending public
+    "thinking..." is removed.
+    """
     if interaction.response.is_done():
         thinking = (
             interaction.response.type == discord.InteractionResponseType.deferred_channel_message
         )
+        if out is None:
+            if thinking:
+                await interaction.delete_original_response()
+            return
         if thinking and out.ephemeral:
             # the first follow-up replaces the public "thinking..." and stays public whatever
             # its flags: remove it, so a notice meant for the asker alone really is
             await interaction.delete_original_response()
         await interaction.followup.send(**out.kwargs(), ephemeral=out.ephemeral, wait=True)
+    elif out is None:
+        await interaction.response.defer()  # acknowledged, nothing shown
     else:
         await interaction.response.send_message(**out.kwargs(), ephemeral=out.ephemeral)
 
@@ -191,9 +213,9 @@ class PageButton(ReplyButton, template=r"^area:(?P<slug>[a-z-]{1,40}):(?P<page>\
         if isinstance(reply, Notice):
             await respond(interaction, outgoing(reply))
             return
-        out = outgoing(reply)
+        embed = reply_embed(reply)
         await interaction.response.edit_message(
-            embeds=out.embeds, view=out.view, allowed_mentions=NO_MENTIONS
+            embeds=[embed] if embed else [], view=buttons_for(reply), allowed_mentions=NO_MENTIONS
         )
 
 
@@ -448,10 +470,19 @@ class IpBot(commands.Bot):
                 await message.reply(SORRY, allowed_mentions=NO_MENTIONS)
 
     async def answer_message(self, message: discord.Message, question: str) -> None:
-        async with message.channel.typing():
-            reply = await self.assistant.handle(self.message_context(message), question)
+        async def typing() -> None:
+            with contextlib.suppress(discord.HTTPException):  # not worth losing the answer
+                await message.channel.typing()
+
+        reply = await self.assistant.handle(self.message_context(message), question, typing)
         out = outgoing(reply)
-        if isinstance(reply, AnswerReply) and self.may_start_thread(message):
+        if out is None:
+            return
+        # a rate-limit notice goes where an answer would, never as a stream in the channel
+        in_thread = isinstance(reply, AnswerReply) or (
+            isinstance(reply, Notice) and reply.kind == "rate_limited"
+        )
+        if in_thread and self.may_start_thread(message):
             try:
                 thread = await message.create_thread(name=thread_name(question))
             except discord.HTTPException as exc:

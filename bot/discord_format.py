@@ -24,7 +24,7 @@ from bot.replies import (
 )
 from bot.sender import Bulletin, DeliveryReport, Outbound, UpdateItem
 from retrieval.corpus import Passage
-from retrieval.search import Answer
+from retrieval.search import Answer, printable
 
 # Discord's limits (characters), see https://discord.com/developers/docs/resources/message
 CONTENT_MAX, TITLE_MAX, DESCRIPTION_MAX, FOOTER_MAX = 2000, 256, 4096, 2048
@@ -202,4 +202,4 @@ def report_embed(report: DeliveryReport) -> discord.Embed:
 
 
 def thread_name(question: str) -> str:
-    return shorten(" ".join(question.split()), THREAD_NAME_MAX) or "Question"
+    return shorten(" ".join(printable(question).split()), THREAD_NAME_MAX) or "Question"

@@ -144,6 +144,11 @@ class AnnouncePreview:
     already_published: bool
 
 
+@dataclass(frozen=True)
+class Quiet:
+    """Nothing to send, not even "typing...": the user is over the rate limit and was told."""
+
+
 Reply = (
     AnswerReply
     | AreaList
@@ -153,4 +158,5 @@ Reply = (
     | Notice
     | UpdatesReply
     | AnnouncePreview
+    | Quiet
 )

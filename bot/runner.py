@@ -1,7 +1,10 @@
 """`ipbot run`: start every adapter whose token is configured, sharing one assistant and sender.
 
-With no token set, the console chat is the embedded default. SIGTERM and SIGINT stop the
-sender first (sends in flight finish and are recorded), then the adapters cleanly.
+With no token set, the console chat is the embedded default on a terminal. Each platform is
+supervised on its own: one that fails is restarted with backoff while the others keep
+answering; one that can no longer work (its token rejected) ends ipbot with a non-zero exit,
+so that a supervisor restarts it. SIGTERM and SIGINT stop the sender first (sends in flight
+finish and are recorded), then the adapters, and exit 0.
 """
 
 from __future__ import annotations
@@ -10,16 +13,20 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bot.app import App, close_app, configured_outlets, open_app, running_sender
 from bot.assistant import Assistant
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 from retrieval.index import Progress
 
 log = logging.getLogger(__name__)
 Adapter = Callable[[Assistant, Settings, asyncio.Event], Coroutine[Any, Any, None]]
+RESTART_FIRST, RESTART_MAX = 1.0, 60.0  # seconds between restarts of a failing platform
+STABLE_AFTER = 60.0  # seconds of service after which a failure counts as the first again
+STOP_GRACE = 10.0  # seconds a platform gets to stop; systemd kills after TimeoutStopSec=20
 
 
 def configured_adapters(settings: Settings) -> dict[str, Adapter]:
@@ -37,6 +44,12 @@ def configured_adapters(settings: Settings) -> dict[str, Adapter]:
 
 
 def run_bots(settings: Settings, progress: Progress) -> int:
+    if not configured_adapters(settings) and not sys.stdin.isatty():
+        # under a supervisor a console chat would read end-of-input and exit 0 at once
+        raise SettingsError(
+            "no chat token is set: set IPBOT_TELEGRAM_TOKEN or IPBOT_DISCORD_TOKEN "
+            "(the console chat needs a terminal; 'ipbot chat' reads piped input)"
+        )
     asyncio.run(main(settings, progress))
     return 0
 
@@ -61,24 +74,66 @@ async def main(settings: Settings, progress: Progress) -> None:
 
 
 async def serve(app: App, adapters: dict[str, Adapter]) -> None:
-    """Run the adapters and the sender until a stop signal, or until an adapter fails."""
+    """Run the adapters and the sender until a stop signal, or until a platform cannot work."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     async with running_sender(app):
-        tasks = {
-            asyncio.create_task(adapter(app.assistant, app.settings, stop), name=name)
+        tasks = [
+            asyncio.create_task(
+                supervise(name, adapter, app.assistant, app.settings, stop), name=name
+            )
             for name, adapter in adapters.items()
-        }
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        stop.set()  # one adapter ended (a stop signal, or a fatal error): stop the others too
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()  # a stop signal, or a platform that cannot work: stop the others too
         if app.sender is not None:
-            app.sender.stop()  # finish sends in flight before the adapters close
-        await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        if task.exception():
-            log.error("%s adapter stopped: %s", task.get_name(), task.exception())
-            raise task.exception()  # type: ignore[misc]
+            app.sender.stop()  # sends in flight finish while the adapters close
+        _, stuck = await asyncio.wait(tasks, timeout=STOP_GRACE)
+        for task in stuck:  # e.g. still connecting to an unreachable host
+            log.warning("%s: not stopped after %.0f s; cancelled", task.get_name(), STOP_GRACE)
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    fatal = [r for r in results if isinstance(r, Exception)]
+    if fatal:
+        raise fatal[0]  # cli prints it as the one `ipbot: error:` line
     log.info("ipbot stopped")
+
+
+async def supervise(
+    name: str, adapter: Adapter, assistant: Assistant, settings: Settings, stop: asyncio.Event
+) -> None:
+    """Keep one platform answering until `stop`, restarting it with backoff when it fails.
+
+    A SettingsError (the platform rejected its token or intents) is final: it propagates.
+    """
+    loop = asyncio.get_running_loop()
+    wait = RESTART_FIRST
+    while not stop.is_set():
+        started = loop.time()
+        try:
+            await adapter(assistant, settings, stop)
+        except SettingsError:
+            raise
+        except Exception as exc:
+            if stop.is_set():
+                log.warning("%s: error while stopping: %r", name, exc)
+                return
+            if loop.time() - started > STABLE_AFTER:
+                wait = RESTART_FIRST
+            log.warning(
+                "%s: stopped working (%s: %s); restarting in %.0f s, other platforms keep answering",
+                name,
+                type(exc).__name__,
+                exc,
+                wait,
+            )
+        else:
+            if stop.is_set():
+                return
+            log.warning("%s: stopped unexpectedly; restarting in %.0f s", name, wait)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), wait)
+        wait = min(wait * 2, RESTART_MAX)

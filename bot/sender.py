@@ -179,6 +179,9 @@ class Sender:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._last_report: dict[str, float] = {}
+        self._ready: set[str] = set()  # outlets started: their platform is reachable
+        self._retry_start_at: dict[str, float] = {}
+        self._reports_checked = 0.0
 
     def wake(self) -> None:
         """Something was queued in this process: look now rather than at the next poll."""
@@ -194,24 +197,45 @@ class Sender:
         if not self.outlets:
             return
         resendable = [p for p, o in self.outlets.items() if o.resends_safely]
-        uncertain = await self.store.recover(resendable)
+        uncertain = await self.store.recover(self.outlets, resendable)
         if uncertain:
             log.warning(
                 "sender: %d deliveries interrupted by a crash are marked uncertain", uncertain
             )
-        while not self._stopping.is_set():
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._start_outlets()
+                    sent = await self.deliver_once()
+                    await self.refresh_reports()
+                except Exception:
+                    log.exception("sender: a delivery round failed; retrying shortly")
+                    sent = 0
+                if not sent:
+                    await self._sleep_until_due()
+        finally:
+            for platform in self._ready:
+                with contextlib.suppress(Exception):
+                    await self.outlets[platform].close()
+
+    async def _start_outlets(self) -> None:
+        """Connect each platform's sending side; one that is unreachable is tried again later
+        while the others deliver."""
+        now = time.monotonic()
+        for platform, outlet in self.outlets.items():
+            if platform in self._ready or self._retry_start_at.get(platform, 0.0) > now:
+                continue
             try:
-                sent = await self.deliver_once()
-                await self.refresh_reports()
-            except Exception:
-                log.exception("sender: a delivery round failed; retrying shortly")
-                sent = 0
-            if not sent:
-                await self._sleep_until_due()
+                await outlet.start()
+            except Exception as exc:
+                log.warning("sender: %s not reachable for broadcasts (%s); retrying", platform, exc)
+                self._retry_start_at[platform] = now + 30.0
+            else:
+                self._ready.add(platform)
 
     async def _sleep_until_due(self) -> None:
         self._wake.clear()
-        due = await self.store.next_due(self.outlets)
+        due = await self.store.next_due(self._ready)
         wait = POLL_SECONDS
         if due is not None:
             wait = min(POLL_SECONDS, max(0.0, (due - utcnow()).total_seconds()))
@@ -219,22 +243,30 @@ class Sender:
             await asyncio.wait_for(self._wake.wait(), wait)
 
     async def deliver_once(self) -> int:
-        """Claim one batch and send it (concurrently, paced); how many chats were handled."""
-        claims = await self.store.claim(self.outlets, limit=self._batch_size())
-        if not claims:
-            return 0
-        limits = {p: asyncio.Semaphore(pacer.pace.concurrency) for p, pacer in self.pacers.items()}
+        """Send what is due with each platform's concurrency; how many chats were handled.
 
-        async def one(claim: Claim) -> None:
-            async with limits[claim.platform]:
-                await self._deliver(claim)
+        Each worker claims one chat at a time, so at most `concurrency` rows per platform are
+        ever `sending`: that bounds what a crash can leave uncertain.
+        """
+        counts = await asyncio.gather(
+            *(
+                self._worker(platform)
+                for platform in sorted(self._ready)
+                for _ in range(self.pacers[platform].pace.concurrency)
+            )
+        )
+        return sum(counts)
 
-        # shielded: a stop signal lets every claimed send finish and be recorded
-        await asyncio.shield(asyncio.gather(*(one(c) for c in claims)))
-        return len(claims)
-
-    def _batch_size(self) -> int:
-        return max(8, sum(p.pace.concurrency for p in self.pacers.values()) * 4)
+    async def _worker(self, platform: str) -> int:
+        handled = 0
+        while not self._stopping.is_set():
+            claims = await self.store.claim([platform], limit=1)
+            if not claims:
+                break
+            await self._deliver(claims[0])
+            handled += 1
+            await self.refresh_reports()  # a long broadcast keeps its report moving
+        return handled
 
     async def _deliver(self, claim: Claim) -> None:
         outlet, pacer = self.outlets[claim.platform], self.pacers[claim.platform]
@@ -306,6 +338,10 @@ class Sender:
 
     async def refresh_reports(self, force: bool = False) -> None:
         """Edit each moderator's delivery report, at most every few seconds, until done."""
+        now = time.monotonic()
+        if not force and now - self._reports_checked < 1.0:
+            return
+        self._reports_checked = now
         for update_id in await self.store.reports_in_progress():
             now = time.monotonic()
             if not force and now - self._last_report.get(update_id, 0.0) < REPORT_EVERY:

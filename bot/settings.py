@@ -6,11 +6,15 @@ Tokens are SecretStr so they never appear in a log line or a traceback.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from retrieval.embedder import DEFAULT_MODEL
 from retrieval.search import AbstentionPolicy
@@ -22,6 +26,14 @@ def _default_corpus_dir() -> Path:
     """The corpus next to the code (a source checkout), else `./corpus`."""
     shipped = PROJECT_ROOT / "corpus"
     return shipped if shipped.is_dir() else Path("corpus")
+
+
+MODERATOR = re.compile(r"(telegram|discord|discord-role):\d+")
+URL_SCHEMES = {
+    "telegram_api_url": ("http", "https"),
+    "discord_api_url": ("http", "https"),
+    "discord_gateway_url": ("ws", "wss"),
+}
 
 
 class SettingsError(Exception):
@@ -76,6 +88,37 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
+    @field_validator("telegram_token", "discord_token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, value: object) -> object:
+        """An empty or whitespace token (a stray `IPBOT_TELEGRAM_TOKEN=`) means not set."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("telegram_api_url", "discord_api_url", "discord_gateway_url")
+    @classmethod
+    def _url_with_scheme(cls, value: str, info: ValidationInfo) -> str:
+        """A typo here would otherwise surface as a confusing network error, or not at all."""
+        schemes = URL_SCHEMES[str(info.field_name)]
+        parts = urlsplit(value.strip())
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ValueError(f"must be a {' or '.join(schemes)} URL with a host, not {value!r}")
+        return value.strip()
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            make_url(value.strip())
+        except (ArgumentError, ValueError):
+            raise ValueError("must be an SQLAlchemy URL such as sqlite:///data/ipbot.db") from None
+        return value.strip()
+
     @field_validator("moderators", mode="before")
     @classmethod
     def _split_moderators(cls, value: object) -> object:
@@ -87,9 +130,26 @@ class Settings(BaseSettings):
             return [item.strip() for item in text.split(",") if item.strip()]
         return value
 
+    @field_validator("moderators")
+    @classmethod
+    def _known_moderators(cls, value: list[str]) -> list[str]:
+        """A mistyped entry would silently give nobody moderator rights."""
+        for entry in value:
+            if not MODERATOR.fullmatch(entry):
+                raise ValueError(
+                    f"{entry!r} is not telegram:<user id>, discord:<user id> "
+                    "or discord-role:<role id> (digits only)"
+                )
+        return value
+
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'ipbot.db'}"
+
+    @property
+    def database_password(self) -> str | None:
+        """The password inside IPBOT_DATABASE_URL, if any: a secret to keep out of logs."""
+        return make_url(self.database_url).password if self.database_url else None
 
     @property
     def policy(self) -> AbstentionPolicy:
@@ -108,4 +168,5 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = "IPBOT_" + str(first["loc"][0]).upper() if first["loc"] else "IPBOT_*"
-        raise SettingsError(f"invalid setting {name}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"invalid setting {name}: {message}") from None

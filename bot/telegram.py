@@ -11,8 +11,10 @@ import contextlib
 import logging
 import re
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
+from http import HTTPStatus
+from typing import Any
 
 from telegram import (
     BotCommand,
@@ -50,12 +52,13 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 
 from bot.assistant import EXPIRED, Assistant
 from bot.commands import ALIASES, COMMANDS, public_commands
-from bot.replies import AnswerReply, Chat, Context, Notice, User
+from bot.replies import AnswerReply, Chat, Context, Notice, Quiet, User
 from bot.sender import DeliveryResult, Outbound, Outcome, Target
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 from bot.telegram_format import (
     ANNOUNCE,
     AREA,
@@ -99,9 +102,14 @@ async def send(
         )
 
 
-async def show_typing(message: Message) -> None:
-    with contextlib.suppress(TelegramError):  # a missing "typing..." must not cost the answer
-        await message.reply_chat_action(ChatAction.TYPING)
+def typing_in(message: Message) -> Callable[[], Awaitable[None]]:
+    """Shows "typing..." in the message's chat, for the assistant to call once it takes a question."""
+
+    async def show_typing() -> None:
+        with contextlib.suppress(TelegramError):  # a missing "typing..." must not cost the answer
+            await message.reply_chat_action(ChatAction.TYPING)
+
+    return show_typing
 
 
 @contextlib.contextmanager
@@ -169,9 +177,10 @@ async def on_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     """A command (ours anywhere, any in private): the assistant reads it as the console does."""
     message = update.effective_message
     assert message is not None
-    await show_typing(message)
     text = " ".join((message.text or "").split())
-    reply = await assistant_of(context).handle(context_of(update, context), text)
+    reply = await assistant_of(context).handle(
+        context_of(update, context), text, typing_in(message)
+    )
     await send(context, message.chat_id, render(reply), quote=message)
 
 
@@ -179,8 +188,8 @@ async def on_private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     """In a private chat any message is a question (a photo's caption too; a sticker gets help)."""
     message = update.effective_message
     assert message is not None
-    await show_typing(message)
-    reply = await assistant_of(context).ask(user_of(update), message.text or message.caption or "")
+    question = message.text or message.caption or ""
+    reply = await assistant_of(context).ask(user_of(update), question, working=typing_in(message))
     await send(context, message.chat_id, render(reply), quote=message)
 
 
@@ -191,8 +200,7 @@ async def on_group_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     question = addressed_question(message, bot.id, bot.username)
     if question is None:
         return
-    await show_typing(message)
-    reply = await assistant_of(context).ask(user_of(update), question)
+    reply = await assistant_of(context).ask(user_of(update), question, working=typing_in(message))
     await send(context, message.chat_id, render(reply), quote=message)
 
 
@@ -282,6 +290,8 @@ async def on_inline_query(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     reply = await assistant_of(context).ask(
         user_of(update), query.query, offset=offset, remember=False
     )
+    if isinstance(reply, Quiet):
+        return
     more = isinstance(reply, AnswerReply) and reply.answer.has_more
     next_offset = str(offset + len(reply.answer.hits)) if more else ""  # type: ignore[union-attr]
     await query.answer(
@@ -344,7 +354,28 @@ def file_url_for(base_url: str) -> str:
     return f"{head}/file/bot{tail}" if found else base_url
 
 
-def build_application(assistant: Assistant, settings: Settings) -> Application:
+class PollingRequest(HTTPXRequest):
+    """The connection for getUpdates, which notices when Telegram rejects the token.
+
+    python-telegram-bot then ends polling for good but leaves the Application running: a
+    bot that never answers again, yet looks healthy to a supervisor. `token_rejected` lets
+    the adapter end instead (see serve_until_stopped).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token_rejected = asyncio.Event()
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        code, payload = await super().do_request(*args, **kwargs)
+        if code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.NOT_FOUND):  # the library's InvalidToken
+            self.token_rejected.set()
+        return code, payload
+
+
+def build_application(
+    assistant: Assistant, settings: Settings, updates: PollingRequest | None = None
+) -> Application:
     """The Application with every handler registered, talking to `settings.telegram_api_url`."""
     if settings.telegram_token is None:
         raise ValueError("IPBOT_TELEGRAM_TOKEN is not set")
@@ -353,9 +384,11 @@ def build_application(assistant: Assistant, settings: Settings) -> Application:
     defaults = Defaults(
         parse_mode=ParseMode.HTML, link_preview_options=LinkPreviewOptions(is_disabled=True)
     )
+    builder = Application.builder()
+    if updates is not None:
+        builder = builder.get_updates_request(updates)
     application = (
-        Application.builder()
-        .token(settings.telegram_token.get_secret_value())
+        builder.token(settings.telegram_token.get_secret_value())
         .base_url(settings.telegram_api_url)
         .base_file_url(file_url_for(settings.telegram_api_url))
         .defaults(defaults)
@@ -404,49 +437,27 @@ async def polling(application: Application) -> AsyncIterator[Application]:
         try:
             yield application
         finally:
-            await application.updater.stop()  # type: ignore[union-attr]
+            updater = application.updater
+            if updater is not None and updater.running:
+                # polling that died of a rejected token re-raises that error here
+                with contextlib.suppress(TelegramError):
+                    await updater.stop()
             await application.stop()
 
 
-class RedactSecret(logging.Filter):
-    """Replaces a secret in every record (message and traceback) before a handler writes it."""
-
-    def __init__(self, secret: str):
-        super().__init__()
-        self.secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self.secret in message:
-            record.msg, record.args = message.replace(self.secret, "<token>"), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text and self.secret in record.exc_text:
-            record.exc_text = record.exc_text.replace(self.secret, "<token>")
-        return True
-
-
-@contextlib.contextmanager
-def redacted_logs(secret: str) -> Iterator[None]:
-    handlers = list(logging.getLogger().handlers)
-    redact = RedactSecret(secret)
-    for handler in handlers:
-        handler.addFilter(redact)
-    try:
-        yield
-    finally:
-        for handler in handlers:
-            handler.removeFilter(redact)
-
-
 async def run_telegram(assistant: Assistant, settings: Settings, stop: asyncio.Event) -> None:
-    """Answer on Telegram until `stop` is set (what `ipbot run` calls)."""
-    token = settings.telegram_token.get_secret_value()  # type: ignore[union-attr]
-    with redacted_logs(token):  # the library logs its URLs, token included, at DEBUG level
-        try:
-            await serve_until_stopped(assistant, settings, stop)
-        except InvalidToken:  # its message contains the token
-            raise RuntimeError("Telegram rejected IPBOT_TELEGRAM_TOKEN; check the token") from None
+    """Answer on Telegram until `stop` is set (what `ipbot run` calls).
+
+    A token Telegram rejects or refuses, at start or later, is a SettingsError: retrying
+    cannot help, so ipbot ends and says so. Secrets in messages are redacted process-wide
+    (bot.redact), as python-telegram-bot puts the token in every URL it reports.
+    """
+    try:
+        await serve_until_stopped(assistant, settings, stop)
+    except InvalidToken:
+        raise SettingsError("Telegram rejected IPBOT_TELEGRAM_TOKEN; check the token") from None
+    except Forbidden as exc:
+        raise SettingsError(f"Telegram refused IPBOT_TELEGRAM_TOKEN: {exc}") from None
     log.info("Telegram: stopped")
 
 
@@ -456,16 +467,29 @@ async def serve_until_stopped(
     """Start, retrying while Telegram is unreachable (the library retries once running)."""
     wait = START_RETRY_FIRST
     while not stop.is_set():
+        updates = PollingRequest()
         try:
-            async with polling(build_application(assistant, settings)) as application:
+            async with polling(build_application(assistant, settings, updates)) as application:
                 log.info("Telegram: answering as @%s", application.bot.username)
-                await stop.wait()
+                await first_of(stop, updates.token_rejected)
+                if updates.token_rejected.is_set():
+                    raise InvalidToken("Telegram rejected the token while polling")
                 return
         except NetworkError as exc:  # includes timeouts and 5xx answers, not a bad token
             log.warning("Telegram: cannot start (%s); retrying in %.0f s", exc, wait)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), wait)
         wait = min(wait * 2, START_RETRY_MAX)
+
+
+async def first_of(*events: asyncio.Event) -> None:
+    """Wait until any of the events is set."""
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 # Sending first: broadcasts through the outbox (bot/sender.py).

@@ -31,6 +31,7 @@ from bot.replies import (
     AreaPage,
     HelpReply,
     Notice,
+    Quiet,
     Reply,
     UpdatesReply,
 )
@@ -262,6 +263,8 @@ def render(reply: Reply) -> Outgoing:
             return render_about(reply)
         case Notice(text=text):
             return Outgoing(plain(text))
+        case Quiet():
+            return Outgoing(())  # nothing to send
     raise TypeError(f"no Telegram format for {type(reply).__name__}")
 
 

@@ -36,6 +36,7 @@ KNOWN_FIELDS = (*REQUIRED_FIELDS, "keywords")
 
 _HEADING = re.compile(r"^##\s+(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]*)\s*:\s*(?P<title>.*\S)\s*$")
 _FIELD = re.compile(r"^(?P<key>[a-z_]+)\s*:\s*(?P<value>.*?)\s*$")
+_DATE_VALUE = re.compile(r"^\s*[\w-]+\s*:\s*['\"]?(\d{4}-\d{2}-\d{2})\b")
 _URL = re.compile(r"^https?://[^\s/]+\.[^\s]+$")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9\"'(“‘])")
 _ABBREVIATION_END = re.compile(
@@ -246,14 +247,42 @@ def _split_front_matter(lines: list[str], path: str) -> tuple[dict | None, int, 
         mark = getattr(exc, "problem_mark", None)
         line = 2 + mark.line if mark else 1
         return None, 0, [Problem(path, line, f"malformed front matter: {exc}")]
+    except ValueError as exc:  # YAML reads 2023-02-30 as a date, which does not exist
+        line = _impossible_date_line(lines[1:end])
+        return None, 0, [Problem(path, line, f"impossible date in front matter: {exc}")]
     if not isinstance(data, dict):
         return None, 0, [Problem(path, 2, "malformed front matter: expected key: value lines")]
     return data, end + 1, []
 
 
+def _impossible_date_line(front_matter: list[str]) -> int:
+    """The file line of the first date-shaped value that is not a real date (else line 2)."""
+    for number, line in enumerate(front_matter, start=2):
+        found = _DATE_VALUE.match(line)
+        if found:
+            try:
+                dt.date.fromisoformat(found.group(1))
+            except ValueError:
+                return number
+    return 2
+
+
+def _read_lines(path: Path) -> tuple[list[str], list[Problem]]:
+    """The file's lines, or a problem naming the line of the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").splitlines(), []
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        message = f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        return [], [Problem(str(path), line, message)]
+
+
 def _parse_area_file(path: Path) -> tuple[Area | None, list[Passage], list[Problem]]:
     name = str(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines, problems = _read_lines(path)
+    if problems:
+        return None, [], problems
     meta, body_start, problems = _split_front_matter(lines, name)
     if meta is None:
         return None, [], problems
@@ -426,7 +455,9 @@ def _load_updates(folder: Path) -> tuple[list[Update], list[Problem]]:
 
 def _parse_update(path: Path) -> tuple[Update | None, list[Problem]]:
     name = str(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines, problems = _read_lines(path)
+    if problems:
+        return None, problems
     meta, body_start, problems = _split_front_matter(lines, name)
     if meta is None:
         return None, problems

@@ -239,13 +239,31 @@ def _load_backend(path: str, cache_dir: Path | None) -> _Backend:
         return _TorchBackend(path)
     folder = Path(cache_dir) / f"onnx-{_export_key(path)}"
     try:
-        if not (folder / "export.json").exists():
+        if (folder / "export.json").exists():
+            try:
+                return _checked_onnx(folder)
+            except Exception as exc:  # a damaged export would mean PyTorch on every start
+                log.warning(
+                    "the ONNX export in %s is damaged (%s); exporting it again", folder, exc
+                )
+        else:
             log.info("exporting the embedding model to ONNX (once) in %s", folder)
-            export_onnx(path, folder)
-        return _OnnxBackend(folder)
+        export_onnx(path, folder)
+        return _checked_onnx(folder)
     except Exception as exc:  # any export problem: the reference path still works
         log.warning("running the model with PyTorch (ONNX unavailable: %s)", exc)
         return _TorchBackend(path)
+
+
+def _checked_onnx(folder: Path) -> _OnnxBackend:
+    """The export in `folder`, loaded and seen to give unit vectors (a damaged file fails here)."""
+    backend = _OnnxBackend(folder)
+    vectors = backend.embed(PROBES[:2], 2)
+    if vectors.shape != (2, backend.dimension) or not np.allclose(
+        np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3
+    ):
+        raise ExportError("the exported model gives invalid vectors")
+    return backend
 
 
 class Embedder:
@@ -287,19 +305,31 @@ class MicroBatcher:
         return await future
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._pending:
             await asyncio.sleep(0)  # let questions arriving in the same tick join the batch
             batch = self._pending[: self._max_batch]
             self._pending = self._pending[self._max_batch :]
-            texts = [text for text, _ in batch]
             try:
-                vectors = await loop.run_in_executor(self._executor, self._embedder.embed, texts)
-            except Exception as exc:  # hand the failure to every waiting caller
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                vectors = await self._embed([text for text, _ in batch])
+            except Exception:  # one bad text must not fail the others: embed each alone
+                for text, future in batch:
+                    await self._embed_alone(text, future)
                 continue
             for (_, future), vector in zip(batch, vectors, strict=True):
                 if not future.done():
                     future.set_result(vector)
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._embedder.embed, texts)
+
+    async def _embed_alone(self, text: str, future: asyncio.Future[np.ndarray]) -> None:
+        """Embed one text of a failed batch; only the text that fails gets the failure."""
+        try:
+            vector = (await self._embed([text]))[0]
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                future.set_result(vector)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,9 +316,20 @@ def _prefix_of(area: Area) -> str:
     return AREA_PREFIXES[area.slug]
 
 
+def printable(text: str) -> str:
+    """Without control characters and lone UTF-16 surrogates, which no tokenizer or chat
+    platform accepts (a surrogate cannot even be encoded as UTF-8); each becomes a space."""
+    if text.isprintable():
+        return text
+    return "".join(" " if unicodedata.category(c) in ("Cc", "Cs") else c for c in text)
+
+
 def clean_question(question: str) -> tuple[str, tuple[str, ...]]:
-    """Normalise whitespace and cap the length; an empty question is the user's to fix."""
-    text = " ".join((question or "").split())
+    """Make text safe to embed and to echo, normalise whitespace and cap the length.
+
+    An empty question is the user's to fix.
+    """
+    text = " ".join(printable(question or "").split())
     if not text:
         raise EmptyQuestionError()
     if len(text) > MAX_QUESTION_CHARS:

@@ -36,7 +36,6 @@ async def broadcast(subscribers: int, pace: Pace) -> tuple[float, int]:
                 telegram_token=telegram.token, telegram_api_url=telegram.base_url, _env_file=None
             )
             outlet = TelegramOutlet(settings)
-            await outlet.start()
             sender = Sender(store, [outlet], item.areas, {"telegram": pace})
             start = time.perf_counter()
             task = asyncio.create_task(sender.run())
@@ -45,7 +44,6 @@ async def broadcast(subscribers: int, pace: Pace) -> tuple[float, int]:
             elapsed = time.perf_counter() - start
             sender.stop()
             await task
-            await outlet.close()
             floods = sum(
                 1
                 for c in telegram.calls_of("sendMessage")

@@ -168,3 +168,26 @@ def test_validate_exits_non_zero_and_prints_each_problem(
     assert main(["corpus", "validate"]) == 1
     out = capsys.readouterr().out
     assert "valuation.md:" in out and "unknown kind 'musing'" in out
+
+
+def test_an_impossible_date_and_a_file_that_is_not_utf8_are_located(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(CORPUS, tmp_path / "corpus")
+    update = next((tmp_path / "corpus" / "updates").glob("*.md"))
+    lines = update.read_text().splitlines()
+    date_line = next(n for n, line in enumerate(lines, start=1) if line.startswith("date:"))
+    lines[date_line - 1] = "date: 2023-02-30"
+    update.write_text("\n".join(lines) + "\n")
+    area_file = tmp_path / "corpus" / "valuation.md"
+    text = area_file.read_bytes().split(b"\n")
+    text[5] += " caf\xe9".encode("latin-1")  # saved by an editor as Latin-1
+    area_file.write_bytes(b"\n".join(text))
+    monkeypatch.setenv("IPBOT_CORPUS_DIR", str(tmp_path / "corpus"))
+
+    code = main(["corpus", "validate"])
+    out = capsys.readouterr().out
+
+    assert code == 1
+    assert f"{update.name}:{date_line}: impossible date" in out, out
+    assert "valuation.md:6: not valid UTF-8" in out, out

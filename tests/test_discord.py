@@ -434,10 +434,10 @@ async def test_the_token_never_reaches_the_log(
     server = FakeDiscord()
     stop, task = await start_bot(server, assistant)
     await slash(server, "ask", question=QUESTION)
-    await slash(server, "subscribe")  # an error is logged with its context
+    await slash(server, "frobnicate")  # an error is logged with its context
     await stop_bot(server, stop, task)
 
-    assert "Discord /subscribe failed" in caplog.text
+    assert "Discord /frobnicate failed" in caplog.text
     assert TOKEN not in caplog.text
 
 
@@ -454,3 +454,54 @@ async def test_answers_fit_discord_limits_even_for_long_questions(
     assert_sendable({"allowed_mentions": {"parse": []}, "embeds": [embed]})
     assert len(embed["fields"]) == top_k
     assert all("**" in field["value"] for field in embed["fields"])
+
+
+async def test_a_mention_flood_gets_one_notice_in_a_thread_then_silence(
+    fake: FakeDiscord, assistant: Assistant
+) -> None:
+    assistant.rate_limiter.limit = 2
+    mark = len(fake.calls)
+    for n in range(20):
+        await fake.post_message(f"{QUESTION} ({n})", mention=True)
+    await fake.wait_until(
+        lambda: len(fake.calls_since(mark, "POST", r"/channels/\d+/messages")) >= 3
+    )
+    await asyncio.sleep(1.0)  # time enough for the other 17 to be (not) answered
+
+    sent = fake.calls_since(mark, "POST", r"/channels/\d+/messages")
+    notices = [c for c in sent if "faster than I can" in (c.body.get("content") or "")]
+    assert len(sent) == 3 and len(notices) == 1, "a flood must cost one notice, not one each"
+    assert not fake.calls_since(mark, "POST", rf"/channels/{fake.channel_id}/messages"), (
+        "nothing may be posted publicly in the channel"
+    )
+    assert len(fake.calls_since(mark, "POST", r"/channels/\d+/typing")) == 2
+
+
+async def test_more_clicks_count_toward_the_rate_limit(
+    fake: FakeDiscord, assistant: Assistant
+) -> None:
+    assistant.rate_limiter.limit = 1
+    _, first = await slash(fake, "ask", question=QUESTION)
+    mark = len(fake.calls)
+    tokens = [await fake.click(first.message_id, custom_ids(first.body)[0]) for _ in range(3)]
+    for token in tokens:  # every click is acknowledged at once...
+        await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
+    await asyncio.sleep(1.0)
+
+    followups = fake.calls_since(mark, "POST", r"/webhooks/\d+/.*")
+    assert len(followups) == 1, "...but only the first over the limit is told"
+    assert followups[0].body["flags"] & FLAG_EPHEMERAL
+    assert "faster than I can" in followups[0].body["content"]
+
+
+async def test_a_vote_counts_once_per_user_however_often_it_is_clicked(
+    fake: FakeDiscord, assistant: Assistant
+) -> None:
+    _, first = await slash(fake, "ask", question=QUESTION)
+    helpful = custom_ids(first.body)[1]
+    for _ in range(5):
+        mark = len(fake.calls)
+        token = await fake.click(first.message_id, helpful)
+        await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
+
+    assert await assistant.store.feedback_counts() == {True: 1}

@@ -44,10 +44,8 @@ async def settle(sender: Sender, timeout: float = 30) -> None:
         await task
 
 
-async def outlet_for(fake: FakeDiscord) -> DiscordOutlet:
-    outlet = DiscordOutlet(settings_for(fake))
-    await outlet.start()
-    return outlet
+def outlet_for(fake: FakeDiscord) -> DiscordOutlet:
+    return DiscordOutlet(settings_for(fake))
 
 
 async def test_channels_dms_and_an_announcement_channel_each_get_one_copy(
@@ -61,11 +59,9 @@ async def test_channels_dms_and_an_announcement_channel_each_get_one_copy(
     await store.subscribe("discord", "777", "announcement", None)
     fake.blocked_channels = {fake.dm_channel_id}  # this user closed their DMs
     await publish(store)
-    outlet = await outlet_for(fake)
     try:
-        await settle(Sender(store, [outlet], retriever.corpus.areas, FAST))
+        await settle(Sender(store, [outlet_for(fake)], retriever.corpus.areas, FAST))
     finally:
-        await outlet.close()
         await fake.stop()
 
     status = await store.status(UPDATE)
@@ -82,14 +78,12 @@ async def test_a_resend_after_a_crash_cannot_duplicate(retriever: Retriever, sto
     await fake.start()
     await store.subscribe("discord", str(fake.channel_id), "group", None)
     await publish(store)
-    outlet = await outlet_for(fake)
     try:
-        await settle(Sender(store, [outlet], retriever.corpus.areas, FAST))
+        await settle(Sender(store, [outlet_for(fake)], retriever.corpus.areas, FAST))
         async with store.session.begin() as session:  # as a crash right after the send leaves it
             await session.execute(update(DeliveryRow).values(status=DeliveryStatus.SENDING))
-        await settle(Sender(store, [outlet], retriever.corpus.areas, FAST))
+        await settle(Sender(store, [outlet_for(fake)], retriever.corpus.areas, FAST))
     finally:
-        await outlet.close()
         await fake.stop()
 
     assert fake.copies(fake.channel_id) == 1, "the nonce must stop a second copy"

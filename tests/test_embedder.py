@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,3 +66,31 @@ async def test_concurrent_questions_are_embedded_together(retriever: Retriever) 
     vectors = await asyncio.gather(*(batcher.embed(q) for q in questions))
     assert sum(counting.calls) == 32 and len(counting.calls) <= 2
     assert np.allclose(np.stack(vectors), retriever.embedder.embed(questions), atol=1e-5)
+
+
+async def test_one_bad_text_fails_alone_not_its_whole_batch(retriever: Retriever) -> None:
+    batcher = MicroBatcher(retriever.embedder)
+    texts = ["who owns joint results?", "bad \ud800 text", "what is FAIR data?"]
+    results = await asyncio.gather(*(batcher.embed(t) for t in texts), return_exceptions=True)
+
+    assert isinstance(results[1], Exception), "the tokenizer should reject a lone surrogate"
+    good = [r for i, r in enumerate(results) if i != 1]
+    assert all(isinstance(r, np.ndarray) for r in good), results
+    expected = retriever.embedder.embed([texts[0], texts[2]])
+    assert np.allclose(np.stack(good), expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_damaged_onnx_export_is_exported_again(
+    data_dir: Path, tmp_path: Path, retriever: Retriever, caplog: pytest.LogCaptureFixture
+) -> None:
+    shutil.copytree(data_dir / "models", tmp_path / "models")
+    for model in (tmp_path / "models").glob("onnx-*/model.onnx"):
+        model.write_bytes(model.read_bytes()[:1000])  # a disk that filled up mid-write
+
+    embedder = Embedder("all-MiniLM-L6-v2", cache_dir=tmp_path / "models")
+
+    assert embedder.backend == "onnx", "a damaged export made every start fall back to PyTorch"
+    assert "damaged" in caplog.text
+    vectors = embedder.embed(TEXTS[:2])
+    assert np.allclose(vectors, retriever.embedder.embed(TEXTS[:2]), atol=1e-5)

@@ -29,3 +29,38 @@ def test_tokens_never_appear_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (
         settings.telegram_token and settings.telegram_token.get_secret_value() == "123:very-secret"
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("IPBOT_TELEGRAM_API_URL", "api.telegram.org/bot"),
+        ("IPBOT_DISCORD_API_URL", "ftp://discord.com/api/v10"),
+        ("IPBOT_DISCORD_GATEWAY_URL", "https://gateway.discord.gg/"),
+        ("IPBOT_DATABASE_URL", "not a database"),
+    ],
+)
+def test_a_url_setting_that_cannot_work_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings()
+
+
+def test_a_malformed_moderator_entry_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IPBOT_MODERATORS", "telegram:1,discord-role:22,discord:@alice")
+    with pytest.raises(SettingsError, match="IPBOT_MODERATORS: 'discord:@alice'"):
+        load_settings()
+
+
+def test_moderator_entries_of_each_kind_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IPBOT_MODERATORS", "telegram:1, discord:22 ,discord-role:333")
+    assert load_settings().moderators == ["telegram:1", "discord:22", "discord-role:333"]
+
+
+def test_a_blank_token_counts_as_not_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IPBOT_TELEGRAM_TOKEN", "   ")
+    monkeypatch.setenv("IPBOT_DISCORD_TOKEN", "")
+    settings = load_settings()
+    assert settings.telegram_token is None and settings.discord_token is None

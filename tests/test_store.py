@@ -108,7 +108,7 @@ async def test_after_a_crash_telegram_sends_are_uncertain_and_discord_sends_rese
     await store.subscribe("discord", "2", "channel", None)
     await publish(store)
     await store.claim(["telegram", "discord"])
-    assert await store.recover(resendable=["discord"]) == 1
+    assert await store.recover(["telegram", "discord"], resendable=["discord"]) == 1
     status = await store.status("2023-03-01-adopted")
     assert status is not None and (status.uncertain, status.pending) == (1, 1)
     again = await store.claim(["telegram", "discord"])

@@ -18,13 +18,13 @@ from telegram.ext import Application
 from bot.assistant import Assistant
 from bot.commands import public_commands
 from bot.replies import DISCLAIMER, NOT_COVERED
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 from bot.store import Store
 from bot.telegram import SORRY, build_application, polling, run_telegram
 from retrieval.search import Retriever
 from tests.conftest import ipbot_env, ipbot_running
 from tests.fakes.telegram_rules import parse_html, utf16_length
-from tests.fakes.telegram_server import BOT_USER, GROUP, USER_ID, Call, FakeTelegram
+from tests.fakes.telegram_server import BOT_USER, GROUP, USER_ID, Call, FakeTelegram, url_echoes
 
 pytestmark = pytest.mark.slow
 
@@ -348,3 +348,137 @@ async def test_ipbot_run_answers_and_stops_on_sigterm(
     assert PASSAGE_HEADING.search(reply.text), log[-2000:]
     assert code == 0 and time.monotonic() - stopped < 5, log[-2000:]
     assert telegram.token.split(":")[1] not in log, "the token leaked into the output"
+
+
+def leaked(log: str, token: str) -> list[str]:
+    """The forms of the token's secret part (plain, URL-encoded, HTML entities) in `log`."""
+    return [form for form in url_echoes(token.partition(":")[2]) if form in log]
+
+
+async def test_a_refusal_that_echoes_the_token_ends_ipbot_with_a_redacted_line(
+    telegram: FakeTelegram, retriever: Retriever, data_dir: Path, tmp_path: Path
+):
+    telegram.fail_next("getMe", 403, "Forbidden: blocked by proxy", echo_url=True)
+    env = ipbot_env(
+        data_dir,
+        IPBOT_TELEGRAM_TOKEN=telegram.token,
+        IPBOT_TELEGRAM_API_URL=telegram.base_url,
+        IPBOT_LOG_LEVEL="DEBUG",
+    )
+    async with ipbot_running(env, tmp_path) as process:
+        code = await asyncio.wait_for(process.wait(), timeout=120)
+    log = (tmp_path / "ipbot.log").read_text(errors="replace")
+    errors = [line for line in log.splitlines() if line.startswith("ipbot: error:")]
+
+    assert code != 0 and len(errors) == 1, log[-2000:]
+    assert "blocked by proxy" in errors[0] and "<redacted>" in errors[0]
+    assert not leaked(log, telegram.token), "the token leaked into the output"
+
+
+async def test_a_conflict_that_echoes_the_token_is_logged_redacted_and_polling_goes_on(
+    telegram: FakeTelegram, retriever: Retriever, data_dir: Path, tmp_path: Path
+):
+    env = ipbot_env(
+        data_dir,
+        IPBOT_TELEGRAM_TOKEN=telegram.token,
+        IPBOT_TELEGRAM_API_URL=telegram.base_url,
+        IPBOT_LOG_LEVEL="DEBUG",
+    )
+    async with ipbot_running(env, tmp_path) as process:
+        await telegram.next_call("setMyCommands", timeout=120)
+        telegram.fail_next(
+            "getUpdates", 409, "Conflict: terminated by other getUpdates request", echo_url=True
+        )
+        before = await ask_privately(telegram, "/about")  # the poll after this one fails
+        after = await ask_privately(telegram, "/about")
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), timeout=15)
+    log = (tmp_path / "ipbot.log").read_text(errors="replace")
+
+    assert before.ok and after.ok and code == 0, log[-2000:]
+    assert "terminated by other getUpdates request" in log and "<redacted>" in log
+    assert not leaked(log, telegram.token), "the token leaked into the log"
+
+
+async def test_a_token_revoked_while_polling_stops_the_adapter(
+    telegram: FakeTelegram, assistant: Assistant
+):
+    settings = Settings(
+        telegram_token=telegram.token, telegram_api_url=telegram.base_url, _env_file=None
+    )
+    task = asyncio.create_task(run_telegram(assistant, settings, asyncio.Event()))
+    await telegram.next_call("setMyCommands")
+    telegram.fail_next("getUpdates", 401, "Unauthorized")
+    telegram.private_message("/help")  # ends the pending long poll: the next one fails
+
+    with pytest.raises(SettingsError, match="Telegram rejected IPBOT_TELEGRAM_TOKEN"):
+        await asyncio.wait_for(task, 15)
+
+
+async def test_a_flood_gets_one_notice_then_silence_without_typing(
+    telegram: FakeTelegram, retriever: Retriever, store: Store
+):
+    async with running_bot(telegram, Assistant(retriever, store, rate_limit_per_minute=2)):
+        for n in range(20):
+            telegram.private_message(f"{QUESTION} ({n})")
+        replies = [await telegram.next_call("sendMessage") for _ in range(3)]
+        await asyncio.sleep(1.0)  # time enough for the other 17 to be (not) answered
+
+    assert sum(bool(PASSAGE_HEADING.search(r.text)) for r in replies) == 2
+    assert sum("faster than I can keep up" in r.text for r in replies) == 1
+    assert len(telegram.calls_of("sendMessage")) == 3, "a flood must not be answered"
+    assert len(telegram.calls_of("sendChatAction")) == 2, "no typing for dropped messages"
+
+
+async def test_more_presses_count_toward_the_rate_limit(
+    telegram: FakeTelegram, retriever: Retriever, store: Store
+):
+    async with running_bot(telegram, Assistant(retriever, store, rate_limit_per_minute=2)):
+        answer = await ask_privately(telegram, QUESTION)
+        for _ in range(10):
+            telegram.press(answer.result, "More ▸")
+        replies = [await telegram.next_call("sendMessage") for _ in range(2)]
+        await asyncio.sleep(1.0)
+
+    assert sum(bool(PASSAGE_HEADING.search(r.text)) for r in replies) == 1
+    assert sum("faster than I can keep up" in r.text for r in replies) == 1
+    assert len(telegram.calls_of("sendMessage")) == 3, "60 presses gave 60 answers"
+    assert all(c.ok for c in telegram.calls_of("answerCallbackQuery"))
+
+
+async def test_inline_paging_counts_toward_the_rate_limit(
+    telegram: FakeTelegram, retriever: Retriever, store: Store
+):
+    async with running_bot(telegram, Assistant(retriever, store, rate_limit_per_minute=2)):
+        for offset in ("", "3", "6", "9", "12"):
+            telegram.inline_query("joint ownership agreement", offset=offset)
+        answers = [await telegram.next_call("answerInlineQuery") for _ in range(3)]
+        await asyncio.sleep(1.0)
+
+    notices = [a for a in answers if a.params["results"][0]["id"] == "notice"]
+    assert len(notices) == 1 and len(telegram.calls_of("answerInlineQuery")) == 3
+
+
+async def test_a_replayed_vote_button_counts_once(telegram: FakeTelegram, bot, assistant):
+    answer = await ask_privately(telegram, QUESTION)
+    vote = next(b for b in answer.buttons if b["text"] == "👍 Helpful")
+    for _ in range(5):
+        telegram.press_data(answer.result, vote["callback_data"])
+    answers = [await telegram.next_call("answerCallbackQuery") for _ in range(5)]
+
+    assert [a.params["text"] for a in answers].count("Thank you for your feedback!") == 1
+    assert await assistant.store.feedback_counts() == {True: 1}
+
+
+async def test_a_question_with_broken_characters_spoils_no_one_elses_answer(
+    telegram: FakeTelegram, bot
+):
+    telegram.private_message("Who owns \ud800 joint results?\x00\x1b[31m", user_id=2001)
+    telegram.private_message(QUESTION, user_id=2002)
+    replies = {
+        int(c.params["chat_id"]): c for c in [await telegram.next_call("sendMessage") for _ in "ab"]
+    }
+
+    assert set(replies) == {2001, 2002} and all(r.ok for r in replies.values())
+    assert PASSAGE_HEADING.search(replies[2002].text), "the other user's answer was spoiled"
+    assert html.escape(SORRY) not in replies[2001].text

@@ -490,6 +490,7 @@ class Store:
                         DeliveryRow(
                             update_id=update_id,
                             subscription_id=row.id,
+                            platform=row.platform,
                             due_at=due,
                             nonce=secrets.token_hex(9),
                             changed_at=now,
@@ -544,25 +545,20 @@ class Store:
             pending=pending,
         )
 
-    async def recover(self, resendable: Iterable[str]) -> int:
-        """After a crash: rows left `sending` are resent where the platform deduplicates
-        (`resendable` platforms), and marked `uncertain` elsewhere. Returns the uncertain count."""
-        resendable = list(resendable)
+    async def recover(self, platforms: Iterable[str], resendable: Iterable[str]) -> int:
+        """After a crash: rows of `platforms` left `sending` are resent where the platform
+        deduplicates (`resendable`), and marked `uncertain` elsewhere. Returns the uncertain count."""
+        platforms, resendable = list(platforms), list(resendable)
+        stuck = (DeliveryRow.status == DeliveryStatus.SENDING, DeliveryRow.platform.in_(platforms))
         async with self.session.begin() as session:
-            stuck = (
-                select(DeliveryRow.id)
-                .join(SubscriptionRow)
-                .where(DeliveryRow.status == DeliveryStatus.SENDING)
-            )
-            again = stuck.where(SubscriptionRow.platform.in_(resendable))
             await session.execute(
                 update(DeliveryRow)
-                .where(DeliveryRow.id.in_(again))
+                .where(*stuck, DeliveryRow.platform.in_(resendable))
                 .values(status=DeliveryStatus.PENDING, changed_at=utcnow())
             )
             result = await session.execute(
                 update(DeliveryRow)
-                .where(DeliveryRow.id.in_(stuck.where(SubscriptionRow.platform.not_in(resendable))))
+                .where(*stuck, DeliveryRow.platform.not_in(resendable))
                 .values(
                     status=DeliveryStatus.UNCERTAIN,
                     error="interrupted while sending",
@@ -583,26 +579,25 @@ class Store:
     async def _claim(self, platforms: list[str], limit: int) -> list[Claim]:
         now = utcnow()
         async with self.session.begin() as session:
-            query = (
-                select(DeliveryRow, SubscriptionRow)
-                .join(SubscriptionRow)
+            due = (
+                select(DeliveryRow)
                 .where(
                     DeliveryRow.status == DeliveryStatus.PENDING,
+                    DeliveryRow.platform.in_(platforms),
                     DeliveryRow.due_at <= now,
-                    SubscriptionRow.active.is_(True),
-                    SubscriptionRow.platform.in_(list(platforms)),
                 )
                 .order_by(DeliveryRow.due_at, DeliveryRow.id)
                 .limit(limit)
-                .with_for_update(skip_locked=True, of=DeliveryRow)
+                .with_for_update(skip_locked=True)
             )
-            found = (await session.execute(query)).all()
-            claimed: set[int] = set()
-            if found:
-                result = await session.execute(
+            found = list(await session.scalars(due))
+            if not found:
+                return []
+            claimed = set(
+                await session.scalars(
                     update(DeliveryRow)
                     .where(
-                        DeliveryRow.id.in_([d.id for d, _ in found]),
+                        DeliveryRow.id.in_([d.id for d in found]),
                         DeliveryRow.status == DeliveryStatus.PENDING,
                     )
                     .values(
@@ -612,33 +607,68 @@ class Store:
                     )
                     .returning(DeliveryRow.id)
                 )
-                claimed = set(result.scalars())
-            groups: dict[int, list[DeliveryRow]] = {}
-            subs: dict[int, SubscriptionRow] = {}
-            for delivery, sub in found:
-                if delivery.id in claimed:
-                    groups.setdefault(sub.id, []).append(delivery)
-                    subs[sub.id] = sub
+            )
+            rows = [d for d in found if d.id in claimed]
+            subs = {
+                sub.id: sub
+                for sub in await session.scalars(
+                    select(SubscriptionRow).where(
+                        SubscriptionRow.id.in_({d.subscription_id for d in rows})
+                    )
+                )
+            }
+            rows += await self._digest_companions(session, rows, subs, now)
             for sub in subs.values():
                 if sub.digest:
                     sub.next_digest_at = _next_digest(now)
-        claims = []
-        for sub_id, rows in groups.items():
-            sub = subs[sub_id]
-            claims.append(
-                Claim(
-                    delivery_ids=tuple(r.id for r in rows),
-                    subscription_id=sub.id,
-                    platform=sub.platform,
-                    chat_id=sub.chat_id,
-                    kind=sub.kind,
-                    update_ids=tuple(r.update_id for r in rows),
-                    nonce=rows[0].nonce,
-                    attempts=max(r.attempts for r in rows) + 1,
-                    digest=sub.digest,
+        groups: dict[int, list[DeliveryRow]] = {}
+        for delivery in rows:
+            groups.setdefault(delivery.subscription_id, []).append(delivery)
+        return [
+            Claim(
+                delivery_ids=tuple(r.id for r in group),
+                subscription_id=sub_id,
+                platform=subs[sub_id].platform,
+                chat_id=subs[sub_id].chat_id,
+                kind=subs[sub_id].kind,
+                update_ids=tuple(r.update_id for r in group),
+                nonce=group[0].nonce,
+                attempts=max(r.attempts for r in group) + 1,
+                digest=subs[sub_id].digest,
+            )
+            for sub_id, group in groups.items()
+        ]
+
+    @staticmethod
+    async def _digest_companions(
+        session: Any, rows: list[DeliveryRow], subs: dict[int, SubscriptionRow], now: dt.datetime
+    ) -> list[DeliveryRow]:
+        """A weekly digest sends every due update of its chat at once: claim them together."""
+        digests = [sub.id for sub in subs.values() if sub.digest]
+        if not digests:
+            return []
+        taken = [r.id for r in rows]
+        extra = list(
+            await session.scalars(
+                select(DeliveryRow)
+                .where(
+                    DeliveryRow.subscription_id.in_(digests),
+                    DeliveryRow.status == DeliveryStatus.PENDING,
+                    DeliveryRow.due_at <= now,
+                    DeliveryRow.id.not_in(taken),
+                )
+                .with_for_update(skip_locked=True)
+            )
+        )
+        if extra:
+            await session.execute(
+                update(DeliveryRow)
+                .where(DeliveryRow.id.in_([r.id for r in extra]))
+                .values(
+                    status=DeliveryStatus.SENDING, attempts=DeliveryRow.attempts + 1, changed_at=now
                 )
             )
-        return claims
+        return extra
 
     async def finish(
         self,
@@ -663,12 +693,9 @@ class Store:
         """When the earliest pending row falls due, so the sender can sleep until then."""
         async with self.session() as session:
             return await session.scalar(
-                select(func.min(DeliveryRow.due_at))
-                .join(SubscriptionRow)
-                .where(
+                select(func.min(DeliveryRow.due_at)).where(
                     DeliveryRow.status == DeliveryStatus.PENDING,
-                    SubscriptionRow.active.is_(True),
-                    SubscriptionRow.platform.in_(list(platforms)),
+                    DeliveryRow.platform.in_(list(platforms)),
                 )
             )
 

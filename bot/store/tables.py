@@ -104,12 +104,13 @@ class DeliveryRow(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("update_id", "subscription_id"),
-        Index("ix_deliveries_due", "status", "due_at"),
+        Index("ix_deliveries_due", "status", "platform", "due_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     update_id: Mapped[str] = mapped_column(ForeignKey("updates.id", ondelete="CASCADE"))
     subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(16))  # the subscription's, for one-table claims
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     due_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     attempts: Mapped[int] = mapped_column(default=0)

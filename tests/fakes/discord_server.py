@@ -18,6 +18,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes import encodable
+
 DISCORD_EPOCH_MS = 1420070400000
 API_PREFIX = "/api/v10"
 # VIEW_CHANNEL, SEND_MESSAGES, EMBED_LINKS, READ_MESSAGE_HISTORY, CREATE_PUBLIC_THREADS,
@@ -74,6 +76,7 @@ class FakeDiscord:
     message_content_allowed: bool = True
     reject_token: bool = False
     refuse_threads: bool = False
+    echoing_failures: int = 0  # REST calls refused with the Authorization header in the body
     calls: list[Call] = field(default_factory=list)
     messages: dict[int, dict] = field(default_factory=dict)
     identify: dict | None = None
@@ -100,6 +103,7 @@ class FakeDiscord:
         self.dm_channels: dict[str, int] = {}
         self._nonces: dict[tuple[int, str], int] = {}
         self._sends = 0
+        self.identifies = 0
 
     # -- identities -----------------------------------------------------------------------
 
@@ -130,13 +134,14 @@ class FakeDiscord:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        """Listen on `port` (0: any free one); a test can bring Discord up late on a port."""
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -169,8 +174,8 @@ class FakeDiscord:
 
         return await asyncio.wait_for(check(), timeout)
 
-    async def wait_until_ready(self) -> None:
-        await self.wait_until(lambda: self._sequence >= 2)
+    async def wait_until_ready(self, timeout: float = 20.0) -> None:
+        await self.wait_until(lambda: self._sequence >= 2, timeout)
 
     def calls_since(self, mark: int, method: str = "", pattern: str = "") -> list[Call]:
         return [
@@ -191,27 +196,41 @@ class FakeDiscord:
         self._sequence += 1
         await self._socket.send_json({"op": 0, "t": event, "s": self._sequence, "d": data})
 
+    async def malformed_event(self) -> None:
+        """A MESSAGE_CREATE without most of its fields, which discord.py cannot parse."""
+        assert self._socket is not None
+        self._sequence += 1
+        frame = {"op": 0, "t": "MESSAGE_CREATE", "s": self._sequence, "d": {"id": "1"}}
+        await self._socket.send_json(frame)
+
     async def reconnect_request(self) -> None:
         """Ask the bot to reconnect (op 7), as Discord does when it moves a session."""
         assert self._socket is not None
         await self._socket.send_json({"op": 7, "d": None})
 
     async def post_message(
-        self, content: str, *, mention: bool = False, dm: bool = False, channel_id: int = 0
+        self,
+        content: str,
+        *,
+        mention: bool = False,
+        dm: bool = False,
+        channel_id: int = 0,
+        author: dict | None = None,
     ) -> dict:
-        """A researcher writes a message in the channel (or a thread, or a DM)."""
+        """A researcher (or `author`) writes a message in the channel, a thread or a DM."""
+        author = author or self.researcher
         if mention:
             content = f"<@{self.bot_user['id']}> {content}"
         elif not dm and not (self.identify or {}).get("intents", 0) & MESSAGE_CONTENT_INTENT:
             content = ""  # as Discord does for a bot without the message content intent
         data = self._message(
-            channel_id or (self.dm_channel_id if dm else self.channel_id), self.researcher, content
+            channel_id or (self.dm_channel_id if dm else self.channel_id), author, content
         )
         if mention:
             data["mentions"] = [self.bot_user]
         if not dm:
             data["guild_id"] = str(self.guild_id)
-            data["member"] = {k: v for k, v in self._member(self.researcher).items() if k != "user"}
+            data["member"] = {k: v for k, v in self._member(author).items() if k != "user"}
         await self.dispatch("MESSAGE_CREATE", data)
         return data
 
@@ -294,6 +313,7 @@ class FakeDiscord:
             await self._socket.send_json({"op": 11})
         elif op == 2:  # identify
             self.identify = frame["d"]
+            self.identifies += 1
             await self.dispatch("READY", self._ready())
             await self.dispatch("GUILD_CREATE", self._guild())
         elif op == 6:  # resume
@@ -346,7 +366,14 @@ class FakeDiscord:
         call = Call(request.method, path, dict(request.query), body)
         self.calls.append(call)
         try:
-            result = call.response = await self._route(request.method, path, body)
+            if self.echoing_failures > 0:  # as a misconfigured proxy's error page does
+                self.echoing_failures -= 1
+                echoed = "".join(f"&#{ord(c)};" for c in request.headers.get("Authorization", ""))
+                result = _error(400, f"Bad request from {echoed}", 0)
+            elif not encodable(body):
+                result = _error(400, "Invalid Form Body: text must be valid UTF-8", 50035)
+            else:
+                result = call.response = await self._route(request.method, path, body)
         finally:
             await self._notify()
         if result is None:
@@ -547,7 +574,9 @@ class FakeDiscord:
         message["edited_timestamp"] = _now()
         return message
 
-    async def _start_thread(self, channel_id: int, message_id: int, body: dict) -> dict:
+    async def _start_thread(self, channel_id: int, message_id: int, body: dict) -> Any:
+        if not 1 <= len(body.get("name") or "") <= 100:
+            return _error(400, "Invalid Form Body: name must be 1 to 100 characters", 50035)
         thread = {
             "id": str(message_id),  # a thread started from a message takes the message's id
             "guild_id": str(self.guild_id),

@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
+from tests.fakes import encodable
 from tests.fakes.telegram_rules import (
     Rejected,
     check_commands,
@@ -84,11 +86,37 @@ class Call:
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, description: str, retry_after: int | None = None):
+    def __init__(
+        self,
+        code: int,
+        description: str,
+        retry_after: int | None = None,
+        echo_url: bool = False,
+    ):
         super().__init__(description)
         self.body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
         if retry_after is not None:
             self.body["parameters"] = {"retry_after": retry_after}
+        self.echo_url = echo_url
+
+    def echoing(self, url: str) -> ApiError:
+        """This error with the request URL (token included) in its description, if it echoes."""
+        if not self.echo_url:
+            return self
+        description = f"{self.body['description']} ({'; '.join(url_echoes(url))})"
+        return ApiError(self.body["error_code"], description)
+
+
+def url_echoes(url: str) -> list[str]:
+    """A URL as proxies and error pages repeat it: plain, URL-encoded, in HTML entities."""
+    return [
+        url,
+        quote(url, safe=""),
+        url.replace(":", "&#58;"),
+        url.replace(":", "&#x3a;"),
+        "".join(f"&#{ord(c)};" for c in url),
+        "".join(f"&#x{ord(c):X};" for c in url),
+    ]
 
 
 class FakeTelegram:
@@ -170,15 +198,24 @@ class FakeTelegram:
         self._queue(inline_query={**fields, "offset": offset, "chat_type": "sender"})
 
     def fail_next(
-        self, method: str, code: int = 429, description: str | None = None, retry_after: int = 1
+        self,
+        method: str,
+        code: int = 429,
+        description: str | None = None,
+        retry_after: int = 1,
+        echo_url: bool = False,
     ) -> None:
-        """Answer the next call of `method` with an error (429 carries retry_after)."""
+        """Answer the next call of `method` with an error (429 carries retry_after).
+
+        With `echo_url` the description repeats the request URL, token included, in the
+        encodings of `url_echoes`, as some proxies and error pages do.
+        """
         if code == 429:
             error = ApiError(
                 429, description or f"Too Many Requests: retry after {retry_after}", retry_after
             )
         else:
-            error = ApiError(code, description or "Bad Gateway")
+            error = ApiError(code, description or "Bad Gateway", echo_url=echo_url)
         self._failures.setdefault(method, []).append(error)
 
     # Observing the bot.
@@ -192,6 +229,16 @@ class FakeTelegram:
             )
         self._seen[method] = seen + 1
         return self.calls_of(method)[seen]
+
+    async def replies_in(self, chat_id: int, timeout: float = 20.0) -> list[Call]:
+        """The messages sent to a chat so far, once there is at least one."""
+
+        def sent() -> list[Call]:
+            return [c for c in self.calls_of("sendMessage") if int(c.params["chat_id"]) == chat_id]
+
+        if not await self._wait(lambda: bool(sent()), timeout):
+            raise AssertionError(f"the bot sent nothing to chat {chat_id} within {timeout} s")
+        return sent()
 
     def calls_of(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
@@ -208,9 +255,11 @@ class FakeTelegram:
         try:
             if api is None:
                 raise ApiError(404, "Not Found")
+            if not encodable(call.params):
+                raise ApiError(400, "Bad Request: strings must be encoded in UTF-8")
             failures = self._failures.get(method)
             if failures:
-                raise failures.pop(0)
+                raise failures.pop(0).echoing(str(request.url))
             call.result = await api(call.params)
             body: dict[str, Any] = {"ok": True, "result": call.result}
         except ApiError as exc:

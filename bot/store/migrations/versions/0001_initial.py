@@ -91,6 +91,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("update_id", sa.String(length=200), nullable=False),
         sa.Column("subscription_id", sa.Integer(), nullable=False),
+        sa.Column("platform", sa.String(length=16), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("due_at", sa.DateTime(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
@@ -104,7 +105,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("update_id", "subscription_id"),
     )
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.create_index("ix_deliveries_due", ["status", "due_at"], unique=False)
+        batch_op.create_index("ix_deliveries_due", ["status", "platform", "due_at"], unique=False)
 
     op.create_table(
         "feedback",
