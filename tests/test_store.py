@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from bot.store import DeliveryStatus, Store, StoreError, async_url
-from bot.store.tables import QuestionRow, utcnow
+from bot.store.tables import QuestionRow, SubscriptionRow, utcnow
 
 AREAS = ("valuation", "open-science", "industry-academia")
 
@@ -193,4 +193,33 @@ async def test_questions_past_the_retention_period_are_purged_with_their_votes(
     assert await store.purge_questions(dt.timedelta(days=90)) == 1
     assert await store.question(old) is None and await store.question(recent) is not None
     assert await store.feedback_counts() == {}
+    await store.close()
+
+
+async def test_the_first_votes_arriving_together_all_count(database_url: str) -> None:
+    store = await open_(database_url)
+    qid = await store.record_question("telegram", "q", None, None, True, 0.5, ["JIA-D3"])
+    votes = await asyncio.gather(*(store.record_vote(qid, f"telegram:{n}", True) for n in range(8)))
+
+    assert votes == [True] * 8
+    assert await store.feedback_counts() == {True: 8}
+    await store.close()
+
+
+async def test_a_weekly_digest_claims_all_its_due_updates_as_one_message(
+    database_url: str,
+) -> None:
+    store = await open_(database_url)
+    sub = await store.subscribe("telegram", "1", "private", None, digest=True)
+    async with store.session.begin() as session:  # Monday morning has come
+        row = await session.get(SubscriptionRow, sub.id)
+        row.next_digest_at = utcnow() - dt.timedelta(minutes=1)  # type: ignore[union-attr]
+    await publish(store)
+    await store.publish("second", dt.date(2023, 4, 1), "t", "b", "https://e.eu", AREAS, "cli")
+
+    claims = await store.claim(["telegram"], limit=1)
+
+    assert len(claims) == 1 and claims[0].digest
+    assert sorted(claims[0].update_ids) == ["2023-03-01-adopted", "second"]
+    assert (await store.next_due(["telegram"])) is None, "the next digest waits for next week"
     await store.close()

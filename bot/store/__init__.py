@@ -201,6 +201,7 @@ class Store:
         self.session = async_sessionmaker(engine, expire_on_commit=False)
         self.dialect = engine.dialect.name
         self._salt: str | None = None
+        self._salt_lock = asyncio.Lock()
         # SQLite has no SKIP LOCKED and serves one process: claims take turns here instead
         self._claim_lock: asyncio.Lock | contextlib.nullcontext[None] = (
             asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
@@ -286,13 +287,23 @@ class Store:
     async def _voter(self, user_key: str) -> str:
         """A salted one-way digest: enough to count one vote per person, not to name them."""
         if self._salt is None:
-            async with self.session.begin() as session:
-                row = await session.get(MetaRow, "voter_salt")
-                if row is None:
-                    row = MetaRow(key="voter_salt", value=secrets.token_hex(16))
-                    session.add(row)
-            self._salt = row.value
+            async with self._salt_lock:
+                self._salt = self._salt or await self._installation_salt()
         return hashlib.sha256(f"{self._salt}|{user_key}".encode()).hexdigest()[:40]
+
+    async def _installation_salt(self) -> str:
+        """The salt of this installation, made once (another process may race to make it)."""
+        for _ in range(2):
+            async with self.session() as session:
+                row = await session.get(MetaRow, "voter_salt")
+                if row is not None:
+                    return row.value
+            try:
+                async with self.session.begin() as session:
+                    session.add(MetaRow(key="voter_salt", value=secrets.token_hex(16)))
+            except IntegrityError:
+                continue  # someone else made it first: read theirs
+        raise StoreError("cannot create the voter salt")
 
     async def record_vote(self, question_id: int, user_key: str, helpful: bool) -> bool:
         """Keep a vote; False if this person already voted on this answer (or it is gone)."""
