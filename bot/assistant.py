@@ -40,6 +40,7 @@ class User:
 
     platform: str
     id: str
+    language: str | None = None  # the platform's idea of the user's language: a hint only
 
     @property
     def key(self) -> str:
@@ -168,7 +169,7 @@ class Assistant:
         self.retriever = retriever
         self.top_k = top_k
         self.rate_limiter = RateLimiter(rate_limit_per_minute)
-        self._batcher = MicroBatcher(retriever.embedder)
+        self._batchers: dict[object, MicroBatcher] = {}  # one per model, made when first needed
         self.feedback: list[Feedback] = []  # kept in memory until storage lands
 
     async def ask(
@@ -186,12 +187,25 @@ class Assistant:
                 "rate_limited",
                 f"You are asking faster than I can keep up with. Please try again in {wait} s.",
             )
-        vector = await self._batcher.embed(text)
+        language = self.retriever.language_of(text, user.language)
+        vector = await self._batcher(language).embed(text)
         answer = self.retriever.answer_with_vector(
-            text, vector, area_filter, self.top_k, offset=max(0, offset), notes=notes
+            text, vector, area_filter, self.top_k, max(0, offset), notes=notes, language=language
         )
-        log.info("question answered=%s area=%s", answer.answered, answer.area and answer.area.slug)
+        log.info(
+            "question answered=%s area=%s language=%s",
+            answer.answered,
+            answer.area and answer.area.slug,
+            language,
+        )
         return AnswerReply(answer)
+
+    def _batcher(self, language: str) -> MicroBatcher:
+        """The micro-batcher of the model that reads this language (MiniLM for English)."""
+        embedder = self.retriever.query_embedder(language)
+        if embedder not in self._batchers:
+            self._batchers[embedder] = MicroBatcher(embedder)
+        return self._batchers[embedder]
 
     def record_feedback(
         self, user: User, question: str, passage_ids: tuple[str, ...], helpful: bool
@@ -277,6 +291,8 @@ def configured_retriever(settings: Settings, progress: Progress = lambda _msg: N
         settings.index_type,
         settings.policy,
         progress,
+        settings.multilingual,
+        settings.int8,
     )
 
 
