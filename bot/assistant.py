@@ -128,7 +128,7 @@ class Assistant:
         self.rate_limiter = RateLimiter(rate_limit_per_minute)
         self.moderators = moderators
         self.dissemination = dissemination or Dissemination(store, retriever)
-        self._batcher = MicroBatcher(retriever.embedder)
+        self._batchers: dict[object, MicroBatcher] = {}  # one per model, made when first needed
 
     # -- questions ------------------------------------------------------------------------
 
@@ -160,9 +160,16 @@ class Assistant:
         if working is not None:
             await working()
         started = time.perf_counter()
-        vector = await self._batcher.embed(text)
+        language = self.retriever.language_of(text, user.language)
+        vector = await self._batcher(language).embed(text)
         answer = self.retriever.answer_with_vector(
-            text, vector, area_filter, self.top_k, offset=max(0, offset), notes=notes
+            text, vector, area_filter, self.top_k, max(0, offset), notes=notes, language=language
+        )
+        log.info(
+            "question answered=%s area=%s language=%s",
+            answer.answered,
+            answer.area and answer.area.slug,
+            language,
         )
         latency = (time.perf_counter() - started) * 1000
         if not remember:
@@ -177,8 +184,14 @@ class Assistant:
             (hit.passage.id for hit in answer.hits),
             latency,
         )
-        log.info("question answered=%s area=%s", answer.answered, answer.area and answer.area.slug)
         return AnswerReply(answer, question_id)
+
+    def _batcher(self, language: str) -> MicroBatcher:
+        """The micro-batcher of the model that reads this language (MiniLM for English)."""
+        embedder = self.retriever.query_embedder(language)
+        if embedder not in self._batchers:
+            self._batchers[embedder] = MicroBatcher(embedder)
+        return self._batchers[embedder]
 
     def _slow_down(self, user: User) -> Notice:
         wait = self.rate_limiter.retry_after(user.key)
@@ -205,8 +218,11 @@ class Assistant:
         if asked is None:
             return Notice("expired", EXPIRED)
         text, _, area = self.retriever.prepare(asked.text, asked.area_filter)
-        vector = await self._batcher.embed(text)
-        answer = self.retriever.answer_with_vector(text, vector, area, self.top_k, offset=offset)
+        language = self.retriever.language_of(text, None)
+        vector = await self._batcher(language).embed(text)
+        answer = self.retriever.answer_with_vector(
+            text, vector, area, self.top_k, offset, language=language
+        )
         return tuple(hit.passage for hit in answer.hits)
 
     async def vote(self, user: User, question_id: int, helpful: bool) -> Notice:
@@ -357,4 +373,6 @@ def configured_retriever(settings: Settings, progress: Progress = lambda _msg: N
         settings.index_type,
         settings.policy,
         progress,
+        settings.multilingual,
+        settings.int8,
     )

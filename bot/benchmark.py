@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -24,11 +25,13 @@ from bot.assistant import Assistant, User, configured_retriever
 from bot.settings import Settings
 from bot.store import Store
 from retrieval.corpus import load_corpus
-from retrieval.evaluate import DEFAULT_EVAL_FILE
+from retrieval.evaluate import DEFAULT_EVAL_FILE, TRANSLATED_EVAL_FILE, load_translated_sets
 from retrieval.index import IndexStore, Progress
+from retrieval.multilingual import multilingual_store
 from retrieval.search import Retriever
 
 CONCURRENCY = 32
+FLOOR_THREADS = 2
 
 
 def bench_questions() -> list[str]:
@@ -52,6 +55,41 @@ def cold_start(settings: Settings) -> tuple[float, float]:
     )
     elapsed = time.perf_counter() - start
     return elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def translated_questions() -> list[str]:
+    """Every question of the translated tuning set, languages interleaved."""
+    sets = load_translated_sets(TRANSLATED_EVAL_FILE)
+    by_language = [[q.question for q in data.questions] for data in sets.values()]
+    return [q for group in zip(*by_language, strict=True) for q in group]
+
+
+def batch_floor(retriever: Retriever, questions: list[str], rounds: int = 8) -> float:
+    """Questions per second of the bare model: batches of 32 on two threads, no ranking.
+
+    The ceiling for `ipbot bench`'s concurrent throughput: what is left between the two is
+    ranking, the event loop and batching overhead.
+    """
+    batches = [
+        [questions[(r * CONCURRENCY + i) % len(questions)] for i in range(CONCURRENCY)]
+        for r in range(rounds)
+    ]
+    model = retriever.embedder.model_for_benchmark()
+    model(batches[0])
+    with ThreadPoolExecutor(FLOOR_THREADS) as pool:
+        start = time.perf_counter()
+        list(pool.map(model, batches))
+        return rounds * CONCURRENCY / (time.perf_counter() - start)
+
+
+def multilingual_build(settings: Settings, retriever: Retriever) -> float | None:
+    """Seconds for a full multilingual index build from an empty cache (None when it is off)."""
+    if retriever.multilingual is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        multilingual_store(Path(tmp)).build(retriever.corpus, retriever.multilingual.model.passages)
+        return time.perf_counter() - start
 
 
 def warm_latency(retriever: Retriever, questions: list[str], count: int) -> list[float]:
@@ -116,20 +154,32 @@ def run_benchmark(settings: Settings, questions: int = 200, progress: Progress =
     cold, cold_rss = cold_start(settings)
     progress(f"Timing {questions} warm questions...")
     timings = warm_latency(retriever, texts, questions)
-    progress(f"Timing {CONCURRENCY} concurrent users...")
+    progress(f"Timing {questions} warm questions in other languages...")
+    translated = warm_latency(retriever, translated_questions(), questions)
+    progress(f"Timing {CONCURRENCY} concurrent users and the bare model's batch floor...")
     throughput = asyncio.run(throughput_with_store(retriever, texts))
+    floor = batch_floor(retriever, texts)
     progress("Timing index builds...")
     full, incremental = index_builds(settings, retriever)
+    multilingual = multilingual_build(settings, retriever)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     quantiles = statistics.quantiles(timings, n=20)
+    translated_q = statistics.quantiles(translated, n=20)
+    ml_build = f"{multilingual:.1f} s" if multilingual is not None else "off"
     return "\n".join(
         [
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             f"corpus: {len(retriever.corpus.passages)} passages",
             f"cold start to first answer: {cold:.2f} s (peak RSS {cold_rss:.0f} MB)",
             f"warm latency per question: p50 {statistics.median(timings):.1f} ms, p95 {quantiles[18]:.1f} ms",
-            f"throughput, {CONCURRENCY} concurrent questions: {throughput:.0f} questions/s",
+            f"warm latency, other languages: p50 {statistics.median(translated):.1f} ms, "
+            f"p95 {translated_q[18]:.1f} ms",
+            f"throughput, {CONCURRENCY} concurrent questions: {throughput:.0f} questions/s "
+            f"({throughput / floor:.2f}x the bare model's batch floor)",
+            f"bare model batch floor ({CONCURRENCY} per batch, {FLOOR_THREADS} threads): "
+            f"{floor:.0f} questions/s",
             f"full index build (empty cache): {full:.1f} s",
+            f"full multilingual index build (empty cache): {ml_build}",
             f"re-embed one changed passage and swap: {incremental:.2f} s",
             f"peak RSS of this process (includes the builds): {peak:.0f} MB",
         ]

@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--calibrate", action="store_true", help="also search abstention thresholds"
     )
+    evaluate.add_argument(
+        "--translated",
+        action="store_true",
+        help="questions in other languages, per language (default tests/data/eval_translated.yaml)",
+    )
     db = commands.add_parser("db", help="manage the database")
     db.add_argument("action", choices=["upgrade"], help="upgrade: apply migrations")
     updates = commands.add_parser("updates", help="dissemination updates (corpus/updates/)")
@@ -174,8 +179,12 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
 
     corpus = load_corpus(settings.corpus_dir)
     progress(f"Loading the embedding model ({settings.model})...")
-    embedder = Embedder(settings.model, cache_dir=settings.data_dir / "models")
+    embedder = Embedder(settings.model, cache_dir=settings.data_dir / "models", int8=settings.int8)
     IndexStore(settings.data_dir, settings.index_type).build(corpus, embedder, progress)
+    if settings.multilingual:
+        from retrieval.multilingual import open_multilingual
+
+        open_multilingual(settings.data_dir, corpus, progress)
     return 0
 
 
@@ -319,8 +328,26 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from retrieval.evaluate import DEFAULT_EVAL_FILE, evaluate, format_report
 
     retriever = configured_retriever(settings, progress)
+    if args.translated:
+        return _eval_translated(retriever, args.file, args.calibrate)
     report = evaluate(retriever, args.file or DEFAULT_EVAL_FILE, calibrate=args.calibrate)
     print(format_report(report))
+    return 0
+
+
+def _eval_translated(retriever, file: Path | None, calibrate: bool) -> int:
+    from retrieval.evaluate import (
+        TRANSLATED_EVAL_FILE,
+        calibrate_translated,
+        evaluate_languages,
+        format_language_reports,
+    )
+
+    if retriever.multilingual is None:
+        raise UserInputError("the multilingual path is off (IPBOT_MULTILINGUAL=false)")
+    reports = evaluate_languages(retriever, file or TRANSLATED_EVAL_FILE)
+    threshold = calibrate_translated(reports) if calibrate else None
+    print(format_language_reports(reports, threshold))
     return 0
 
 

@@ -32,6 +32,7 @@ class User:
 
     platform: str
     id: str
+    language: str | None = None  # the platform's idea of the user's language: a hint only
 
     @property
     def key(self) -> str:

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     model: str = DEFAULT_MODEL
     index_type: str = "flat"
+    multilingual: bool = True  # questions in other languages through the multilingual model
+    int8: bool = True  # MiniLM quantised to int8: faster, recall within a point (performance.md)
     top_k: int = Field(3, ge=1, le=10)
     telegram_token: SecretStr | None = None
     telegram_api_url: str = "https://api.telegram.org/bot"

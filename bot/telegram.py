@@ -137,7 +137,8 @@ def assistant_of(context: ContextTypes.DEFAULT_TYPE) -> Assistant:
 
 def user_of(update: Update) -> User:
     assert update.effective_user is not None
-    return User("telegram", str(update.effective_user.id))
+    user = update.effective_user
+    return User("telegram", str(user.id), user.language_code)
 
 
 def context_of(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Context:

@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from retrieval.search import MODES, AbstentionPolicy, Mode, Retriever, abstention_signals
+from retrieval.multilingual import rank_dense
+from retrieval.search import (
+    MODES,
+    AbstentionPolicy,
+    Answer,
+    Mode,
+    Retriever,
+    abstention_signals,
+)
 
 DEFAULT_EVAL_FILE = Path(__file__).resolve().parent.parent / "tests" / "data" / "eval.yaml"
 KS = (1, 3, 5)
@@ -215,4 +223,122 @@ def format_report(report: Report) -> str:
     if report.misses:
         lines.append(f"hybrid misses at 3 ({len(report.misses)}):")
         lines += [f"  {m}" for m in report.misses]
+    return "\n".join(lines)
+
+
+TRANSLATED_EVAL_FILE = DEFAULT_EVAL_FILE.parent / "eval_translated.yaml"
+
+
+@dataclass(frozen=True)
+class LanguageReport:
+    """The whole path for one language: detection, ranking and abstention, end to end."""
+
+    language: str
+    questions: int
+    routed: float  # share of its real questions that took the multilingual path
+    recall: dict[int, float]
+    false_abstention: float
+    abstention_recall: float
+    best_scores: tuple[float, ...]  # best multilingual score of each real question
+    off_topic_best: tuple[float, ...]
+
+
+def load_translated_sets(path: Path) -> dict[str, EvalSet]:
+    """One eval set per language from a file of questions with one key per language."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return {
+        language: EvalSet(
+            tuple(
+                EvalQuestion(str(item[language]), str(item["area"]), tuple(item["expected"]))
+                for item in data.get("questions", [])
+            ),
+            tuple(str(item[language]) for item in data.get("off_topic", [])),
+        )
+        for language in data.get("languages", [])
+    }
+
+
+def _answers(retriever: Retriever, texts: list[str]) -> tuple[list[Answer], list[float], float]:
+    """Answers as users get them (each question through its detected path), the best
+    multilingual score of each whatever the threshold (for calibration), and the share of
+    questions the multilingual path took."""
+    multilingual, translated = retriever.multilingual, retriever.state.translated
+    if multilingual is None or translated is None:
+        raise ValueError("the multilingual path is off")
+    languages = [retriever.language_of(t) for t in texts]
+    other = multilingual.model.queries.embed(texts)
+    english_rows = [i for i, lang in enumerate(languages) if lang == "en"]
+    english = retriever.embedder.embed([texts[i] for i in english_rows])
+    vectors = list(other)
+    for i, vector in zip(english_rows, english, strict=True):
+        vectors[i] = vector
+    answers = [
+        retriever.answer_with_vector(t, v, None, max(KS), language=lang)
+        for t, v, lang in zip(texts, vectors, languages, strict=True)
+    ]
+    best = [rank_dense(translated, v).best for v in other]
+    return answers, best, 1 - len(english_rows) / max(1, len(texts))
+
+
+def evaluate_language(retriever: Retriever, language: str, data: EvalSet) -> LanguageReport:
+    real, real_best, real_routed = _answers(retriever, [q.question for q in data.questions])
+    off, off_best, off_routed = _answers(retriever, list(data.off_topic))
+    n = max(1, len(real))
+    recall = {
+        k: sum(
+            a.answered and any(h.passage.id in q.expected for h in a.hits[:k])
+            for a, q in zip(real, data.questions, strict=True)
+        )
+        / n
+        for k in KS
+    }
+    return LanguageReport(
+        language,
+        len(real),
+        real_routed,
+        recall,
+        sum(not a.answered for a in real) / n,
+        sum(not a.answered for a in off) / max(1, len(off)),
+        tuple(real_best),
+        tuple(off_best),
+    )
+
+
+def evaluate_languages(retriever: Retriever, path: Path) -> list[LanguageReport]:
+    return [
+        evaluate_language(retriever, language, data)
+        for language, data in load_translated_sets(path).items()
+    ]
+
+
+def calibrate_translated(reports: list[LanguageReport], most_wrong: float = 0.05) -> float:
+    """The multilingual threshold that turns away the most off-topic questions while wrongly
+    abstaining on at most `most_wrong` of the real ones, over all languages together."""
+    real = np.array([s for r in reports for s in r.best_scores])
+    off = np.array([s for r in reports for s in r.off_topic_best])
+    if not len(real):
+        return 0.0
+    candidates = np.round(np.arange(0.70, 0.90, 0.0025), 4)
+    feasible = [t for t in candidates if (real < t).mean() <= most_wrong]
+    if not feasible:
+        return float(candidates[0])
+    caught = [(off < t).mean() for t in feasible]
+    best = [t for t, c in zip(feasible, caught, strict=True) if c == max(caught)]
+    return float(best[0])
+
+
+def format_language_reports(reports: list[LanguageReport], threshold: float | None) -> str:
+    lines = [
+        f"{'language':<10}{'questions':>10}{'routed':>8}"
+        + "".join(f"{f'recall@{k}':>10}" for k in KS)
+        + f"{'wrongly abstained':>19}{'off-topic abstained':>21}"
+    ]
+    for r in reports:
+        lines.append(
+            f"{r.language:<10}{r.questions:>10}{r.routed:>8.2f}"
+            + "".join(f"{r.recall[k]:>10.3f}" for k in KS)
+            + f"{r.false_abstention:>19.3f}{r.abstention_recall:>21.3f}"
+        )
+    if threshold is not None:
+        lines.append(f"calibrated multilingual threshold: {threshold}")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from pathlib import Path
 import bm25s
 import faiss
 import numpy as np
+from tqdm import tqdm
 
 from retrieval.corpus import Corpus, Passage, sha256_text
 
@@ -106,6 +107,7 @@ class SearchIndex:
     manifest: Manifest
     sentence_vectors: np.ndarray
     sentence_offsets: list[int]
+    title_vectors: np.ndarray | None = None  # only in a store made `with_titles`
 
 
 def sentence_offsets(passages: list[Passage]) -> list[int]:
@@ -115,6 +117,14 @@ def sentence_offsets(passages: list[Passage]) -> list[int]:
         offsets.append(start)
         start += len(passage.sentences)
     return offsets
+
+
+def best_sentence(index: SearchIndex, row: int, vector: np.ndarray) -> str:
+    """The passage's sentence closest in meaning to the question (same model as the vector)."""
+    sentences = index.passages[row].sentences
+    start = index.sentence_offsets[row]
+    similarities = index.sentence_vectors[start : start + len(sentences)] @ vector
+    return sentences[int(np.argmax(similarities))]
 
 
 def make_dense_index(vectors: np.ndarray, index_type: str) -> faiss.Index:
@@ -139,10 +149,18 @@ def make_lexical_index(passages: list[Passage]) -> bm25s.BM25:
 
 
 class IndexStore:
-    """Reads and writes index builds in a data folder, with an embedding cache beside them."""
+    """Reads and writes index builds in a data folder, with an embedding cache beside them.
 
-    def __init__(self, data_dir: Path, index_type: str = "flat"):
-        self.root = Path(data_dir) / "index"
+    `kind` names a second index of the same passages kept beside the first (its own builds,
+    link and cache under `index/<kind>/`), such as the multilingual model's; `with_titles`
+    also embeds each passage's title, which that model ranks with.
+    """
+
+    def __init__(
+        self, data_dir: Path, index_type: str = "flat", kind: str = "", with_titles: bool = False
+    ):
+        self.root = Path(data_dir) / "index" / kind if kind else Path(data_dir) / "index"
+        self.with_titles = with_titles
         self.builds = self.root / "builds"
         self.current = self.root / "current"
         self.index_type = index_type
@@ -187,17 +205,31 @@ class IndexStore:
         ):
             raise IndexCorruptError(f"index files in {folder} disagree with their manifest")
         offsets = sentence_offsets(passages)
-        return SearchIndex(passages, vectors, dense, lexical, manifest, sentence_vectors, offsets)
+        titles = self._read_titles(folder, (rows, manifest.dimension))
+        return SearchIndex(
+            passages, vectors, dense, lexical, manifest, sentence_vectors, offsets, titles
+        )
+
+    def _read_titles(self, folder: Path, shape: tuple[int, int]) -> np.ndarray | None:
+        if not self.with_titles:
+            return None
+        try:
+            titles = np.load(folder / "titles.npy", allow_pickle=False)
+        except Exception as exc:  # as for the other files: rebuild
+            raise IndexCorruptError(f"unreadable title vectors in {folder}: {exc}") from exc
+        if titles.shape != shape:
+            raise IndexCorruptError(f"title vectors in {folder} disagree with their manifest")
+        return titles
 
     def build(
         self, corpus: Corpus, embedder, progress: Progress = lambda _msg: None
     ) -> SearchIndex:
         """Embed what changed, write a complete build, then switch `current` to it atomically."""
         passages = list(corpus.passages)
-        sentences = [s for p in passages for s in p.sentences]
-        vectors, sentence_vectors = self._embed_cached(
-            [[p.search_text for p in passages], sentences], embedder, progress
-        )
+        groups = [[p.search_text for p in passages], [s for p in passages for s in p.sentences]]
+        if self.with_titles:
+            groups.append([p.title for p in passages])
+        vectors, sentence_vectors, *titles = self._embed_cached(groups, embedder, progress)
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             model=embedder.name,
@@ -216,6 +248,7 @@ class IndexStore:
             manifest,
             sentence_vectors,
             sentence_offsets(passages),
+            titles[0] if titles else None,
         )
         self._write(index)
         progress(f"Index built: {len(passages)} passages.")
@@ -230,8 +263,7 @@ class IndexStore:
         missing = [h for h in wanted if h not in cache]
         if missing:
             progress(f"Embedding {len(missing)} new or changed texts (of {len(wanted)})...")
-            fresh = embedder.embed([wanted[h] for h in missing])
-            cache.update(zip(missing, fresh, strict=True))
+            cache.update(_embed_with_progress(embedder, missing, wanted))
             self._write_cache(embedder.name, cache, keep=set(wanted))
         empty = np.zeros((0, embedder.dimension), dtype=np.float32)
         return [
@@ -264,6 +296,8 @@ class IndexStore:
         folder = Path(tempfile.mkdtemp(dir=self.builds, prefix="build-"))
         np.save(folder / "vectors.npy", index.vectors, allow_pickle=False)
         np.save(folder / "sentences.npy", index.sentence_vectors, allow_pickle=False)
+        if index.title_vectors is not None:
+            np.save(folder / "titles.npy", index.title_vectors, allow_pickle=False)
         faiss.write_index(index.dense, str(folder / "dense.faiss"))
         index.lexical.save(str(folder / "bm25"), show_progress=False)
         # the manifest is written last: a build without one is incomplete by definition
@@ -294,3 +328,19 @@ class IndexStore:
             return str(manifest["built_at"])
         except (OSError, ValueError, KeyError):
             return None
+
+
+PROGRESS_CHUNK = 256  # texts per embedding call while a progress bar is shown
+
+
+def _embed_with_progress(
+    embedder, hashes: list[str], texts: dict[str, str]
+) -> dict[str, np.ndarray]:
+    """Embed in chunks under a progress bar (shown on a terminal only): a first build takes minutes."""
+    fresh: dict[str, np.ndarray] = {}
+    with tqdm(total=len(hashes), desc="Embedding", unit="text", disable=None) as bar:
+        for start in range(0, len(hashes), PROGRESS_CHUNK):
+            chunk = hashes[start : start + PROGRESS_CHUNK]
+            fresh.update(zip(chunk, embedder.embed([texts[h] for h in chunk]), strict=True))
+            bar.update(len(chunk))
+    return fresh

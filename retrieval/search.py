@@ -24,8 +24,18 @@ from retrieval.index import (
     IndexStore,
     Progress,
     SearchIndex,
+    best_sentence,
     known_word_share,
     tokenize,
+)
+from retrieval.multilingual import (
+    ENGLISH,
+    Multilingual,
+    MultilingualUnavailableError,
+    abstains_translated,
+    open_multilingual,
+    passages_note,
+    rank_dense,
 )
 
 Mode = Literal["hybrid", "dense", "lexical"]
@@ -159,19 +169,48 @@ def rank_by_reciprocal_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K)
 class _State:
     corpus: Corpus
     index: SearchIndex
+    translated: SearchIndex | None = None  # the multilingual model's index of the same passages
 
 
 class Retriever:
     """Finds the passages that answer a question, or decides that none do."""
 
-    def __init__(self, corpus: Corpus, index: SearchIndex, embedder, policy: AbstentionPolicy):
+    def __init__(
+        self,
+        corpus: Corpus,
+        index: SearchIndex,
+        embedder,
+        policy: AbstentionPolicy,
+        multilingual: Multilingual | None = None,
+    ):
         self.embedder = embedder
         self.policy = policy
-        self._state = _State(corpus, index)
+        self.multilingual = multilingual
+        self._state = _State(corpus, index, multilingual.index if multilingual else None)
 
-    def swap(self, corpus: Corpus, index: SearchIndex) -> None:
-        """Serve a new corpus from now on; questions in flight finish on the old one."""
-        self._state = _State(corpus, index)
+    def swap(
+        self, corpus: Corpus, index: SearchIndex, translated: SearchIndex | None = None
+    ) -> None:
+        """Serve a new corpus from now on; questions in flight finish on the old one.
+
+        Without a multilingual index of the new corpus, other languages take the English path.
+        """
+        self._state = _State(corpus, index, translated)
+
+    # --- multilingual hook: which path a question takes (see retrieval/multilingual.py) ---
+    def language_of(self, question: str, hint: str | None = None) -> str:
+        """'en' for today's English path, else the language the multilingual path answers in."""
+        state = self._state
+        if self.multilingual is None or state.translated is None:
+            return ENGLISH
+        vocabulary = state.index.lexical.vocab_dict
+        return self.multilingual.detector.language_of(question, vocabulary, hint)
+
+    def query_embedder(self, language: str):
+        """The model that embeds a question in this language (MiniLM for English)."""
+        if language == ENGLISH or self.multilingual is None:
+            return self.embedder
+        return self.multilingual.model.queries
 
     @property
     def state(self) -> _State:
@@ -216,11 +255,15 @@ class Retriever:
         top_k: int = 3,
         offset: int = 0,
         mode: Mode = "hybrid",
+        language_hint: str | None = None,
     ) -> Answer:
         """Answer one question; raises UserInputError for input a user must correct."""
         text, notes, area_filter = self.prepare(question, area)
-        vector = self.embedder.embed([text])[0]
-        return self.answer_with_vector(text, vector, area_filter, top_k, offset, mode, notes)
+        language = self.language_of(text, language_hint)
+        vector = self.query_embedder(language).embed([text])[0]
+        return self.answer_with_vector(
+            text, vector, area_filter, top_k, offset, mode, notes, language
+        )
 
     def answer_with_vector(
         self,
@@ -231,23 +274,63 @@ class Retriever:
         offset: int = 0,
         mode: Mode = "hybrid",
         notes: tuple[str, ...] = (),
+        language: str = ENGLISH,
     ) -> Answer:
-        """The ranking half of `answer`, for callers that embed questions in batches."""
+        """The ranking half of `answer`, for callers that embed questions in batches.
+
+        `vector` comes from `query_embedder(language)`: another language than English takes
+        the multilingual path when it is on.
+        """
         state = self._state
+        if language != ENGLISH and state.translated is not None and self.multilingual:
+            notes = (*notes, passages_note(language))
+            return self._answer_translated(state, question, vector, area, top_k, offset, notes)
         if known_word_share(question, state.index.lexical.vocab_dict) < MIN_KNOWN_WORDS:
             notes = (*notes, ENGLISH_NOTE)
         ranking = self.rank(state, question, vector, area, mode)
         if not ranking.rows or self._abstains(ranking):
-            return Answer(
-                question, False, area, suggestions=self._closest_areas(state, ranking), notes=notes
-            )
+            suggestions = self._closest_areas(state.corpus, state.index, ranking.dense)
+            return Answer(question, False, area, suggestions=suggestions, notes=notes)
         best_area = area or state.corpus.area(state.index.passages[ranking.rows[0]].area)
         window = ranking.rows[offset : offset + top_k]
         hits = tuple(
-            Hit(state.index.passages[row], ranking.score(row), self._highlight(state, row, vector))
+            Hit(
+                state.index.passages[row],
+                ranking.score(row),
+                best_sentence(state.index, row, vector),
+            )
             for row in window
         )
         has_more = len(ranking.rows) > offset + top_k
+        return Answer(
+            question, True, best_area, hits, notes=notes, offset=offset, has_more=has_more
+        )
+
+    def _answer_translated(
+        self,
+        state: _State,
+        question: str,
+        vector: np.ndarray,
+        area: Area | None,
+        top_k: int,
+        offset: int,
+        notes: tuple[str, ...],
+    ) -> Answer:
+        """The multilingual path: dense-only ranking and its own abstention threshold."""
+        assert state.translated is not None and self.multilingual is not None
+        index = state.translated
+        allowed = None if area is None else np.array([p.area == area.slug for p in index.passages])
+        ranking = rank_dense(index, vector, allowed)
+        if abstains_translated(ranking, self.multilingual.min_score):
+            suggestions = self._closest_areas(state.corpus, index, ranking.scores)
+            return Answer(question, False, area, suggestions=suggestions, notes=notes)
+        rows = [int(r) for r in ranking.rows]
+        best_area = area or state.corpus.area(index.passages[rows[0]].area)
+        hits = tuple(
+            Hit(index.passages[r], float(ranking.scores[r]), best_sentence(index, r, vector))
+            for r in rows[offset : offset + top_k]
+        )
+        has_more = len(rows) > offset + top_k
         return Answer(
             question, True, best_area, hits, notes=notes, offset=offset, has_more=has_more
         )
@@ -282,24 +365,19 @@ class Retriever:
     def _abstains(self, ranking: Ranking) -> bool:
         return self.policy.abstains(ranking.mode, *abstention_signals(ranking))
 
-    def _closest_areas(self, state: _State, ranking: Ranking, count: int = 2) -> tuple[Area, ...]:
+    def _closest_areas(
+        self, corpus: Corpus, index: SearchIndex, dense: np.ndarray, count: int = 2
+    ) -> tuple[Area, ...]:
         """The areas of the nearest passages, offered as "did you mean" when abstaining."""
-        order = np.argsort(-ranking.dense)
+        order = np.argsort(-dense)
         slugs: list[str] = []
         for row in order:
-            slug = state.index.passages[int(row)].area
+            slug = index.passages[int(row)].area
             if slug not in slugs:
                 slugs.append(slug)
             if len(slugs) == count:
                 break
-        return tuple(state.corpus.area(s) for s in slugs)
-
-    def _highlight(self, state: _State, row: int, vector: np.ndarray) -> str:
-        """The passage's sentence closest in meaning to the question."""
-        sentences = state.index.passages[row].sentences
-        start = state.index.sentence_offsets[row]
-        similarities = state.index.sentence_vectors[start : start + len(sentences)] @ vector
-        return sentences[int(np.argmax(similarities))]
+        return tuple(corpus.area(s) for s in slugs)
 
 
 def abstention_signals(ranking: Ranking) -> tuple[float, float, float]:
@@ -365,10 +443,19 @@ def open_retriever(
     index_type: str = "flat",
     policy: AbstentionPolicy | None = None,
     progress: Progress = lambda _msg: None,
+    multilingual: bool = True,
+    int8: bool = True,
 ) -> Retriever:
-    """Load the corpus and the model, and bring the index up to date: ready to answer."""
+    """Load the corpus and the model(s), and bring the index(es) up to date: ready to answer."""
     corpus = load_corpus(corpus_dir)
     progress(f"Loading the embedding model ({model})...")
-    embedder = Embedder(model, cache_dir=Path(data_dir) / "models")
+    embedder = Embedder(model, cache_dir=Path(data_dir) / "models", int8=int8)
     index = load_or_build_index(IndexStore(data_dir, index_type), corpus, embedder, progress)
-    return Retriever(corpus, index, embedder, policy or AbstentionPolicy())
+    other_languages = None
+    if multilingual:  # multilingual hook: a second model and index for other languages
+        try:
+            other_languages = open_multilingual(Path(data_dir), corpus, progress)
+        except MultilingualUnavailableError as exc:
+            log.warning("%s; questions in other languages take the English path", exc)
+            progress(f"Warning: {exc}; answering in English only.")
+    return Retriever(corpus, index, embedder, policy or AbstentionPolicy(), other_languages)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from retrieval.embedder import (
+    INT8_MIN_COSINE,
     Embedder,
     MicroBatcher,
     ModelNotFoundError,
@@ -27,14 +28,26 @@ TEXTS = [
 ]
 
 
-def test_onnx_vectors_match_sentence_transformers(retriever: Retriever) -> None:
-    embedder = retriever.embedder
+@pytest.fixture(scope="module")
+def fp32(data_dir: Path, retriever: Retriever) -> Embedder:
+    """The unquantised export, from the same model cache the served int8 model came from."""
+    return Embedder("all-MiniLM-L6-v2", cache_dir=data_dir / "models", int8=False)
+
+
+def test_onnx_vectors_match_sentence_transformers(fp32: Embedder) -> None:
     reference = _TorchBackend(resolve_model_path("all-MiniLM-L6-v2")).embed(TEXTS, 8)
-    vectors = embedder.embed(TEXTS)
-    assert embedder.backend == "onnx"
+    vectors = fp32.embed(TEXTS)
+    assert fp32.backend == "onnx"
     assert vectors.shape == (len(TEXTS), 384) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert float(np.min(np.sum(vectors * reference, axis=1))) > 0.9999
+
+
+def test_int8_model_stays_close_to_fp32(retriever: Retriever, fp32: Embedder) -> None:
+    served = retriever.embedder
+    assert served.name.endswith("(int8)"), "the int8 model is the default"
+    cosines = np.sum(served.embed(TEXTS) * fp32.embed(TEXTS), axis=1)
+    assert float(np.min(cosines)) >= INT8_MIN_COSINE
 
 
 def test_order_of_a_batch_does_not_change_vectors(retriever: Retriever) -> None:

@@ -1,0 +1,126 @@
+"""Questions in other languages: detection, the multilingual path, its abstention and notes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.assistant import Assistant, User
+from retrieval.evaluate import (
+    DEFAULT_EVAL_FILE,
+    TRANSLATED_EVAL_FILE,
+    LanguageReport,
+    evaluate_language,
+    load_translated_sets,
+)
+from retrieval.multilingual import MODEL_NAME, NOTES, multilingual_store, passages_note
+from retrieval.search import ENGLISH_NOTE, Retriever, open_retriever
+from tests.conftest import CORPUS_DIR
+
+LANGUAGES = list(load_translated_sets(TRANSLATED_EVAL_FILE))
+# recall@3 per language reached on the tuning set (42 questions each), less one question of
+# slack for the engine's CPU-specific build; below this, users of that language lose answers
+RECALL_AT_3 = {
+    "de": 0.88,
+    "fr": 0.85,
+    "es": 0.85,
+    "it": 0.83,
+    "pl": 0.88,
+    "nl": 0.90,
+    "pt": 0.90,
+    "sv": 0.83,
+    "cs": 0.80,
+    "el": 0.71,
+}
+OFF_TOPIC_ABSTAINED = 0.8  # of 12 per language: 10 or more (reached: 10 in French, 11-12 elsewhere)
+
+
+@pytest.fixture(scope="module")
+def reports(retriever: Retriever) -> dict[str, LanguageReport]:
+    sets = load_translated_sets(TRANSLATED_EVAL_FILE)
+    return {lang: evaluate_language(retriever, lang, data) for lang, data in sets.items()}
+
+
+def test_tuning_set_covers_ten_languages_with_forty_questions_each() -> None:
+    sets = load_translated_sets(TRANSLATED_EVAL_FILE)
+    assert len(sets) >= 10
+    assert all(len(s.questions) >= 40 and len(s.off_topic) >= 10 for s in sets.values())
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_questions_in_other_languages_find_the_right_english_passage(
+    reports: dict[str, LanguageReport], language: str
+) -> None:
+    report = reports[language]
+    assert report.recall[3] >= RECALL_AT_3[language], (
+        f"in {language}, only {report.recall[3]:.2f} of questions had the right passage in the "
+        "top 3"
+    )
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_off_topic_questions_in_other_languages_are_abstained(
+    reports: dict[str, LanguageReport], language: str
+) -> None:
+    report = reports[language]
+    assert report.abstention_recall >= OFF_TOPIC_ABSTAINED, (
+        f"in {language}, {1 - report.abstention_recall:.0%} of off-topic questions got passages"
+    )
+
+
+def test_every_english_eval_question_keeps_the_english_path(retriever: Retriever) -> None:
+    data = yaml.safe_load(DEFAULT_EVAL_FILE.read_text(encoding="utf-8"))
+    routed = [q["q"] for q in data["questions"] if retriever.language_of(q["q"]) != "en"]
+    assert not routed, f"English questions sent to the multilingual model: {routed}"
+
+
+def test_reply_says_in_the_users_language_that_passages_are_english(
+    retriever: Retriever,
+) -> None:
+    answer = retriever.answer(
+        "Wem gehören die Ergebnisse, die zwei Partner gemeinsam erzielt haben?"
+    )
+    assert answer.answered and answer.area
+    assert NOTES["de"] in answer.notes
+    assert all(h.highlight in h.passage.sentences and h.passage.url for h in answer.hits)
+
+
+def test_language_without_words_of_our_own_gets_the_note_in_english() -> None:
+    assert passages_note("ja") == "The passages are in English."
+
+
+def test_area_filter_works_for_questions_in_other_languages(retriever: Retriever) -> None:
+    answer = retriever.answer(
+        "Wie bewertet man ein Patent vor der Lizenzvergabe?", area="valuation"
+    )
+    assert answer.hits and all(h.passage.area == "valuation" for h in answer.hits)
+
+
+def test_platform_language_is_a_hint_that_settles_close_calls(retriever: Retriever) -> None:
+    question = "Vad betyder nyttiggörande egentligen?"  # langdetect alone leans to Danish
+    assert retriever.language_of(question) == "da"
+    assert retriever.language_of(question, hint="sv-SE") == "sv"
+    assert retriever.language_of(question, hint="en") == "da"  # a hint never overrides the text
+
+
+async def test_telegram_users_language_code_reaches_the_answer(assistant: Assistant) -> None:
+    user = User("telegram", "42", language="sv")
+    reply = await assistant.ask(user, "Vad betyder nyttiggörande egentligen?")
+    assert NOTES["sv"] in reply.answer.notes  # type: ignore[union-attr]
+
+
+def test_multilingual_index_is_kept_beside_the_first(retriever: Retriever, data_dir: Path) -> None:
+    store = multilingual_store(data_dir)
+    assert store.root.parent == data_dir / "index"
+    index = store.load(retriever.corpus, MODEL_NAME)
+    assert index is not None and index.title_vectors is not None
+    assert [p.id for p in index.passages] == [p.id for p in retriever.index.passages]
+
+
+def test_setting_turns_the_multilingual_path_off(retriever: Retriever, data_dir: Path) -> None:
+    english_only = open_retriever(CORPUS_DIR, data_dir, "all-MiniLM-L6-v2", multilingual=False)
+    question = "Kann ich meine Erfindung patentieren?"
+    assert english_only.language_of(question) == "en"
+    assert ENGLISH_NOTE in english_only.answer(question).notes
