@@ -90,20 +90,21 @@ async def test_one_bad_text_fails_alone_not_its_whole_batch(retriever: Retriever
     good = [r for i, r in enumerate(results) if i != 1]
     assert all(isinstance(r, np.ndarray) for r in good), results
     expected = retriever.embedder.embed([texts[0], texts[2]])
-    assert np.allclose(np.stack(good), expected, atol=1e-5)
+    # int8 quantises activations per batch, so a text embedded in another batch differs a little
+    assert np.min(np.sum(np.stack(good) * expected, axis=1)) > 0.99
 
 
 @pytest.mark.slow
 def test_a_damaged_onnx_export_is_exported_again(
-    data_dir: Path, tmp_path: Path, retriever: Retriever, caplog: pytest.LogCaptureFixture
+    data_dir: Path, tmp_path: Path, fp32: Embedder, caplog: pytest.LogCaptureFixture
 ) -> None:
     shutil.copytree(data_dir / "models", tmp_path / "models")
     for model in (tmp_path / "models").glob("onnx-*/model.onnx"):
         model.write_bytes(model.read_bytes()[:1000])  # a disk that filled up mid-write
 
-    embedder = Embedder("all-MiniLM-L6-v2", cache_dir=tmp_path / "models")
+    embedder = Embedder("all-MiniLM-L6-v2", cache_dir=tmp_path / "models", int8=False)
 
     assert embedder.backend == "onnx", "a damaged export made every start fall back to PyTorch"
     assert "damaged" in caplog.text
     vectors = embedder.embed(TEXTS[:2])
-    assert np.allclose(vectors, retriever.embedder.embed(TEXTS[:2]), atol=1e-5)
+    assert np.allclose(vectors, fp32.embed(TEXTS[:2]), atol=1e-5)

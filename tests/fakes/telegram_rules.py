@@ -49,7 +49,7 @@ class Rejected(ValueError):
 
 
 def utf16_length(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def parse_html(text: str) -> str:
