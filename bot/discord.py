@@ -388,6 +388,21 @@ class IpbotCommands(commands.Cog):
     async def announce(self, interaction: discord.Interaction, update: str) -> None:
         await self.run(interaction, f"/announce {update}")
 
+    @subscribe.autocomplete("areas")
+    @unsubscribe.autocomplete("areas")
+    async def complete_areas(
+        self, _: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        """Several areas, comma-separated: complete the one being typed, keep the others."""
+        chosen, _comma, typing = current.rpartition(",")
+        prefix = f"{chosen.strip()}, " if chosen.strip() else ""
+        return [
+            app_commands.Choice(
+                name=shorten(prefix + c.name, CHOICE_MAX), value=(prefix + c.value)[:CHOICE_MAX]
+            )
+            for c in area_choices(self.assistant, typing)
+        ]
+
     @ask.autocomplete("area")
     @area.autocomplete("name")
     @updates.autocomplete("area")

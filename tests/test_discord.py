@@ -101,7 +101,7 @@ async def fake(assistant: Assistant, bot_settings: dict[str, object]) -> AsyncIt
     await stop_bot(server, stop, task)
 
 
-async def slash(fake: FakeDiscord, name: str, /, **options: str) -> tuple[Call, Call | None]:
+async def slash(fake: FakeDiscord, name: str, /, **options: str | bool) -> tuple[Call, Call | None]:
     """Run a slash command; return its callback and, if deferred, its first follow-up."""
     mark = len(fake.calls)
     token = await fake.run_command(name, **options)
@@ -505,3 +505,41 @@ async def test_a_vote_counts_once_per_user_however_often_it_is_clicked(
         await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
 
     assert await assistant.store.feedback_counts() == {True: 1}
+
+
+MANAGE_CHANNELS = 1 << 4
+
+
+async def test_only_members_who_manage_channels_subscribe_a_channel(
+    fake: FakeDiscord, assistant: Assistant
+) -> None:
+    refused, _ = await slash(fake, "subscribe", areas="valuation")
+    fake.member_permissions |= MANAGE_CHANNELS
+    accepted, _ = await slash(fake, "subscribe", areas="valuation, open science", weekly=True)
+
+    assert "only this chat's administrators" in refused.body["data"]["content"]
+    assert refused.body["data"]["flags"] & FLAG_EPHEMERAL
+    assert "IP valuation" in accepted.body["data"]["content"]
+    channel = await assistant.store.subscription("discord", str(fake.channel_id))
+    assert channel is not None and channel.digest and channel.kind == "group"
+    assert channel.areas == ("open-science", "valuation")
+
+
+async def test_anyone_subscribes_their_own_direct_messages(
+    fake: FakeDiscord, assistant: Assistant
+) -> None:
+    reply, _ = await slash(fake, "subscribe", dm=True)
+
+    assert "Subscribed" in reply.body["data"]["content"]
+    mine = await assistant.store.subscription("discord", fake.researcher["id"])
+    assert mine is not None and mine.kind == "dm" and mine.areas is None
+    assert await assistant.store.subscription("discord", str(fake.channel_id)) is None
+
+
+async def test_subscribe_autocompletes_the_area_being_typed(fake: FakeDiscord) -> None:
+    mark = len(fake.calls)
+    token = await fake.autocomplete("subscribe", "areas", areas="valuation, open s")
+    callback = await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
+
+    choices = callback.body["data"]["choices"]
+    assert [c["value"] for c in choices] == ["valuation, open-science"]

@@ -96,6 +96,7 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.resumes = 0
+        self.member_permissions = MEMBER_PERMISSIONS  # add MANAGE_CHANNELS to make an admin
         # Broadcast faults and features: DMs closed, 5xx, nonce deduplication, crossposts.
         self.blocked_channels: set[int] = set()
         self.server_errors: set[int] = set()  # the Nth channel message (1-based) answers 500
@@ -129,7 +130,7 @@ class FakeDiscord:
             "deaf": False,
             "mute": False,
             "flags": 0,
-            "permissions": str(MEMBER_PERMISSIONS),
+            "permissions": str(self.member_permissions),
         }
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -234,7 +235,7 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", data)
         return data
 
-    async def run_command(self, name: str, /, *, dm: bool = False, **options: str) -> str:
+    async def run_command(self, name: str, /, *, dm: bool = False, **options: str | bool) -> str:
         """A researcher runs a slash command; returns the interaction token."""
         return await self._interaction(2, self._command_data(name, options), dm=dm)
 
@@ -249,13 +250,16 @@ class FakeDiscord:
         data = {"custom_id": custom_id, "component_type": 2}
         return await self._interaction(3, data, message=self.messages[message_id])
 
-    def _command_data(self, name: str, options: dict[str, str]) -> dict:
+    def _command_data(self, name: str, options: dict[str, str | bool]) -> dict:
         return {
             "id": str(self.snowflake()),
             "name": name,
             "type": 1,
             "guild_id": str(self.guild_id),
-            "options": [{"name": k, "type": 3, "value": v} for k, v in options.items()],
+            "options": [
+                {"name": k, "type": 5 if isinstance(v, bool) else 3, "value": v}
+                for k, v in options.items()
+            ],
         }
 
     async def _interaction(self, kind: int, data: dict, dm: bool = False, **extra: Any) -> str:
