@@ -32,10 +32,12 @@ Kind = Literal["recommendation", "example", "definition"]
 KINDS: tuple[str, ...] = ("recommendation", "example", "definition")
 MIN_WORDS, MAX_WORDS = 40, 150
 REQUIRED_FIELDS = ("kind", "source", "url")
-KNOWN_FIELDS = (*REQUIRED_FIELDS, "keywords")
+KNOWN_FIELDS = (*REQUIRED_FIELDS, "keywords", "checked")
+STALE_AFTER_DAYS = 365
 
 _HEADING = re.compile(r"^##\s+(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]*)\s*:\s*(?P<title>.*\S)\s*$")
 _FIELD = re.compile(r"^(?P<key>[a-z_]+)\s*:\s*(?P<value>.*?)\s*$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _URL = re.compile(r"^https?://[^\s/]+\.[^\s]+$")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9\"'(“‘])")
 _ABBREVIATION_END = re.compile(
@@ -64,6 +66,7 @@ class Passage:
     citation: str
     url: str
     keywords: tuple[str, ...] = ()
+    checked: dt.date | None = None
     file: str = ""
     line: int = 0
 
@@ -195,6 +198,27 @@ def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
         by_id={p.id: p for p in passages},
     )
     return corpus, problems
+
+
+def stale_passages(
+    corpus: Corpus, max_age_days: int = STALE_AFTER_DAYS, today: dt.date | None = None
+) -> list[Problem]:
+    """Warnings (not errors) for passages whose `checked:` date is older than `max_age_days`.
+
+    Dated facts (yearly amounts, services that may close) need a moderator to look again; the
+    passage stays valid meanwhile, so this never blocks publishing.
+    """
+    today = today or dt.date.today()
+    return [
+        Problem(
+            p.file,
+            p.line,
+            f"{p.id}: last checked {p.checked.isoformat()}, {(today - p.checked).days} days ago; "
+            "check the facts against the source and update the checked: date",
+        )
+        for p in corpus.passages
+        if p.checked is not None and (today - p.checked).days > max_age_days
+    ]
 
 
 def _corpus_hash(passages: list[Passage], areas: list[Area]) -> str:
@@ -350,6 +374,9 @@ def _passage_from_section(
     if problems:
         return None, problems
     keywords = tuple(k.strip() for k in fields.get("keywords", "").split(",") if k.strip())
+    checked, problems = _checked_date(fields.get("checked"), line_no, heading["id"], path)
+    if problems:
+        return None, problems
     passage = Passage(
         id=heading["id"],
         area=area,
@@ -359,6 +386,7 @@ def _passage_from_section(
         citation=fields["source"],
         url=fields["url"],
         keywords=keywords,
+        checked=checked,
         file=path,
         line=line_no,
     )
@@ -397,6 +425,26 @@ def _check_fields(
             Problem(path, line_no, f"{passage_id}: IDs in this area start with '{prefix}'")
         )
     return problems
+
+
+def _checked_date(
+    value: str | None, line_no: int, passage_id: str, path: str
+) -> tuple[dt.date | None, list[Problem]]:
+    """The `checked:` date, when the facts were last verified against the source."""
+    if value is None:
+        return None, []
+    try:
+        if not _ISO_DATE.match(value):
+            raise ValueError(value)
+        checked = dt.date.fromisoformat(value)
+    except ValueError:
+        message = f"{passage_id}: checked date must be written YYYY-MM-DD, not '{value}'"
+        return None, [Problem(path, line_no, message)]
+    if checked > dt.date.today():
+        return None, [
+            Problem(path, line_no, f"{passage_id}: checked date {value} is in the future")
+        ]
+    return checked, []
 
 
 def _check_text(text: str, line_no: int, path: str) -> list[Problem]:

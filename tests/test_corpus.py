@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from bot.cli import main
-from retrieval.corpus import AREA_SLUGS, check_corpus, load_corpus
+from retrieval.corpus import AREA_SLUGS, check_corpus, load_corpus, stale_passages
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "corpus"
@@ -168,3 +169,36 @@ def test_validate_exits_non_zero_and_prints_each_problem(
     assert main(["corpus", "validate"]) == 1
     out = capsys.readouterr().out
     assert "valuation.md:" in out and "unknown kind 'musing'" in out
+
+
+def test_checked_date_is_read_and_an_old_one_is_only_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(CORPUS, tmp_path / "corpus")
+    area_file = tmp_path / "corpus" / "valuation.md"
+    text = area_file.read_text()
+    first_url = text.index("\nurl: ")
+    area_file.write_text(text[:first_url] + "\nchecked: 2001-05-04" + text[first_url:])
+    monkeypatch.setenv("IPBOT_CORPUS_DIR", str(tmp_path / "corpus"))
+    monkeypatch.setenv("IPBOT_STALE_AFTER_DAYS", "30")
+    assert main(["corpus", "validate"]) == 0
+    out = capsys.readouterr().out
+    assert "valuation.md:" in out and "last checked 2001-05-04" in out and "(warning)" in out
+    corpus = load_corpus(tmp_path / "corpus")
+    assert [p.checked for p in corpus.passages if p.checked] == [dt.date(2001, 5, 4)]
+
+
+def test_checked_date_within_the_allowed_age_gives_no_warning(tmp_path: Path) -> None:
+    passage = PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS)
+    write_area(tmp_path, passage.replace("\nurl:", "\nchecked: 2026-01-10\nurl:"))
+    corpus = load_corpus(tmp_path)
+    assert stale_passages(corpus, 365, today=dt.date(2026, 6, 1)) == []
+    assert len(stale_passages(corpus, 100, today=dt.date(2026, 6, 1))) == 1
+
+
+@pytest.mark.parametrize("value", ["30/11/2026", "2026-1-5", "2999-01-01"])
+def test_malformed_or_future_checked_date_is_an_error(tmp_path: Path, value: str) -> None:
+    passage = PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS)
+    write_area(tmp_path, passage.replace("\nurl:", f"\nchecked: {value}\nurl:"))
+    problems = problems_in(tmp_path)
+    assert any(f"{tmp_path}/valuation.md:" in p and "VAL-R1: checked date" in p for p in problems)
