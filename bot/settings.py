@@ -12,9 +12,9 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from retrieval.abstention import AbstentionPolicy
 from retrieval.corpus import STALE_AFTER_DAYS
 from retrieval.embedder import DEFAULT_MODEL
-from retrieval.search import AbstentionPolicy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,6 +16,8 @@ from typing import Literal
 
 import yaml
 
+from retrieval.glossary import Glossary, parse_glossary
+
 AREA_PREFIXES: dict[str, str] = {
     "intellectual-assets-management": "IAM",
     "new-technologies": "NT",
@@ -28,6 +30,8 @@ AREA_PREFIXES: dict[str, str] = {
     "industry-academia": "JIA",
 }
 AREA_SLUGS: tuple[str, ...] = tuple(AREA_PREFIXES)
+GLOSSARY_FILE = "glossary.md"
+NOT_AREA_FILES = ("readme.md", GLOSSARY_FILE)
 Kind = Literal["recommendation", "example", "definition"]
 KINDS: tuple[str, ...] = ("recommendation", "example", "definition")
 MIN_WORDS, MAX_WORDS = 40, 150
@@ -115,6 +119,7 @@ class Corpus:
     areas: tuple[Area, ...]
     passages: tuple[Passage, ...]
     updates: tuple[Update, ...] = ()
+    glossary: Glossary = field(default_factory=Glossary)
     version: str = "unversioned"
     hash: str = ""
     by_id: dict[str, Passage] = field(default_factory=dict, compare=False, repr=False)
@@ -177,7 +182,7 @@ def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
     areas: list[Area] = []
     passages: list[Passage] = []
     for path in sorted(corpus_dir.glob("*.md")):
-        if path.name.lower() == "readme.md":
+        if path.name.lower() in NOT_AREA_FILES:
             continue
         area, found, file_problems = _parse_area_file(path)
         problems += file_problems
@@ -187,12 +192,15 @@ def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
     problems += _check_cross_file(corpus_dir, areas, passages)
     updates, update_problems = _load_updates(corpus_dir / "updates")
     problems += update_problems
+    glossary, glossary_problems = _load_glossary(corpus_dir / GLOSSARY_FILE)
+    problems += glossary_problems
     version = corpus_version(corpus_dir)
     areas.sort(key=lambda a: AREA_SLUGS.index(a.slug))
     corpus = Corpus(
         areas=tuple(areas),
         passages=tuple(passages),
         updates=tuple(updates),
+        glossary=glossary,
         version=version,
         hash=_corpus_hash(passages, areas),
         by_id={p.id: p for p in passages},
@@ -456,6 +464,14 @@ def _check_text(text: str, line_no: int, path: str) -> list[Problem]:
     if words < MIN_WORDS:
         return [Problem(path, line_no, f"text too short: {words} words (at least {MIN_WORDS})")]
     return []
+
+
+def _load_glossary(path: Path) -> tuple[Glossary, list[Problem]]:
+    """The optional glossary; its problems are located like any other corpus problem."""
+    if not path.is_file():
+        return Glossary(), []
+    glossary, problems = parse_glossary(path.read_text(encoding="utf-8"))
+    return glossary, [Problem(str(path), line, message) for line, message in problems]
 
 
 def _load_updates(folder: Path) -> tuple[list[Update], list[Problem]]:

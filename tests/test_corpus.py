@@ -12,6 +12,7 @@ import yaml
 
 from bot.cli import main
 from retrieval.corpus import AREA_SLUGS, check_corpus, load_corpus, stale_passages
+from retrieval.glossary import parse_glossary
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "corpus"
@@ -184,8 +185,8 @@ def test_checked_date_is_read_and_an_old_one_is_only_a_warning(
     assert main(["corpus", "validate"]) == 0
     out = capsys.readouterr().out
     assert "valuation.md:" in out and "last checked 2001-05-04" in out and "(warning)" in out
-    corpus = load_corpus(tmp_path / "corpus")
-    assert [p.checked for p in corpus.passages if p.checked] == [dt.date(2001, 5, 4)]
+    first = load_corpus(tmp_path / "corpus").passages_in("valuation")[0]
+    assert first.checked == dt.date(2001, 5, 4)
 
 
 def test_checked_date_within_the_allowed_age_gives_no_warning(tmp_path: Path) -> None:
@@ -202,3 +203,32 @@ def test_malformed_or_future_checked_date_is_an_error(tmp_path: Path, value: str
     write_area(tmp_path, passage.replace("\nurl:", f"\nchecked: {value}\nurl:"))
     problems = problems_in(tmp_path)
     assert any(f"{tmp_path}/valuation.md:" in p and "VAL-R1: checked date" in p for p in problems)
+
+
+def test_glossary_mistakes_are_reported_as_file_line_message(tmp_path: Path) -> None:
+    write_area(tmp_path, PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS))
+    (tmp_path / "glossary.md").write_text(
+        "# Glossary\n- MTA: material transfer agreement\nMTA material\n- mta: again\n- NDA:\n"
+    )
+    problems = problems_in(tmp_path)
+    glossary = f"{tmp_path}/glossary.md"
+    assert any(p.startswith(f"{glossary}:3: expected '- TERM: meaning") for p in problems)
+    assert f"{glossary}:4: 'mta' is already defined on line 2" in problems
+    assert f"{glossary}:5: 'NDA' has no meaning after the colon" in problems
+
+
+def test_glossary_adds_meanings_after_the_users_own_words() -> None:
+    glossary, problems = parse_glossary(
+        "- NDA: non-disclosure agreement; confidentiality agreement"
+    )
+    assert not problems
+    assert glossary.expand("NDAs with a company?") == (
+        "NDAs with a company? (non-disclosure agreement; confidentiality agreement)"
+    )
+    assert glossary.expand("a non-disclosure agreement (NDA)") == "a non-disclosure agreement (NDA)"
+    assert glossary.expand("agendas and calendars") == "agendas and calendars"
+
+
+def test_shipped_glossary_is_loaded_with_the_corpus() -> None:
+    corpus = load_corpus(CORPUS)
+    assert "material transfer agreement" in corpus.glossary.expand("MTA")
