@@ -95,6 +95,11 @@ class Answer:
     offset: int = 0
     has_more: bool = False
 
+    @property
+    def lead(self) -> str:
+        """One line that answers: the highlighted sentence of the best passage."""
+        return self.hits[0].highlight if self.answered and self.hits else ""
+
     def to_json(self) -> dict:
         """The CLI's JSON contract: question, answered, area, results."""
         return {
