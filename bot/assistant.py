@@ -12,6 +12,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.conversation import Conversations
 from bot.settings import Settings
 from retrieval.corpus import Area, Passage
 from retrieval.embedder import MicroBatcher
@@ -170,23 +171,37 @@ class Assistant:
         self.rate_limiter = RateLimiter(rate_limit_per_minute)
         self._batcher = MicroBatcher(retriever.embedder)
         self.feedback: list[Feedback] = []  # kept in memory until storage lands
+        self.conversations = Conversations()
 
     async def ask(
-        self, user: User, question: str, area: str | None = None, offset: int = 0
+        self,
+        user: User,
+        question: str,
+        area: str | None = None,
+        offset: int = 0,
+        conversation: str | None = None,
     ) -> AnswerReply | Notice:
-        """Answer a question; paging through more results of it is not rate limited."""
+        """Answer a question; paging through more results of it is not rate limited.
+
+        With a `conversation` key (see `chat_key`), a follow-up such as "and for software?"
+        is read together with that chat's previous question, and the answer says so.
+        """
         try:
             text, notes = clean_question(question)
             area_filter = self.retriever.resolve_area(area) if area else None
         except UserInputError as exc:
             return Notice("usage", str(exc))
+        if conversation and offset == 0:
+            understood = self.conversations.understand(conversation, text)
+            text = understood.text
+            notes = (*notes, understood.note) if understood.note else notes
         if offset == 0 and not self.rate_limiter.allow(user.key):
             wait = self.rate_limiter.retry_after(user.key)
             return Notice(
                 "rate_limited",
                 f"You are asking faster than I can keep up with. Please try again in {wait} s.",
             )
-        vector = await self._batcher.embed(text)
+        vector = await self._batcher.embed(self.retriever.search_text(text))
         answer = self.retriever.answer_with_vector(
             text, vector, area_filter, self.top_k, offset=max(0, offset), notes=notes
         )
@@ -243,11 +258,11 @@ class Assistant:
             model=index.manifest.model,
         )
 
-    async def handle_text(self, user: User, text: str) -> Reply:
+    async def handle_text(self, user: User, text: str, conversation: str | None = None) -> Reply:
         """A line typed by a user: a /command or, otherwise, a question."""
         stripped = text.strip()
         if not stripped.startswith("/"):
-            return await self.ask(user, stripped)
+            return await self.ask(user, stripped, conversation=conversation)
         name, _, rest = stripped[1:].partition(" ")
         name = name.split("@", 1)[0].lower()  # Telegram appends @botname in groups
         rest = rest.strip()
@@ -256,7 +271,7 @@ class Assistant:
                 return Notice(
                     "usage", f"Type your question after /ask, e.g. /ask {EXAMPLE_QUESTION}"
                 )
-            return await self.ask(user, rest)
+            return await self.ask(user, rest, conversation=conversation)
         if name == "areas":
             return self.areas()
         if name == "area":

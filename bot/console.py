@@ -27,6 +27,7 @@ from bot.assistant import (
     Reply,
     User,
 )
+from bot.conversation import chat_key
 from retrieval.search import Answer, Hit
 
 MAX_WIDTH = 100  # long lines are hard to read even on a wide terminal
@@ -147,6 +148,7 @@ class ConsoleChat:
         self.assistant = assistant
         self.bold = bold
         self.user = User("console", "local")
+        self.conversation = chat_key("console", "local")
         self._last_answer: Answer | None = None
         self._last_page: AreaPage | None = None
         self._disclaimer_shown = False
@@ -161,7 +163,7 @@ class ConsoleChat:
         elif command == "/next":
             reply = self._next_page()
         else:
-            reply = await self.assistant.handle_text(self.user, text)
+            reply = await self.assistant.handle_text(self.user, text, self.conversation)
         self._remember(reply)
         shown = format_reply(reply, self.bold, with_disclaimer=not self._disclaimer_shown)
         if isinstance(reply, AnswerReply) and reply.answer.answered:

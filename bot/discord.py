@@ -27,6 +27,7 @@ from bot.assistant import (
     Reply,
     User,
 )
+from bot.conversation import chat_key
 from bot.discord_format import (
     CHOICE_MAX,
     CHOICES_MAX,
@@ -239,7 +240,10 @@ class IpbotCommands(commands.Cog):
         area: str | None = None,
     ) -> None:
         await interaction.response.defer(thinking=True)  # searching may take over 3 s
-        reply = await self.assistant.ask(discord_user(interaction.user), question, area)
+        conversation = chat_key("discord", interaction.channel_id)
+        reply = await self.assistant.ask(
+            discord_user(interaction.user), question, area, conversation=conversation
+        )
         await respond(interaction, outgoing(reply, self.assistant, area))
 
     @app_commands.command(name="areas", description=DESCRIPTIONS["areas"])
@@ -340,7 +344,9 @@ class IpBot(commands.Bot):
 
     async def answer_message(self, message: discord.Message, question: str) -> None:
         async with message.channel.typing():
-            reply = await self.assistant.handle_text(discord_user(message.author), question)
+            reply = await self.assistant.handle_text(
+                discord_user(message.author), question, chat_key("discord", message.channel.id)
+            )
         out = outgoing(reply, self.assistant)
         if isinstance(reply, AnswerReply) and self.may_start_thread(message):
             try:

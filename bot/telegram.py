@@ -47,6 +47,7 @@ from telegram.ext import (
 )
 
 from bot.assistant import COMMANDS, AnswerReply, Assistant, User
+from bot.conversation import chat_key
 from bot.settings import Settings
 from bot.telegram_format import (
     BrowseArea,
@@ -141,7 +142,8 @@ async def on_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     assert message is not None
     await show_typing(message)
     text = " ".join((message.text or "").split())
-    reply = await assistant_of(context).handle_text(user_of(update), text)
+    conversation = chat_key("telegram", message.chat_id)
+    reply = await assistant_of(context).handle_text(user_of(update), text, conversation)
     await send(context, message.chat_id, render(reply), quote=message)
 
 
@@ -150,7 +152,11 @@ async def on_private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     message = update.effective_message
     assert message is not None
     await show_typing(message)
-    reply = await assistant_of(context).ask(user_of(update), message.text or message.caption or "")
+    reply = await assistant_of(context).ask(
+        user_of(update),
+        message.text or message.caption or "",
+        conversation=chat_key("telegram", message.chat_id),
+    )
     await send(context, message.chat_id, render(reply), quote=message)
 
 
@@ -162,7 +168,8 @@ async def on_group_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     if question is None:
         return
     await show_typing(message)
-    reply = await assistant_of(context).ask(user_of(update), question)
+    conversation = chat_key("telegram", message.chat_id)
+    reply = await assistant_of(context).ask(user_of(update), question, conversation=conversation)
     await send(context, message.chat_id, render(reply), quote=message)
 
 
