@@ -52,13 +52,14 @@ class Glossary:
                 found.append(entry)
         return found
 
-    def expand(self, question: str) -> str:
-        """The question followed by the meanings of its terms, in parentheses.
+    def expand(self, question: str, entries: list[GlossaryEntry] | None = None) -> str:
+        """The question followed by the meanings of its terms (or of `entries`), in parentheses.
 
         The user's words come first and unchanged, so a long question keeps its own detail;
         a question that is only an acronym is searched by its meaning.
         """
-        meanings = list(dict.fromkeys(m for e in self.matches(question) for m in e.meanings))
+        found = self.matches(question) if entries is None else entries
+        meanings = list(dict.fromkeys(m for e in found for m in e.meanings))
         return f"{question} ({'; '.join(meanings)})" if meanings else question
 
 

@@ -46,6 +46,7 @@ RRF_K = 60
 _EU_ACT = re.compile(r"\((?:EU|EC|EEC)\) (?:No )?\d{2,4}/\d+")
 RESTATEMENT_COSINE = 0.845  # same source and this similar: the same point said twice
 CANDIDATES = 100  # rows taken from each ranker before fusion
+SHORT_QUESTION_TERMS = 4  # up to this many search terms, glossary meanings are always added
 # Highlight choice, tuned by reading highlights of tuning questions: each shared specific term
 # (up to three) is worth this much cosine; a sentence under HIGHLIGHT_MIN_WORDS rarely answers.
 HIGHLIGHT_TERM_BONUS = 0.04
@@ -291,7 +292,7 @@ class Retriever:
         Callers that embed questions themselves embed this text, so that the vector and the
         BM25 query in `answer_with_vector` see the same words.
         """
-        return self.corpus.glossary.expand(question)
+        return expanded_question(self._state, question)
 
     def rank(
         self, state: _State, question: str, vector: np.ndarray, area: Area | None, mode: Mode
@@ -302,7 +303,7 @@ class Retriever:
         that neither ranker puts near the top cannot win the fusion, so sorting every row is
         wasted work on a large corpus.
         """
-        text = state.corpus.glossary.expand(question)
+        text = expanded_question(state, question)
         dense = _dense_scores(state.index, vector, area)
         lexical = _lexical_scores(state.index, tokenize(text))
         specific = _lexical_scores(state.index, specific_terms(text))
@@ -349,13 +350,29 @@ class Retriever:
         sentences = state.index.passages[row].sentences
         start = state.index.sentence_offsets[row]
         scores = state.index.sentence_vectors[start : start + len(sentences)] @ vector
-        terms = set(specific_terms(state.corpus.glossary.expand(question)))
+        terms = set(specific_terms(expanded_question(state, question)))
         for i, sentence in enumerate(sentences):
             shared = len(terms.intersection(tokenize(sentence)))
             scores[i] += HIGHLIGHT_TERM_BONUS * min(shared, 3)
             if len(sentence.split()) < HIGHLIGHT_MIN_WORDS:
                 scores[i] -= HIGHLIGHT_SHORT_PENALTY
         return sentences[int(np.argmax(scores))]
+
+
+def expanded_question(state: _State, question: str) -> str:
+    """The question with glossary meanings, unless its own words already carry the meaning.
+
+    In a question of a few words the term is the question ("MTA", "what is an NDA"). In a
+    longer one, a term the passages themselves use (TTO) is found as it is, and adding its
+    meaning would outweigh the user's detail ("can our TTO value the tech alone"); only a term
+    the passages never use (CA) is still explained.
+    """
+    glossary = state.corpus.glossary
+    entries = glossary.matches(question)
+    if entries and len(tokenize(question)) > SHORT_QUESTION_TERMS:
+        vocabulary = state.index.lexical.vocab_dict
+        entries = [e for e in entries if not all(t in vocabulary for t in tokenize(e.term))]
+    return glossary.expand(question, entries)
 
 
 def without_restatements(index: SearchIndex, rows: Sequence[int], needed: int) -> list[int]:
