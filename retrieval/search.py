@@ -52,6 +52,7 @@ SHORT_QUESTION_TERMS = 4  # up to this many search terms, glossary meanings are 
 HIGHLIGHT_TERM_BONUS = 0.04
 HIGHLIGHT_MIN_WORDS = 9
 HIGHLIGHT_SHORT_PENALTY = 0.08
+HIGHLIGHT_DEFINITION_BONUS = 0.04
 
 
 class UserInputError(ValueError):
@@ -356,6 +357,8 @@ class Retriever:
             scores[i] += HIGHLIGHT_TERM_BONUS * min(shared, 3)
             if len(sentence.split()) < HIGHLIGHT_MIN_WORDS:
                 scores[i] -= HIGHLIGHT_SHORT_PENALTY
+        if state.index.passages[row].kind == "definition":
+            scores[0] += HIGHLIGHT_DEFINITION_BONUS  # a definition says what a thing is first
         return sentences[int(np.argmax(scores))]
 
 
