@@ -48,7 +48,7 @@ IP_WORDS = """
     royalties spinoff spinout valuation valorisation valorization exploit exploitation
     exploiting disclosure disclose disclosed novelty infringe infringement confidential
     confidentiality secret secrets knowhow export consortium agreement agreements contract
-    contracts assets database databases
+    contracts assets database databases partner partners sponsor sponsors sponsored
 """
 IP_TERMS = frozenset(tokenize(IP_WORDS))
 
