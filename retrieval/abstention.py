@@ -36,7 +36,8 @@ GENERIC_ACADEMIC_WORDS = """
     seminar seminars workshop workshops talk talks presentation presentations slides supervise
     supervision mentor mentoring course courses exam exams teach ethics ethical approval
     committee travel expenses reimbursement office administration admin procurement order
-    purchase room booking candidate candidates degree degrees graduate undergraduate
+    purchase room booking candidate candidates degree degrees graduate undergraduate report
+    reports request requests extension author authors coauthor
 """
 GENERIC_TERMS = frozenset(tokenize(GENERIC_ACADEMIC_WORDS))
 # Words that make a question about intellectual property whatever else it says. A question
@@ -88,7 +89,7 @@ class AbstentionPolicy:
     five (`min_margin`) is possible but off: margins of off-topic and real questions overlap.
     """
 
-    min_score: float = 0.33
+    min_score: float = 0.30
     confident_score: float = 0.50
     min_lexical: float = 3.0
     min_margin: float = 0.0  # calibrated: off-topic margins overlap real ones, so off
