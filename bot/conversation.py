@@ -73,6 +73,10 @@ class Conversations:
         self._store(key, question)
         return Understood(question)
 
+    def remember(self, key: str, question: str) -> None:
+        """Continue a conversation elsewhere, e.g. in the thread a bot opened for an answer."""
+        self._store(key, question)
+
     def _previous(self, key: str) -> str | None:
         entry = self._last.get(key)
         if entry is None:

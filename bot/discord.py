@@ -354,6 +354,9 @@ class IpBot(commands.Bot):
             except discord.HTTPException as exc:
                 log.warning("Discord: could not start a thread: %s", exc)
             else:
+                # Follow-ups are typed in the thread: it continues the channel's conversation.
+                thread_key = chat_key("discord", thread.id)
+                self.assistant.conversations.remember(thread_key, reply.answer.question)
                 await thread.send(**out.kwargs())
                 return
         await message.reply(**out.kwargs(), mention_author=False)

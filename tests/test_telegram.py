@@ -64,6 +64,14 @@ async def replies_until_buttons(telegram: FakeTelegram) -> list[Call]:
     return calls
 
 
+async def test_follow_up_in_the_same_chat_is_read_with_the_previous_question(
+    telegram: FakeTelegram, bot
+) -> None:
+    await ask_privately(telegram, QUESTION)
+    reply = await ask_privately(telegram, "what if the partner is in the US?")
+    assert "I read this together with your previous question" in reply.text
+
+
 async def test_private_question_gets_a_cited_answer(telegram: FakeTelegram, bot, assistant):
     telegram.private_message(QUESTION)
     typing = await telegram.next_call("sendChatAction")
