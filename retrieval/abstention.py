@@ -7,6 +7,7 @@ words are not allowed to vouch for an answer: only the question's specific words
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,18 +41,36 @@ GENERIC_ACADEMIC_WORDS = """
     reports request requests extension author authors coauthor
 """
 GENERIC_TERMS = frozenset(tokenize(GENERIC_ACADEMIC_WORDS))
-# Words that make a question about intellectual property whatever else it says. A question
-# loosely close in meaning is answered when it uses one of them (or a glossary term).
-IP_WORDS = """
-    patent patents patenting patented licence license licensing licensed licences licenses
-    licensee licensor copyright copyrights trademark trademarks intellectual ip ipr iprs
-    invention inventions inventor inventors invent invented ownership owner owners royalty
-    royalties spinoff spinout valuation valorisation valorization exploit exploitation
-    exploiting disclosure disclose disclosed novelty infringe infringement confidential
-    confidentiality secret secrets knowhow export consortium agreement agreements contract
-    contracts assets database databases partner partners sponsor sponsors sponsored
-"""
-IP_TERMS = frozenset(tokenize(IP_WORDS))
+# Words and phrases that make a question about intellectual property whatever else it says,
+# matched as typed (not stemmed: "owns" is about IP, "my own lab" is not). A word belongs
+# here only if off-topic questions of academic life rarely use it: not "publish", "results",
+# "company", "open access" or "data management".
+IP_WORDS = frozenset(
+    """
+    patent patents patenting patented licence license licences licenses licensing licensed
+    licensee licensor copyright copyrights copyrighted trademark trademarks intellectual ip
+    ipr iprs invention inventions inventor inventors invent invented inventorship owns owned
+    ownership owner owners royalty royalties spinoff spinoffs spinout spinouts valuation
+    valorisation valorization exploit exploitation exploiting exploitable commercialise
+    commercialize commercialisation commercialization disclosure disclose disclosed novelty
+    infringe infringement infringing confidential confidentiality secret secrets knowhow export
+    consortium agreement agreements contract contracts assets database databases partner
+    partners sponsor sponsors sponsored investor investors hackathon hackathons crowdsourcing
+    """.split()
+)
+IP_PHRASES = (
+    "code of practice",
+    "codes of practice",
+    "tech transfer",
+    "technology transfer",
+    "knowledge transfer",
+    "freedom to operate",
+    "research security",
+    "trade secret",
+    "open innovation",
+    "give away",
+)
+_WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
 def specific_terms(text: str) -> list[str]:
@@ -60,9 +79,20 @@ def specific_terms(text: str) -> list[str]:
 
 
 def names_ip_term(question: str, glossary: Glossary) -> bool:
-    """Whether the user's own words name an IP concept: an IP word or a glossary term."""
-    words = " ".join(question.replace("-", "").split())  # spin-off, know-how -> one word
-    return bool(IP_TERMS.intersection(tokenize(words))) or bool(glossary.matches(question))
+    """Whether the question names an IP concept, itself or through a glossary term's meaning.
+
+    Glossary terms count by their meaning: "FTO" (freedom to operate) does, "ERC" (European
+    Research Council) does not.
+    """
+    meanings = " ".join(m for entry in glossary.matches(question) for m in entry.meanings)
+    text = f"{question} {meanings}".lower()
+    if any(phrase in text for phrase in IP_PHRASES):
+        return True
+    for word in _WORD.findall(text):
+        parts = {word, word.replace("-", ""), *word.split("-")}  # spin-off, give-away-IP
+        if IP_WORDS.intersection(parts):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
