@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from retrieval.abstention import names_ip_term
 from retrieval.evaluate import evaluate
 from retrieval.search import (
     CANDIDATES,
@@ -220,3 +221,21 @@ def test_fusion_ranks_only_each_rankers_top_candidates(retriever: Retriever) -> 
     ranking = retriever.rank(state, question, vector, None, "hybrid")
     assert len(ranking.rows) <= 2 * CANDIDATES
     assert int((ranking.dense > -1.0).sum()) == min(CANDIDATES, len(state.index.passages))
+
+
+@pytest.mark.parametrize(
+    ("question", "names_ip"),
+    [
+        ("who owns the code i wrote as a postdoc?", True),
+        ("how did glasgow's give-away-IP-for-free scheme work", True),
+        ("FTO", True),
+        ("can our spin-off use the lab's know-how", True),
+        ("how do I start my own lab after the postdoc", False),
+        ("what is the deadline for the next ERC Starting Grant call", False),
+        ("which open access journal should I choose", False),
+    ],
+)
+def test_only_ip_words_and_ip_glossary_terms_name_an_ip_concept(
+    retriever: Retriever, question: str, names_ip: bool
+) -> None:
+    assert names_ip_term(question, retriever.corpus.glossary) is names_ip
