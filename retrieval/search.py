@@ -25,6 +25,7 @@ from retrieval.abstention import (
 )
 from retrieval.corpus import AREA_PREFIXES, Area, Corpus, Passage, load_corpus
 from retrieval.embedder import Embedder
+from retrieval.highlight import answering_sentence
 from retrieval.index import (
     IndexCorruptError,
     IndexStore,
@@ -47,12 +48,6 @@ _EU_ACT = re.compile(r"\((?:EU|EC|EEC)\) (?:No )?\d{2,4}/\d+")
 RESTATEMENT_COSINE = 0.845  # same source and this similar: the same point said twice
 CANDIDATES = 100  # rows taken from each ranker before fusion
 SHORT_QUESTION_TERMS = 4  # up to this many search terms, glossary meanings are always added
-# Highlight choice, tuned by reading highlights of tuning questions: each shared specific term
-# (up to three) is worth this much cosine; a sentence under HIGHLIGHT_MIN_WORDS rarely answers.
-HIGHLIGHT_TERM_BONUS = 0.04
-HIGHLIGHT_MIN_WORDS = 9
-HIGHLIGHT_SHORT_PENALTY = 0.08
-HIGHLIGHT_DEFINITION_BONUS = 0.04
 
 
 class UserInputError(ValueError):
@@ -342,24 +337,12 @@ class Retriever:
         return tuple(state.corpus.area(s) for s in slugs)
 
     def _highlight(self, state: _State, row: int, vector: np.ndarray, question: str) -> str:
-        """The sentence that answers: close in meaning and sharing the question's own terms.
-
-        Meaning alone often picks an opener that restates the topic ("X is one of the areas")
-        or a short closing remark; the question's specific words and a sentence long enough
-        to say something point to the one that answers.
-        """
-        sentences = state.index.passages[row].sentences
+        """The sentence of the passage that answers the question (see `retrieval.highlight`)."""
+        passage = state.index.passages[row]
         start = state.index.sentence_offsets[row]
-        scores = state.index.sentence_vectors[start : start + len(sentences)] @ vector
+        similarities = state.index.sentence_vectors[start : start + len(passage.sentences)] @ vector
         terms = set(specific_terms(expanded_question(state, question)))
-        for i, sentence in enumerate(sentences):
-            shared = len(terms.intersection(tokenize(sentence)))
-            scores[i] += HIGHLIGHT_TERM_BONUS * min(shared, 3)
-            if len(sentence.split()) < HIGHLIGHT_MIN_WORDS:
-                scores[i] -= HIGHLIGHT_SHORT_PENALTY
-        if state.index.passages[row].kind == "definition":
-            scores[0] += HIGHLIGHT_DEFINITION_BONUS  # a definition says what a thing is first
-        return sentences[int(np.argmax(scores))]
+        return answering_sentence(passage, similarities, terms)
 
 
 def expanded_question(state: _State, question: str) -> str:
