@@ -54,7 +54,7 @@ IP_WORDS = frozenset(
     valorisation valorization exploit exploitation exploiting exploitable commercialise
     commercialize commercialisation commercialization disclosure disclose disclosed novelty
     infringe infringement infringing confidential confidentiality secret secrets knowhow export
-    consortium agreement agreements contract contracts assets database databases partner
+    consortium agreement agreements assets database databases partner
     partners sponsor sponsors sponsored investor investors hackathon hackathons crowdsourcing
     """.split()
 )
