@@ -54,8 +54,8 @@ IP_WORDS = frozenset(
     valorisation valorization exploit exploitation exploiting exploitable commercialise
     commercialize commercialisation commercialization disclosure disclose disclosed novelty
     infringe infringement infringing confidential confidentiality secret secrets knowhow export
-    consortium agreement agreements assets database databases partner
-    partners sponsor sponsors sponsored investor investors hackathon hackathons crowdsourcing
+    consortium agreement agreements assets database databases partner partners sponsor
+    sponsors sponsored investor investors hackathon hackathons crowdsourcing
     """.split()
 )
 IP_PHRASES = (
@@ -115,8 +115,8 @@ class AbstentionPolicy:
     so an answer also needs either an IP term in the question ("how do we price a licence")
     or specific words in common with a passage (`min_lexical`, a BM25 score over the question
     without generic academic words): "what salary can a postdoc expect" has neither.
-    Requiring the best passage to stand out from the next
-    five (`min_margin`) is possible but off: margins of off-topic and real questions overlap.
+    Requiring the best passage to stand out from the next five (`min_margin`) is possible
+    but off: margins of off-topic and real questions overlap.
     """
 
     min_score: float = 0.30
