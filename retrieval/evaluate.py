@@ -42,6 +42,7 @@ class Observation:
     first_hit: int | None  # rank (0-based) of the first expected passage
     top_area: str | None
     signals: Signals
+    labelled: bool = True  # the question names its expected passages (recall is measured)
 
 
 @dataclass
@@ -68,16 +69,22 @@ class Report:
 
 
 def load_eval_set(path: Path) -> EvalSet:
+    """Questions with their area and expected passages; a set written without seeing the
+    corpus may give only the question text, which then counts for abstention alone."""
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    questions = tuple(
-        EvalQuestion(str(item["q"]), str(item["area"]), tuple(item.get("expected") or ()))
-        for item in data.get("questions", [])
-    )
+    questions = tuple(_eval_question(item) for item in data.get("questions", []))
     return EvalSet(
         questions,
         tuple(str(q) for q in data.get("off_topic", [])),
         tuple(str(q) for q in data.get("near_domain") or []),
     )
+
+
+def _eval_question(item: object) -> EvalQuestion:
+    if not isinstance(item, dict):
+        return EvalQuestion(str(item), "", ())
+    text = item.get("q", item.get("question", ""))
+    return EvalQuestion(str(text), str(item.get("area") or ""), tuple(item.get("expected") or ()))
 
 
 def observe(
@@ -93,7 +100,8 @@ def observe(
         ids = [state.index.passages[row].id for row in shown]
         first = next((rank for rank, pid in enumerate(ids) if pid in wanted), None)
         top_area = state.index.passages[ranking.rows[0]].area if ranking.rows else None
-        observations.append(Observation(first, top_area, abstention_signals(ranking)))
+        signals = abstention_signals(ranking)
+        observations.append(Observation(first, top_area, signals, bool(wanted)))
     return observations
 
 
@@ -113,23 +121,18 @@ def score_mode(
     answered = [not abstains(o) for o in real]
     report = ModeReport(mode)
     n = max(1, len(real))
+    labelled = [(o, a) for o, a in zip(real, answered, strict=True) if o.labelled]
+    n_labelled = max(1, len(labelled))
     for k in KS:
         report.recall[k] = (
-            sum(
-                a and o.first_hit is not None and o.first_hit < k
-                for o, a in zip(real, answered, strict=True)
-            )
-            / n
+            sum(a and o.first_hit is not None and o.first_hit < k for o, a in labelled) / n_labelled
         )
     report.mrr = (
-        sum(
-            1 / (o.first_hit + 1)
-            for o, a in zip(real, answered, strict=True)
-            if a and o.first_hit is not None
-        )
-        / n
+        sum(1 / (o.first_hit + 1) for o, a in labelled if a and o.first_hit is not None)
+        / n_labelled
     )
-    report.area_accuracy = sum(o.top_area == area for o, area in zip(real, areas, strict=True)) / n
+    with_area = [(o, area) for o, area in zip(real, areas, strict=True) if area]
+    report.area_accuracy = sum(o.top_area == area for o, area in with_area) / max(1, len(with_area))
     true_abstain = sum(abstains(o) for o in off)
     false_abstain = answered.count(False)
     report.abstention_recall = true_abstain / max(1, len(off))
@@ -157,7 +160,7 @@ def evaluate(retriever: Retriever, path: Path, calibrate: bool = False) -> Repor
             misses = [
                 f"{q.question!r} expected {q.expected[0]}"
                 for q, o in zip(data.questions, real, strict=True)
-                if o.first_hit is None or o.first_hit >= 3
+                if o.labelled and (o.first_hit is None or o.first_hit >= 3)
             ]
     return Report(
         reports, len(texts), len(data.off_topic), len(data.near_domain), policy, calibrated, misses

@@ -239,3 +239,17 @@ def test_only_ip_words_and_ip_glossary_terms_name_an_ip_concept(
     retriever: Retriever, question: str, names_ip: bool
 ) -> None:
     assert names_ip_term(question, retriever.corpus.glossary) is names_ip
+
+
+def test_an_unlabelled_question_set_measures_abstention_only(
+    retriever: Retriever, tmp_path: Path
+) -> None:
+    questions = tmp_path / "unlabelled.yaml"
+    questions.write_text(
+        "questions:\n- who owns the results of a joint research project?\n"
+        "near_domain:\n- how do I write a cover letter for a postdoc position\n"
+    )
+    report = evaluate(retriever, questions)
+    hybrid = next(r for r in report.modes if r.mode == "hybrid")
+    assert hybrid.false_abstention == 0.0 and hybrid.near_domain_abstention == 1.0
+    assert report.misses == []
