@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bot.commands import Audience, Command, find, public_commands
+from bot.conversation import Conversations
 from bot.replies import (
     EXAMPLE_QUESTION,
     AboutReply,
@@ -129,6 +130,7 @@ class Assistant:
         self.moderators = moderators
         self.dissemination = dissemination or Dissemination(store, retriever)
         self._batchers: dict[object, MicroBatcher] = {}  # one per model, made when first needed
+        self.conversations = Conversations()
 
     # -- questions ------------------------------------------------------------------------
 
@@ -140,13 +142,16 @@ class Assistant:
         offset: int = 0,
         remember: bool = True,
         working: Working | None = None,
+        conversation: str | None = None,
     ) -> AnswerReply | Notice | Quiet:
         """Answer a question (or another page of it) and remember it, without who asked.
 
         Every page counts toward the rate limit; over it, one notice per window, then quiet.
         `working` runs once the question is admitted, before the search: adapters show
         "typing..." there. Inline queries (`remember=False`) fire on every keystroke: they
-        are not stored.
+        are not stored. With a `conversation` key (see `chat_key`), a follow-up such as "and
+        for software?" is read together with that chat's previous question, and the answer
+        says so.
         """
         admission = self.rate_limiter.check(user.key)
         if admission == "drop":
@@ -157,11 +162,16 @@ class Assistant:
             text, notes, area_filter = self.retriever.prepare(question, area)
         except UserInputError as exc:
             return Notice("usage", str(exc))
+        if conversation and offset == 0:
+            understood = self.conversations.understand(conversation, text)
+            text = understood.text
+            notes = (*notes, understood.note) if understood.note else notes
         if working is not None:
             await working()
         started = time.perf_counter()
         language = self.retriever.language_of(text, user.language)
-        vector = await self._batcher(language).embed(text)
+        query = self.retriever.query_text(text, language)
+        vector = await self._batcher(language).embed(query)
         answer = self.retriever.answer_with_vector(
             text, vector, area_filter, self.top_k, max(0, offset), notes=notes, language=language
         )
@@ -219,7 +229,7 @@ class Assistant:
             return Notice("expired", EXPIRED)
         text, _, area = self.retriever.prepare(asked.text, asked.area_filter)
         language = self.retriever.language_of(text, None)
-        vector = await self._batcher(language).embed(text)
+        vector = await self._batcher(language).embed(self.retriever.query_text(text, language))
         answer = self.retriever.answer_with_vector(
             text, vector, area, self.top_k, offset, language=language
         )
@@ -296,7 +306,9 @@ class Assistant:
         """A line typed by a user: a /command or, otherwise, a question."""
         stripped = text.strip()
         if not stripped.startswith("/"):
-            return await self.ask(context.user, stripped, working=working)
+            return await self.ask(
+                context.user, stripped, working=working, conversation=context.conversation
+            )
         name, _, rest = stripped[1:].partition(" ")
         name = name.split("@", 1)[0]  # Telegram appends @botname in groups
         command = find(name)
@@ -330,7 +342,9 @@ class Assistant:
                     return Notice(
                         "usage", f"Type your question after /ask, e.g. /ask {EXAMPLE_QUESTION}"
                     )
-                return await self.ask(context.user, rest, working=working)
+                return await self.ask(
+                    context.user, rest, working=working, conversation=context.conversation
+                )
             case "areas":
                 return self.areas()
             case "area":

@@ -18,7 +18,7 @@ from pathlib import Path
 from bot import redact
 from bot.settings import Settings, SettingsError, load_settings
 from bot.store import StoreError
-from retrieval.corpus import CorpusError, check_corpus, corpus_version
+from retrieval.corpus import CorpusError, check_corpus, corpus_version, stale_passages
 from retrieval.embedder import ModelNotFoundError
 from retrieval.search import UserInputError
 
@@ -165,6 +165,8 @@ def cmd_corpus(args: argparse.Namespace, settings: Settings) -> int:
         for k in ("recommendation", "example", "definition")
     }
     counts = ", ".join(f"{n} {k}s" for k, n in kinds.items())
+    for warning in stale_passages(corpus, settings.stale_after_days):
+        print(f"{warning} (warning)")
     print(
         f"Corpus OK: {len(corpus.areas)} areas, {len(corpus.passages)} passages ({counts}), "
         f"{len(corpus.updates)} updates."

@@ -8,6 +8,7 @@ talk to the bot: push a line, read the reply.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import textwrap
 from collections.abc import Callable
@@ -32,12 +33,27 @@ from bot.replies import (
 )
 from retrieval.search import Answer, Hit
 
-WIDTH = 88
+MAX_WIDTH = 100  # long lines are hard to read even on a wide terminal
+MIN_WIDTH = 40
 PROMPT = "you> "
 
 
-def _wrap(text: str, indent: str = "   ") -> str:
-    return textwrap.fill(text, WIDTH, initial_indent=indent, subsequent_indent=indent)
+def width() -> int:
+    """The terminal's width now (it may be resized between answers), within readable bounds."""
+    columns = shutil.get_terminal_size((88, 24)).columns
+    return max(MIN_WIDTH, min(MAX_WIDTH, columns))
+
+
+def _wrap(text: str, indent: str = "   ", first: str | None = None) -> str:
+    """Wrap at the terminal width, never inside a word or a URL."""
+    return textwrap.fill(
+        text,
+        width(),
+        initial_indent=indent if first is None else first,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def emphasise(text: str, sentence: str, bold: bool) -> str:
@@ -51,11 +67,23 @@ def emphasise(text: str, sentence: str, bold: bool) -> str:
 def format_hit(number: int, hit: Hit, bold: bool) -> str:
     p = hit.passage
     body = _wrap(emphasise(p.text, hit.highlight, bold))
-    return f"{number}. {p.title}  [{p.kind}, {p.id}]\n{body}\n   Source: {p.citation}\n   {p.url}"
+    title = _wrap(f"{number}. {p.title}", first="")
+    return f"{title}\n{body}\n{_wrap('Source: ' + p.citation)}\n   {p.url}"
+
+
+def format_sources(answer: Answer) -> str:
+    """Where each passage of an answer comes from, with the IDs moderators use."""
+    rows = [
+        _wrap(f"{n}. [{h.passage.kind}, {h.passage.id}] {h.passage.title}", first="") + "\n"
+        f"{_wrap(h.passage.citation)}\n   {h.passage.url}"
+        for n, h in enumerate(answer.hits, start=answer.offset + 1)
+    ]
+    return "\n".join(rows)
 
 
 def format_answer(answer: Answer, disclaimer: str, bold: bool = False) -> str:
-    lines: list[str] = [f"Note: {note}" for note in answer.notes]
+    """The answer: a leading line that answers, then the passages; `disclaimer` may be empty."""
+    lines: list[str] = [_wrap(f"Note: {note}", "") for note in answer.notes]
     if not answer.answered:
         lines.append(NOT_COVERED)
         if answer.suggestions:
@@ -63,21 +91,24 @@ def format_answer(answer: Answer, disclaimer: str, bold: bool = False) -> str:
             lines.append(f"Did you mean one of these areas? {names}")
         lines.append(f"{HUMAN_HELP} {HELPDESK_URL}")
         return "\n".join(lines)
+    if answer.offset == 0 and answer.lead:
+        lines.append(_wrap(answer.lead, "") + "\n")
     if answer.area:
         lines.append(f"Area: {answer.area.title}\n")
     for number, hit in enumerate(answer.hits, start=answer.offset + 1):
         lines.append(format_hit(number, hit, bold) + "\n")
     if answer.has_more:
-        lines.append("Type /more for more passages.")
-    lines.append(f"-- {disclaimer}")
-    return "\n".join(lines)
+        lines.append(_wrap("Type /more for more passages, /sources for where they come from.", ""))
+    if disclaimer:
+        lines.append(_wrap(f"-- {disclaimer}", ""))
+    return "\n".join(lines).rstrip()
 
 
-def format_reply(reply: Reply, bold: bool = False) -> str:
+def format_reply(reply: Reply, bold: bool = False, with_disclaimer: bool = True) -> str:
     """Plain text for a terminal (or any client that shows text as it is)."""
     match reply:
         case AnswerReply(answer=answer, disclaimer=disclaimer):
-            return format_answer(answer, disclaimer, bold)
+            return format_answer(answer, disclaimer if with_disclaimer else "", bold)
         case AreaList(areas=areas):
             rows = [f"- {s.area.slug} ({s.passages} passages): {s.area.description}" for s in areas]
             return "The nine areas of the Code of Practice:\n" + "\n".join(rows)
@@ -93,10 +124,12 @@ def format_reply(reply: Reply, bold: bool = False) -> str:
             rows = [f"  {c.usage:<16} {c.description}" for c in commands]
             rows += [
                 "  /more            more passages for the last question",
+                "  /sources         where the last answer's passages come from",
+                "  /next            the next page of an area",
                 "  /quit            leave",
             ]
             return (
-                f"{textwrap.fill(intro, WIDTH)}\n\nCommands:\n"
+                f"{textwrap.fill(intro, width())}\n\nCommands:\n"
                 + "\n".join(rows)
                 + f"\n\nTry: {example}\n-- {disclaimer}"
             )
@@ -135,10 +168,13 @@ class ConsoleChat:
         self.context = Context.private(self.user)
         self._last_answer: AnswerReply | None = None
         self._last_page: AreaPage | None = None
+        self._disclaimer_shown = False
 
     async def send(self, text: str) -> str:
         """The bot's reply to one line typed by the user."""
         command = text.strip().lower()
+        if command == "/sources":
+            return self._sources()
         if command == "/more":
             reply = await self._more()
         elif command == "/next":
@@ -146,7 +182,15 @@ class ConsoleChat:
         else:
             reply = await self.assistant.handle(self.context, text)
         self._remember(reply)
-        return format_reply(reply, self.bold)
+        shown = format_reply(reply, self.bold, with_disclaimer=not self._disclaimer_shown)
+        if isinstance(reply, AnswerReply) and reply.answer.answered:
+            self._disclaimer_shown = True  # once per session is enough to be read
+        return shown
+
+    def _sources(self) -> str:
+        if self._last_answer is None:
+            return "There are no sources to show yet. Ask a question first."
+        return format_sources(self._last_answer.answer)
 
     def _remember(self, reply: Reply) -> None:
         if isinstance(reply, AnswerReply) and reply.answer.answered:

@@ -21,6 +21,7 @@ from discord.ext import commands
 
 from bot.assistant import EXPIRED, Assistant
 from bot.commands import COMMANDS
+from bot.conversation import chat_key
 from bot.discord_format import (
     CHOICE_MAX,
     CHOICES_MAX,
@@ -318,7 +319,10 @@ class IpbotCommands(commands.Cog):
         area: str | None = None,
     ) -> None:
         await interaction.response.defer(thinking=True)  # searching may take over 3 s
-        reply = await self.assistant.ask(discord_user(interaction.user), question, area)
+        conversation = chat_key("discord", interaction.channel_id)
+        reply = await self.assistant.ask(
+            discord_user(interaction.user), question, area, conversation=conversation
+        )
         await respond(interaction, outgoing(reply))
 
     @app_commands.command(name="areas", description=DESCRIPTIONS["areas"])
@@ -503,6 +507,10 @@ class IpBot(commands.Bot):
             except discord.HTTPException as exc:
                 log.warning("Discord: could not start a thread: %s", exc)
             else:
+                # Follow-ups are typed in the thread: it continues the channel's conversation.
+                if isinstance(reply, AnswerReply):
+                    thread_key = chat_key("discord", thread.id)
+                    self.assistant.conversations.remember(thread_key, reply.answer.question)
                 await thread.send(**out.kwargs())
                 return
         await message.reply(**out.kwargs(), mention_author=False)

@@ -74,19 +74,23 @@ def passage_text(text: str, highlight: str, room: int) -> str:
     return f"{core} {tail}".rstrip()
 
 
-def passage_value(passage: Passage, highlight: str, budget: int) -> str:
-    source = f"*{passage.kind}* · {link(passage.citation, passage.url)}"
+def passage_value(passage: Passage, highlight: str, budget: int, tagged: bool) -> str:
+    """Text and citation; the kind tag only when browsing, where it helps to scan a list."""
+    tag = f"*{passage.kind}* · " if tagged else ""
+    source = f"{tag}{link(passage.citation, passage.url)}"
     return passage_text(passage.text, highlight, budget - len(source) - 1) + "\n" + source
 
 
-def add_passages(embed: discord.Embed, rows: list[tuple[str, Passage, str]]) -> discord.Embed:
+def add_passages(
+    embed: discord.Embed, rows: list[tuple[str, Passage, str]], tagged: bool = False
+) -> discord.Embed:
     """Add (name, passage, highlight) fields, sharing what is left of the 6,000 characters."""
     rows = rows[:FIELDS_MAX]
     names = [shorten(escape(name), FIELD_NAME_MAX) for name, _, _ in rows]
     left = EMBED_MAX - len(embed) - sum(map(len, names))
     budget = min(FIELD_VALUE_MAX, left // max(1, len(rows)))
     for name, (_, passage, highlight) in zip(names, rows, strict=True):
-        value = shorten(passage_value(passage, highlight, budget), budget)  # a last resort
+        value = shorten(passage_value(passage, highlight, budget, tagged), budget)  # last resort
         embed.add_field(name=name, value=value, inline=False)
     return embed
 
@@ -107,8 +111,11 @@ def answer_embed(answer: Answer, disclaimer: str) -> discord.Embed:
     if not answer.answered:
         return not_covered_embed(answer, notes)
     question = f"**Q:** {shorten(escape(answer.question), 500)}"
+    lead = (
+        [f"**{shorten(escape(answer.lead), 1000)}**"] if answer.offset == 0 and answer.lead else []
+    )
     title = answer.area.title if answer.area else "Answer"
-    embed = new_embed(title, "\n".join([question, *notes]), disclaimer)
+    embed = new_embed(title, "\n".join([question, *notes, *lead]), disclaimer)
     numbered = enumerate(answer.hits, start=answer.offset + 1)
     rows = [(f"{n}. {hit.passage.title}", hit.passage, hit.highlight) for n, hit in numbered]
     return add_passages(embed, rows)
@@ -138,7 +145,8 @@ def reply_embed(reply: Reply) -> discord.Embed | None:
             return embed
         case AreaPage(area=area, passages=passages, page=page, pages=pages):
             embed = new_embed(area.title, escape(area.description), f"Page {page + 1} of {pages}")
-            return add_passages(embed, [(f"{p.id}: {p.title}", p, "") for p in passages])
+            rows = [(f"{p.id}: {p.title}", p, "") for p in passages]
+            return add_passages(embed, rows, tagged=True)
         case HelpReply(intro=intro, commands=commands_, example=example, disclaimer=disclaimer):
             embed = new_embed("ipbot", intro, disclaimer)
             usage = "\n".join(f"`{c.usage}` {c.description}" for c in commands_)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bot.commands import Command
+from bot.conversation import chat_key
 from bot.sender import UpdateItem
 from retrieval.corpus import Area, Passage
 from retrieval.search import Answer
@@ -63,6 +64,11 @@ class Context:
     user: User
     chat: Chat
     is_chat_admin: Callable[[], Awaitable[bool]] = field(default=_not_admin, compare=False)
+
+    @property
+    def conversation(self) -> str:
+        """The key under which this chat's previous question is remembered for follow-ups."""
+        return chat_key(self.chat.platform, self.chat.id)
 
     @classmethod
     def private(cls, user: User) -> Context:

@@ -16,8 +16,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from retrieval.abstention import AbstentionPolicy
+from retrieval.corpus import STALE_AFTER_DAYS
 from retrieval.embedder import DEFAULT_MODEL
-from retrieval.search import AbstentionPolicy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,6 +71,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     log_level: str = "INFO"
     rate_limit_per_minute: int = Field(10, ge=1)
+    stale_after_days: int = Field(STALE_AFTER_DAYS, ge=1)
     abstain_min_score: float = Field(AbstentionPolicy.min_score, ge=-1, le=1)
     abstain_confident_score: float = Field(AbstentionPolicy.confident_score, ge=-1, le=1)
     abstain_min_lexical: float = Field(AbstentionPolicy.min_lexical, ge=0)

@@ -56,6 +56,7 @@ from telegram.request import HTTPXRequest
 
 from bot.assistant import EXPIRED, Assistant
 from bot.commands import ALIASES, COMMANDS, public_commands
+from bot.conversation import chat_key
 from bot.replies import AnswerReply, Chat, Context, Notice, Quiet, User
 from bot.sender import DeliveryResult, Outbound, Outcome, Target
 from bot.settings import Settings, SettingsError
@@ -190,7 +191,12 @@ async def on_private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     message = update.effective_message
     assert message is not None
     question = message.text or message.caption or ""
-    reply = await assistant_of(context).ask(user_of(update), question, working=typing_in(message))
+    reply = await assistant_of(context).ask(
+        user_of(update),
+        question,
+        working=typing_in(message),
+        conversation=chat_key("telegram", message.chat_id),
+    )
     await send(context, message.chat_id, render(reply), quote=message)
 
 
@@ -201,7 +207,12 @@ async def on_group_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     question = addressed_question(message, bot.id, bot.username)
     if question is None:
         return
-    reply = await assistant_of(context).ask(user_of(update), question, working=typing_in(message))
+    reply = await assistant_of(context).ask(
+        user_of(update),
+        question,
+        working=typing_in(message),
+        conversation=chat_key("telegram", message.chat_id),
+    )
     await send(context, message.chat_id, render(reply), quote=message)
 
 

@@ -130,9 +130,11 @@ def citation_link(passage: Passage) -> str:
     return f'📖 <a href="{escape(passage.url)}">{escape(clip(passage.citation, 300))}</a>'
 
 
-def heading(passage: Passage, number: int | None = None) -> str:
+def heading(passage: Passage, number: int | None = None, tag: str = "") -> str:
+    """A passage's title in bold; `tag` (kind, ID) only where the user asked for sources."""
     prefix = f"{number}. " if number is not None else ""
-    return f"<b>{prefix}{escape(clip(passage.title, 200))}</b> <i>({escape(passage.kind)})</i>"
+    suffix = f" <i>({escape(tag)})</i>" if tag else ""
+    return f"<b>{prefix}{escape(clip(passage.title, 200))}</b>{suffix}"
 
 
 def format_hit(number: int, hit: Hit) -> str:
@@ -142,8 +144,10 @@ def format_hit(number: int, hit: Hit) -> str:
 
 def format_source(passage: Passage) -> str:
     text = escape(clip(passage.text, MAX_PASSAGE_CHARS))
+    tag = f"{passage.kind}, {passage.id}"
     return (
-        f"{heading(passage)}\n{citation_link(passage)}\n<blockquote expandable>{text}</blockquote>"
+        f"{heading(passage, tag=tag)}\n{citation_link(passage)}\n"
+        f"<blockquote expandable>{text}</blockquote>"
     )
 
 
@@ -162,6 +166,8 @@ def answer_blocks(answer: Answer, disclaimer: str) -> list[str]:
     blocks = [f"<i>{escape(note)}</i>" for note in answer.notes]
     if not answer.answered:
         return [*blocks, not_covered(answer)]
+    if answer.offset == 0 and answer.lead:
+        blocks.append(f"<b>{escape(answer.lead)}</b>")
     if answer.area:
         blocks.append(f"<b>Area:</b> {escape(answer.area.title)}")
     blocks += [format_hit(n, hit) for n, hit in enumerate(answer.hits, start=answer.offset + 1)]
@@ -216,7 +222,10 @@ def render_page(page: AreaPage) -> Outgoing:
     ]
     for passage in page.passages:  # short excerpts: a page is one message, edited in place
         first = passage.sentences[0] if passage.sentences else passage.text
-        blocks.append(f"{heading(passage)}\n{escape(clip(first, 300))}\n{citation_link(passage)}")
+        blocks.append(
+            f"{heading(passage, tag=passage.kind)}\n{escape(clip(first, 300))}\n"
+            f"{citation_link(passage)}"
+        )
     nav = []
     if page.page > 0:
         nav.append(button("◂ Previous", area_data(area.slug, page.page - 1, in_place=True)))

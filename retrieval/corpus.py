@@ -16,6 +16,8 @@ from typing import Literal
 
 import yaml
 
+from retrieval.glossary import Glossary, parse_glossary
+
 AREA_PREFIXES: dict[str, str] = {
     "intellectual-assets-management": "IAM",
     "new-technologies": "NT",
@@ -28,15 +30,19 @@ AREA_PREFIXES: dict[str, str] = {
     "industry-academia": "JIA",
 }
 AREA_SLUGS: tuple[str, ...] = tuple(AREA_PREFIXES)
+GLOSSARY_FILE = "glossary.md"
+NOT_AREA_FILES = ("readme.md", GLOSSARY_FILE)
 Kind = Literal["recommendation", "example", "definition"]
 KINDS: tuple[str, ...] = ("recommendation", "example", "definition")
 MIN_WORDS, MAX_WORDS = 40, 150
 REQUIRED_FIELDS = ("kind", "source", "url")
-KNOWN_FIELDS = (*REQUIRED_FIELDS, "keywords")
+KNOWN_FIELDS = (*REQUIRED_FIELDS, "keywords", "checked")
+STALE_AFTER_DAYS = 365
 
 _HEADING = re.compile(r"^##\s+(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]*)\s*:\s*(?P<title>.*\S)\s*$")
 _FIELD = re.compile(r"^(?P<key>[a-z_]+)\s*:\s*(?P<value>.*?)\s*$")
 _DATE_VALUE = re.compile(r"^\s*[\w-]+\s*:\s*['\"]?(\d{4}-\d{2}-\d{2})\b")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _URL = re.compile(r"^https?://[^\s/]+\.[^\s]+$")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9\"'(“‘])")
 _ABBREVIATION_END = re.compile(
@@ -65,6 +71,7 @@ class Passage:
     citation: str
     url: str
     keywords: tuple[str, ...] = ()
+    checked: dt.date | None = None
     file: str = ""
     line: int = 0
 
@@ -113,6 +120,7 @@ class Corpus:
     areas: tuple[Area, ...]
     passages: tuple[Passage, ...]
     updates: tuple[Update, ...] = ()
+    glossary: Glossary = field(default_factory=Glossary)
     version: str = "unversioned"
     hash: str = ""
     by_id: dict[str, Passage] = field(default_factory=dict, compare=False, repr=False)
@@ -175,7 +183,7 @@ def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
     areas: list[Area] = []
     passages: list[Passage] = []
     for path in sorted(corpus_dir.glob("*.md")):
-        if path.name.lower() == "readme.md":
+        if path.name.lower() in NOT_AREA_FILES:
             continue
         area, found, file_problems = _parse_area_file(path)
         problems += file_problems
@@ -185,17 +193,41 @@ def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
     problems += _check_cross_file(corpus_dir, areas, passages)
     updates, update_problems = _load_updates(corpus_dir / "updates")
     problems += update_problems
+    glossary, glossary_problems = _load_glossary(corpus_dir / GLOSSARY_FILE)
+    problems += glossary_problems
     version = corpus_version(corpus_dir)
     areas.sort(key=lambda a: AREA_SLUGS.index(a.slug))
     corpus = Corpus(
         areas=tuple(areas),
         passages=tuple(passages),
         updates=tuple(updates),
+        glossary=glossary,
         version=version,
         hash=_corpus_hash(passages, areas),
         by_id={p.id: p for p in passages},
     )
     return corpus, problems
+
+
+def stale_passages(
+    corpus: Corpus, max_age_days: int = STALE_AFTER_DAYS, today: dt.date | None = None
+) -> list[Problem]:
+    """Warnings (not errors) for passages whose `checked:` date is older than `max_age_days`.
+
+    Dated facts (yearly amounts, services that may close) need a moderator to look again; the
+    passage stays valid meanwhile, so this never blocks publishing.
+    """
+    today = today or dt.date.today()
+    return [
+        Problem(
+            p.file,
+            p.line,
+            f"{p.id}: last checked {p.checked.isoformat()}, {(today - p.checked).days} days ago; "
+            "check the facts against the source and update the checked: date",
+        )
+        for p in corpus.passages
+        if p.checked is not None and (today - p.checked).days > max_age_days
+    ]
 
 
 def _corpus_hash(passages: list[Passage], areas: list[Area]) -> str:
@@ -379,6 +411,9 @@ def _passage_from_section(
     if problems:
         return None, problems
     keywords = tuple(k.strip() for k in fields.get("keywords", "").split(",") if k.strip())
+    checked, problems = _checked_date(fields.get("checked"), line_no, heading["id"], path)
+    if problems:
+        return None, problems
     passage = Passage(
         id=heading["id"],
         area=area,
@@ -388,6 +423,7 @@ def _passage_from_section(
         citation=fields["source"],
         url=fields["url"],
         keywords=keywords,
+        checked=checked,
         file=path,
         line=line_no,
     )
@@ -428,6 +464,26 @@ def _check_fields(
     return problems
 
 
+def _checked_date(
+    value: str | None, line_no: int, passage_id: str, path: str
+) -> tuple[dt.date | None, list[Problem]]:
+    """The `checked:` date, when the facts were last verified against the source."""
+    if value is None:
+        return None, []
+    try:
+        if not _ISO_DATE.match(value):
+            raise ValueError(value)
+        checked = dt.date.fromisoformat(value)
+    except ValueError:
+        message = f"{passage_id}: checked date must be written YYYY-MM-DD, not '{value}'"
+        return None, [Problem(path, line_no, message)]
+    if checked > dt.date.today():
+        return None, [
+            Problem(path, line_no, f"{passage_id}: checked date {value} is in the future")
+        ]
+    return checked, []
+
+
 def _check_text(text: str, line_no: int, path: str) -> list[Problem]:
     words = len(text.split())
     if words == 0:
@@ -437,6 +493,14 @@ def _check_text(text: str, line_no: int, path: str) -> list[Problem]:
     if words < MIN_WORDS:
         return [Problem(path, line_no, f"text too short: {words} words (at least {MIN_WORDS})")]
     return []
+
+
+def _load_glossary(path: Path) -> tuple[Glossary, list[Problem]]:
+    """The optional glossary; its problems are located like any other corpus problem."""
+    if not path.is_file():
+        return Glossary(), []
+    glossary, problems = parse_glossary(path.read_text(encoding="utf-8"))
+    return glossary, [Problem(str(path), line, message) for line, message in problems]
 
 
 def _load_updates(folder: Path) -> tuple[list[Update], list[Problem]]:

@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
+from retrieval.abstention import (
+    AbstentionPolicy,
+    Mode,
+    Signals,
+    names_ip_term,
+    specific_terms,
+)
 from retrieval.corpus import AREA_PREFIXES, Area, Corpus, Passage, load_corpus
 from retrieval.embedder import Embedder
+from retrieval.highlight import answering_sentence
 from retrieval.index import (
     IndexCorruptError,
     IndexStore,
@@ -38,7 +46,6 @@ from retrieval.multilingual import (
     rank_dense,
 )
 
-Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[Mode, ...] = ("lexical", "dense", "hybrid")
 MAX_QUESTION_CHARS = 2000
 MIN_KNOWN_WORDS = 0.2  # below this share of English or corpus words, say we read English
@@ -48,6 +55,10 @@ ENGLISH_NOTE = (
 )
 log = logging.getLogger(__name__)
 RRF_K = 60
+_EU_ACT = re.compile(r"\((?:EU|EC|EEC)\) (?:No )?\d{2,4}/\d+")
+RESTATEMENT_COSINE = 0.845  # same source and this similar: the same point said twice
+CANDIDATES = 100  # rows taken from each ranker before fusion
+SHORT_QUESTION_TERMS = 4  # up to this many search terms, glossary meanings are always added
 
 
 class UserInputError(ValueError):
@@ -71,34 +82,6 @@ class UnknownAreaError(UserInputError):
 
 
 @dataclass(frozen=True)
-class AbstentionPolicy:
-    """When to say "not covered" instead of answering; thresholds come from `ipbot eval`.
-
-    Below `min_score` nothing in the corpus is about the question. Above `confident_score`
-    the best passage is clearly about it. In between, the meaning is only loosely related,
-    so an answer also needs words in common with a passage (`min_lexical`, a BM25 score):
-    off-topic chat ("how do I write a good CV") lands here with no shared terms. Requiring
-    the best passage to stand out from the next five (`min_margin`) is possible but off by
-    default: on the eval set it separated nothing and turned away real questions.
-    """
-
-    min_score: float = 0.26
-    confident_score: float = 0.40
-    min_lexical: float = 2.0
-    min_margin: float = 0.0  # calibrated: off-topic margins overlap real ones, so off
-    min_bm25: float = 3.0  # the lexical-only baseline's own threshold, for `ipbot eval`
-
-    def abstains(self, mode: Mode, best: float, margin: float, best_bm25: float) -> bool:
-        if mode == "lexical":
-            return best_bm25 < self.min_bm25
-        if best < self.min_score:
-            return True
-        if best >= self.confident_score:
-            return False
-        return best_bm25 < self.min_lexical or margin < self.min_margin
-
-
-@dataclass(frozen=True)
 class Hit:
     """A passage chosen for an answer, with why it was chosen and its best sentence."""
 
@@ -119,6 +102,11 @@ class Answer:
     notes: tuple[str, ...] = ()
     offset: int = 0
     has_more: bool = False
+
+    @property
+    def lead(self) -> str:
+        """One line that answers: the highlighted sentence of the best passage."""
+        return self.hits[0].highlight if self.answered and self.hits else ""
 
     def to_json(self) -> dict:
         """The CLI's JSON contract: question, answered, area, results."""
@@ -151,18 +139,63 @@ class Ranking:
     dense: np.ndarray
     lexical: np.ndarray
     mode: Mode
+    order_scores: dict[int, float]
+    specific: float = 0.0  # best BM25 score of the question's specific words (abstention)
+    ip_term: bool = False  # the question names an IP concept (abstention)
 
     def score(self, row: int) -> float:
-        return float(self.lexical[row] if self.mode == "lexical" else self.dense[row])
+        """The score that decided the order, scaled so that the first passage has 1.0."""
+        top = self.order_scores[self.rows[0]]
+        return self.order_scores[row] / top if top else 0.0
 
 
-def rank_by_reciprocal_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[int]:
-    """Merge rankings of the same items: each item scores the sum of 1 / (k + rank)."""
+def fuse_scores(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
+    """Reciprocal-rank fusion: each item scores the sum of 1 / (k + rank) over the rankings."""
     scores: dict[int, float] = {}
     for ranking in rankings:
         for rank, item in enumerate(ranking):
             scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank + 1)
+    return scores
+
+
+def rank_by_reciprocal_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[int]:
+    """Merge rankings of the same items, best fused score first."""
+    scores = fuse_scores(rankings, k)
     return sorted(scores, key=lambda item: (-scores[item], item))
+
+
+def _rank_scores(rows: Sequence[int]) -> dict[int, float]:
+    """A single ranking's order as scores, so every mode reports one that explains its order."""
+    return {row: 1.0 / (RRF_K + rank + 1) for rank, row in enumerate(rows)}
+
+
+def _dense_scores(index: SearchIndex, vector: np.ndarray, area: Area | None) -> np.ndarray:
+    """Cosine of the question to the top candidates (all of an area's passages); -1 elsewhere."""
+    total = len(index.passages)
+    dense = np.full(total, -1.0, dtype=np.float32)
+    if area is not None:
+        rows = np.array([r for r, p in enumerate(index.passages) if p.area == area.slug], int)
+        dense[rows] = index.vectors[rows] @ vector
+        return dense
+    query = vector.reshape(1, -1).astype(np.float32)
+    scores, rows = index.dense.search(query, min(CANDIDATES, total))
+    valid = rows[0] >= 0
+    dense[rows[0][valid]] = scores[0][valid]
+    return dense
+
+
+def _lexical_scores(index: SearchIndex, tokens: list[str]) -> np.ndarray:
+    if not tokens:  # bm25s fails on an empty query ("hi", emoji only)
+        return np.zeros(len(index.passages), dtype=np.float32)
+    return np.asarray(index.lexical.get_scores(tokens), dtype=np.float32)
+
+
+def _top_rows(scores: np.ndarray, eligible: np.ndarray) -> list[int]:
+    """Up to CANDIDATES eligible rows, best score first (ties by row for a stable order)."""
+    rows = np.flatnonzero(eligible)
+    if len(rows) > CANDIDATES:
+        rows = rows[np.argpartition(-scores[rows], CANDIDATES - 1)[:CANDIDATES]]
+    return sorted(rows.tolist(), key=lambda r: (-scores[r], r))
 
 
 @dataclass(frozen=True)
@@ -260,7 +293,7 @@ class Retriever:
         """Answer one question; raises UserInputError for input a user must correct."""
         text, notes, area_filter = self.prepare(question, area)
         language = self.language_of(text, language_hint)
-        vector = self.query_embedder(language).embed([text])[0]
+        vector = self.query_embedder(language).embed([self.query_text(text, language)])[0]
         return self.answer_with_vector(
             text, vector, area_filter, top_k, offset, mode, notes, language
         )
@@ -278,8 +311,8 @@ class Retriever:
     ) -> Answer:
         """The ranking half of `answer`, for callers that embed questions in batches.
 
-        `vector` comes from `query_embedder(language)`: another language than English takes
-        the multilingual path when it is on.
+        `vector` is `query_embedder(language)`'s vector of `query_text(question, language)`:
+        another language than English takes the multilingual path when it is on.
         """
         state = self._state
         if language != ENGLISH and state.translated is not None and self.multilingual:
@@ -288,20 +321,21 @@ class Retriever:
         if known_word_share(question, state.index.lexical.vocab_dict) < MIN_KNOWN_WORDS:
             notes = (*notes, ENGLISH_NOTE)
         ranking = self.rank(state, question, vector, area, mode)
-        if not ranking.rows or self._abstains(ranking):
+        if not ranking.rows or self._abstains(ranking, area):
             suggestions = self._closest_areas(state.corpus, state.index, ranking.dense)
             return Answer(question, False, area, suggestions=suggestions, notes=notes)
         best_area = area or state.corpus.area(state.index.passages[ranking.rows[0]].area)
-        window = ranking.rows[offset : offset + top_k]
+        rows = without_restatements(state.index, ranking.rows, offset + top_k + 1)
+        window = rows[offset : offset + top_k]
         hits = tuple(
             Hit(
                 state.index.passages[row],
                 ranking.score(row),
-                best_sentence(state.index, row, vector),
+                self._highlight(state, row, vector, question),
             )
             for row in window
         )
-        has_more = len(ranking.rows) > offset + top_k
+        has_more = len(rows) > offset + top_k
         return Answer(
             question, True, best_area, hits, notes=notes, offset=offset, has_more=has_more
         )
@@ -335,35 +369,52 @@ class Retriever:
             question, True, best_area, hits, notes=notes, offset=offset, has_more=has_more
         )
 
+    def search_text(self, question: str) -> str:
+        """The question as it is searched: its own words, then glossary meanings of its terms.
+
+        Callers that embed questions themselves embed this text, so that the vector and the
+        BM25 query in `answer_with_vector` see the same words.
+        """
+        return expanded_question(self._state, question)
+
+    def query_text(self, question: str, language: str) -> str:
+        """What to embed for a question: English is searched with its glossary meanings, other
+        languages as typed (the glossary is English)."""
+        return self.search_text(question) if language == ENGLISH else question
+
     def rank(
         self, state: _State, question: str, vector: np.ndarray, area: Area | None, mode: Mode
     ) -> Ranking:
-        """Order every passage (of the area, if one is given) by the chosen mode."""
-        index = state.index
-        total = len(index.passages)
-        dense = np.full(total, -1.0, dtype=np.float32)
-        scores, rows = index.dense.search(vector.reshape(1, -1).astype(np.float32), total)
-        valid = rows[0] >= 0
-        dense[rows[0][valid]] = scores[0][valid]
-        tokens = tokenize(question)
-        lexical = (
-            np.asarray(index.lexical.get_scores(tokens), dtype=np.float32)
-            if tokens  # bm25s fails on an empty query ("hi", emoji only)
-            else np.zeros(total, dtype=np.float32)
-        )
-        allowed = [r for r in range(total) if area is None or index.passages[r].area == area.slug]
-        by_dense = sorted(allowed, key=lambda r: (-dense[r], r))
-        by_lexical = sorted((r for r in allowed if lexical[r] > 0), key=lambda r: (-lexical[r], r))
-        if mode == "dense":
-            ordered = by_dense
-        elif mode == "lexical":
-            ordered = by_lexical
-        else:
-            ordered = rank_by_reciprocal_fusion([by_dense, by_lexical])
-        return Ranking(ordered, dense, lexical, mode)
+        """Order the best candidates of each ranker (of the area, if one is given).
 
-    def _abstains(self, ranking: Ranking) -> bool:
-        return self.policy.abstains(ranking.mode, *abstention_signals(ranking))
+        Only the top `CANDIDATES` of the dense and of the lexical ranking are fused: a passage
+        that neither ranker puts near the top cannot win the fusion, so sorting every row is
+        wasted work on a large corpus.
+        """
+        text = expanded_question(state, question)
+        dense = _dense_scores(state.index, vector, area)
+        lexical = _lexical_scores(state.index, tokenize(text))
+        specific = _lexical_scores(state.index, specific_terms(text))
+        if area is not None:
+            outside = [p.area != area.slug for p in state.index.passages]
+            lexical[outside] = specific[outside] = 0.0
+        by_dense = _top_rows(dense, dense > -1.0)
+        by_lexical = _top_rows(lexical, lexical > 0)
+        best_specific = float(specific.max(initial=0.0))
+        ip_term = names_ip_term(question, state.corpus.glossary)
+        if mode != "hybrid":
+            rows = by_dense if mode == "dense" else by_lexical
+            return Ranking(rows, dense, lexical, mode, _rank_scores(rows), best_specific, ip_term)
+        fused = fuse_scores([by_dense, by_lexical])
+        ordered = sorted(fused, key=lambda row: (-fused[row], row))
+        return Ranking(ordered, dense, lexical, mode, fused, best_specific, ip_term)
+
+    def _abstains(self, ranking: Ranking, area: Area | None) -> bool:
+        """Whether to say "not covered"; a user who chose an area has said the topic is IP."""
+        signals = abstention_signals(ranking)
+        if area is not None:
+            signals = replace(signals, ip_term=True)
+        return self.policy.abstains(ranking.mode, signals)
 
     def _closest_areas(
         self, corpus: Corpus, index: SearchIndex, dense: np.ndarray, count: int = 2
@@ -379,15 +430,66 @@ class Retriever:
                 break
         return tuple(corpus.area(s) for s in slugs)
 
+    def _highlight(self, state: _State, row: int, vector: np.ndarray, question: str) -> str:
+        """The sentence of the passage that answers the question (see `retrieval.highlight`)."""
+        passage = state.index.passages[row]
+        start = state.index.sentence_offsets[row]
+        similarities = state.index.sentence_vectors[start : start + len(passage.sentences)] @ vector
+        terms = set(specific_terms(expanded_question(state, question)))
+        return answering_sentence(passage, similarities, terms)
 
-def abstention_signals(ranking: Ranking) -> tuple[float, float, float]:
-    """Best dense similarity, its margin over the next five, and the best BM25 score."""
+
+def expanded_question(state: _State, question: str) -> str:
+    """The question with glossary meanings, unless its own words already carry the meaning.
+
+    In a question of a few words the term is the question ("MTA", "what is an NDA"). In a
+    longer one, a term the passages themselves use (TTO) is found as it is, and adding its
+    meaning would outweigh the user's detail ("can our TTO value the tech alone"); only a term
+    the passages never use (CA) is still explained.
+    """
+    glossary = state.corpus.glossary
+    entries = glossary.matches(question)
+    if entries and len(tokenize(question)) > SHORT_QUESTION_TERMS:
+        vocabulary = state.index.lexical.vocab_dict
+        entries = [e for e in entries if not all(t in vocabulary for t in tokenize(e.term))]
+    return glossary.expand(question, entries)
+
+
+def without_restatements(index: SearchIndex, rows: Sequence[int], needed: int) -> list[int]:
+    """The first `needed` rows, skipping any that restates a better one from the same source.
+
+    Two passages of one document that embed almost alike make the user read one point
+    twice; different sources saying the same thing corroborate each other and both stay.
+    """
+    kept: list[int] = []
+    for row in rows:
+        if len(kept) == needed:
+            break
+        source = source_key(index.passages[row])
+        if not any(
+            source_key(index.passages[k]) == source
+            and float(index.vectors[k] @ index.vectors[row]) >= RESTATEMENT_COSINE
+            for k in kept
+        ):
+            kept.append(row)
+    return kept
+
+
+def source_key(passage: Passage) -> str:
+    """The cited document: an EU act's number when the citation names one, else the URL."""
+    act = _EU_ACT.search(passage.citation)
+    return act.group(0) if act else passage.url.split("#", 1)[0].rstrip("/")
+
+
+def abstention_signals(ranking: Ranking) -> Signals:
+    """Best dense similarity, its margin over the next five, and the best BM25 scores."""
     if not ranking.rows:
-        return 0.0, 0.0, 0.0
+        return Signals(0.0, 0.0, 0.0, 0.0)
     top_dense = np.sort(ranking.dense[ranking.rows])[::-1]
     best = float(top_dense[0])
     margin = best - float(np.mean(top_dense[1:6])) if len(top_dense) > 1 else best
-    return best, margin, float(np.max(ranking.lexical[ranking.rows]))
+    lexical = float(np.max(ranking.lexical[ranking.rows]))
+    return Signals(best, margin, lexical, ranking.specific, ranking.ip_term)
 
 
 def _prefix_of(area: Area) -> str:

@@ -15,7 +15,8 @@ import pytest
 
 from bot.assistant import Assistant
 from bot.store import Store
-from retrieval.search import AbstentionPolicy, Retriever, open_retriever
+from retrieval.abstention import AbstentionPolicy
+from retrieval.search import Retriever, open_retriever
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS_DIR = ROOT / "corpus"

@@ -17,10 +17,45 @@ def chat(assistant: Assistant) -> ConsoleChat:
 
 async def test_question_gets_area_cited_passages_and_disclaimer(chat: ConsoleChat) -> None:
     reply = await chat.send("who owns results generated jointly in a horizon europe project")
-    assert reply.startswith("Area: ")
+    assert "\nArea: " in reply
     assert reply.count("Source: ") == 3 and "https://" in reply
     assert reply.count("*") >= 2  # the best sentence of each passage is marked
     assert "not legal advice" in reply
+
+
+async def test_answer_leads_with_the_sentence_that_answers_and_hides_internal_tags(
+    chat: ConsoleChat,
+) -> None:
+    reply = await chat.send("who owns results generated jointly in a horizon europe project")
+    lead = reply.split("\n\n", 1)[0]
+    assert " ".join(lead.split()) in " ".join(reply.split("\nArea: ", 1)[1].split()).replace(
+        "*", ""
+    )
+    assert "[recommendation" not in reply and "[example" not in reply
+    sources = await chat.send("/sources")
+    assert sources.startswith("1. [") and "https://" in sources
+
+
+async def test_disclaimer_is_shown_once_per_session(chat: ConsoleChat) -> None:
+    first = await chat.send("who owns results generated jointly in a horizon europe project")
+    second = await chat.send("how do I value a patent")
+    assert "not legal advice" in first and "not legal advice" not in second
+
+
+async def test_console_wraps_at_the_terminal_width_without_breaking_words(
+    chat: ConsoleChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "50")
+    reply = await chat.send("what is a material transfer agreement")
+    lines = reply.splitlines()
+    assert all(len(line) <= 50 or "://" in line or " " not in line.strip() for line in lines)
+    words = set(" ".join(lines).split())
+    assert "agreement" in words or "agreement," in words or "agreement." in words
+
+
+async def test_help_lists_next_and_sources(chat: ConsoleChat) -> None:
+    reply = await chat.send("/help")
+    assert "/next" in reply and "/sources" in reply
 
 
 async def test_off_topic_question_is_declined_with_areas_and_human_help(chat: ConsoleChat) -> None:

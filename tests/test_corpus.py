@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -10,7 +11,8 @@ import pytest
 import yaml
 
 from bot.cli import main
-from retrieval.corpus import AREA_SLUGS, check_corpus, load_corpus
+from retrieval.corpus import AREA_SLUGS, check_corpus, load_corpus, stale_passages
+from retrieval.glossary import parse_glossary
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "corpus"
@@ -191,3 +193,65 @@ def test_an_impossible_date_and_a_file_that_is_not_utf8_are_located(
     assert code == 1
     assert f"{update.name}:{date_line}: impossible date" in out, out
     assert "valuation.md:6: not valid UTF-8" in out, out
+
+
+def test_checked_date_is_read_and_an_old_one_is_only_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(CORPUS, tmp_path / "corpus")
+    area_file = tmp_path / "corpus" / "valuation.md"
+    text = area_file.read_text()
+    first_url = text.index("\nurl: ")
+    area_file.write_text(text[:first_url] + "\nchecked: 2001-05-04" + text[first_url:])
+    monkeypatch.setenv("IPBOT_CORPUS_DIR", str(tmp_path / "corpus"))
+    monkeypatch.setenv("IPBOT_STALE_AFTER_DAYS", "30")
+    assert main(["corpus", "validate"]) == 0
+    out = capsys.readouterr().out
+    assert "valuation.md:" in out and "last checked 2001-05-04" in out and "(warning)" in out
+    first = load_corpus(tmp_path / "corpus").passages_in("valuation")[0]
+    assert first.checked == dt.date(2001, 5, 4)
+
+
+def test_checked_date_within_the_allowed_age_gives_no_warning(tmp_path: Path) -> None:
+    passage = PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS)
+    write_area(tmp_path, passage.replace("\nurl:", "\nchecked: 2026-01-10\nurl:"))
+    corpus = load_corpus(tmp_path)
+    assert stale_passages(corpus, 365, today=dt.date(2026, 6, 1)) == []
+    assert len(stale_passages(corpus, 100, today=dt.date(2026, 6, 1))) == 1
+
+
+@pytest.mark.parametrize("value", ["30/11/2026", "2026-1-5", "2999-01-01"])
+def test_malformed_or_future_checked_date_is_an_error(tmp_path: Path, value: str) -> None:
+    passage = PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS)
+    write_area(tmp_path, passage.replace("\nurl:", f"\nchecked: {value}\nurl:"))
+    problems = problems_in(tmp_path)
+    assert any(f"{tmp_path}/valuation.md:" in p and "VAL-R1: checked date" in p for p in problems)
+
+
+def test_glossary_mistakes_are_reported_as_file_line_message(tmp_path: Path) -> None:
+    write_area(tmp_path, PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS))
+    (tmp_path / "glossary.md").write_text(
+        "# Glossary\n- MTA: material transfer agreement\nMTA material\n- mta: again\n- NDA:\n"
+    )
+    problems = problems_in(tmp_path)
+    glossary = f"{tmp_path}/glossary.md"
+    assert any(p.startswith(f"{glossary}:3: expected '- TERM: meaning") for p in problems)
+    assert f"{glossary}:4: 'mta' is already defined on line 2" in problems
+    assert f"{glossary}:5: 'NDA' has no meaning after the colon" in problems
+
+
+def test_glossary_adds_meanings_after_the_users_own_words() -> None:
+    glossary, problems = parse_glossary(
+        "- NDA: non-disclosure agreement; confidentiality agreement"
+    )
+    assert not problems
+    assert glossary.expand("NDAs with a company?") == (
+        "NDAs with a company? (non-disclosure agreement; confidentiality agreement)"
+    )
+    assert glossary.expand("a non-disclosure agreement (NDA)") == "a non-disclosure agreement (NDA)"
+    assert glossary.expand("agendas and calendars") == "agendas and calendars"
+
+
+def test_shipped_glossary_is_loaded_with_the_corpus() -> None:
+    corpus = load_corpus(CORPUS)
+    assert "material transfer agreement" in corpus.glossary.expand("MTA")

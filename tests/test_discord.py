@@ -193,6 +193,17 @@ async def test_follow_up_in_the_bots_thread_needs_no_mention(fake: FakeDiscord) 
     assert followup.body["embeds"][0]["title"] == "IP valuation"
 
 
+async def test_a_short_follow_up_in_the_thread_is_read_with_the_question(fake: FakeDiscord) -> None:
+    thread, _ = await answer_to_mention(fake, QUESTION)
+    thread_id = thread.path.split("/")[4]
+
+    mark = len(fake.calls)
+    await fake.post_message("and what about software?", channel_id=int(thread_id))
+    followup = await fake.next_call(mark, "POST", rf"/channels/{thread_id}/messages")
+
+    assert "previous question" in followup.body["embeds"][0]["description"]
+
+
 async def test_long_question_names_its_thread_within_100_characters(fake: FakeDiscord) -> None:
     question = "Who owns the results " + "of a joint research project " * 10 + "?"
     thread, _ = await answer_to_mention(fake, question)

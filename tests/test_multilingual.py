@@ -30,7 +30,7 @@ RECALL_AT_3 = {
     "pl": 0.88,
     "nl": 0.90,
     "pt": 0.90,
-    "sv": 0.83,
+    "sv": 0.76,  # 0.79 once the corpus grew to 233 passages (more close neighbours)
     "cs": 0.80,
     "el": 0.71,
 }

@@ -1,0 +1,137 @@
+"""Whether to answer at all: the signals of a ranking and the calibrated policy that reads them.
+
+Look-alike questions of academic life ("how do I write a cover letter for a postdoc") sit close
+to the corpus in meaning and share its generic words (PhD, university, paper, grant), so those
+words are not allowed to vouch for an answer: only the question's specific words count.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from retrieval.glossary import Glossary
+from retrieval.index import tokenize
+
+Mode = Literal["hybrid", "dense", "lexical"]
+
+# Words of academic life in general (careers, publishing, administration and funding calls,
+# methods, lab life). They appear in the corpus too, so BM25 rewards them, but sharing them
+# says nothing about whether a question is about intellectual property.
+GENERIC_ACADEMIC_WORDS = """
+    phd phds postdoc postdocs postdoctoral doctoral doctorate doctor research researcher
+    researchers university universities paper papers conference conferences lab labs
+    laboratory student students professor professors thesis supervisor project projects
+    science scientific scientist academic academia faculty career careers job jobs position
+    positions application applications apply proposal proposals journal journals study
+    studies work group team colleague colleagues institute institution institutions department
+    school master masters fellowship fellow europe european eu year years month time way good
+    best need want know help get make use grant grants funding funded fund call calls deadline
+    deadlines budget budgets salary salaries stipend interview interviews visa visas reviewer
+    reviewers manuscript manuscripts submit submission defence defense teaching lecture
+    lecturer tenure track hire hiring recruit cv letter letters reference references citation
+    cite citing metric metrics factor index ranking rankings scopus orcid arxiv peer editor
+    editors python matlab latex server cluster computing hpc statistics statistical analysis
+    experiment experiments sample samples method methods protocol protocols meeting meetings
+    seminar seminars workshop workshops talk talks presentation presentations slides supervise
+    supervision mentor mentoring course courses exam exams teach ethics ethical approval
+    committee travel expenses reimbursement office administration admin procurement order
+    purchase room booking candidate candidates degree degrees graduate undergraduate report
+    reports request requests extension author authors coauthor
+"""
+GENERIC_TERMS = frozenset(tokenize(GENERIC_ACADEMIC_WORDS))
+# Words and phrases that make a question about intellectual property whatever else it says,
+# matched as typed (not stemmed: "owns" is about IP, "my own lab" is not). A word belongs
+# here only if off-topic questions of academic life rarely use it: not "publish", "results",
+# "company", "open access" or "data management".
+IP_WORDS = frozenset(
+    """
+    patent patents patenting patented licence license licences licenses licensing licensed
+    licensee licensor copyright copyrights copyrighted trademark trademarks intellectual ip
+    ipr iprs invention inventions inventor inventors invent invented inventorship owns owned
+    ownership owner owners royalty royalties spinoff spinoffs spinout spinouts valuation
+    valorisation valorization exploit exploitation exploiting exploitable commercialise
+    commercialize commercialisation commercialization disclosure disclose disclosed novelty
+    infringe infringement infringing confidential confidentiality secret secrets knowhow export
+    consortium agreement agreements assets database databases partner partners sponsor
+    sponsors sponsored investor investors hackathon hackathons crowdsourcing
+    """.split()
+)
+IP_PHRASES = (
+    "code of practice",
+    "codes of practice",
+    "tech transfer",
+    "technology transfer",
+    "knowledge transfer",
+    "freedom to operate",
+    "research security",
+    "trade secret",
+    "open innovation",
+    "give away",
+)
+_WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def specific_terms(text: str) -> list[str]:
+    """The question's search terms without the generic academic ones."""
+    return [t for t in tokenize(text) if t not in GENERIC_TERMS]
+
+
+def names_ip_term(question: str, glossary: Glossary) -> bool:
+    """Whether the question names an IP concept, itself or through a glossary term's meaning.
+
+    Glossary terms count by their meaning: "FTO" (freedom to operate) does, "ERC" (European
+    Research Council) does not.
+    """
+    meanings = " ".join(m for entry in glossary.matches(question) for m in entry.meanings)
+    text = f"{question} {meanings}".lower()
+    if any(phrase in text for phrase in IP_PHRASES):
+        return True
+    for word in _WORD.findall(text):
+        parts = {word, word.replace("-", ""), *word.split("-")}  # spin-off, give-away-IP
+        if IP_WORDS.intersection(parts):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What abstention looks at: how close the best passage is and what words it shares."""
+
+    best: float  # highest cosine of any candidate passage
+    margin: float  # best minus the mean of the next five
+    lexical: float  # best BM25 score of the whole question
+    specific: float  # best BM25 score of the question's specific words only
+    ip_term: bool = False  # the question names an IP concept (see `names_ip_term`)
+
+
+@dataclass(frozen=True)
+class AbstentionPolicy:
+    """When to say "not covered" instead of answering; thresholds come from `ipbot eval`.
+
+    Below `min_score` nothing in the corpus is about the question. Above `confident_score`
+    the best passage is clearly about it. In between, the meaning is only loosely related,
+    so an answer also needs either an IP term in the question ("how do we price a licence")
+    or specific words in common with a passage (`min_lexical`, a BM25 score over the question
+    without generic academic words): "what salary can a postdoc expect" has neither.
+    Requiring the best passage to stand out from the next five (`min_margin`) is possible
+    but off: margins of off-topic and real questions overlap.
+    """
+
+    min_score: float = 0.30
+    confident_score: float = 0.50
+    min_lexical: float = 3.0
+    min_margin: float = 0.0  # calibrated: off-topic margins overlap real ones, so off
+    min_bm25: float = 3.0  # the lexical-only baseline's own threshold, for `ipbot eval`
+
+    def abstains(self, mode: Mode, signals: Signals) -> bool:
+        if mode == "lexical":
+            return signals.lexical < self.min_bm25
+        if signals.best < self.min_score:
+            return True
+        if signals.best >= self.confident_score:
+            return False
+        if signals.margin < self.min_margin:
+            return True
+        return not signals.ip_term and signals.specific < self.min_lexical
