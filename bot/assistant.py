@@ -16,6 +16,7 @@ from typing import Literal
 
 from bot.commands import Audience, Command, find, public_commands
 from bot.conversation import Conversations
+from bot.moderation import DEFAULT_DAYS, Moderation
 from bot.replies import (
     EXAMPLE_QUESTION,
     AboutReply,
@@ -131,6 +132,7 @@ class Assistant:
         self.dissemination = dissemination or Dissemination(store, retriever)
         self._batchers: dict[object, MicroBatcher] = {}  # one per model, made when first needed
         self.conversations = Conversations()
+        self.moderation = Moderation(store, retriever)
 
     # -- questions ------------------------------------------------------------------------
 
@@ -365,7 +367,19 @@ class Assistant:
                 return await dissemination.forget(context.user, context.chat)
             case "announce":
                 return await dissemination.preview(rest)
+            case "stats" | "gaps":
+                return await self.moderator_report(context, command.name, rest)
         raise AssertionError(f"/{command.name} is registered but not handled")
+
+    async def moderator_report(self, context: Context, name: str, rest: str) -> Notice:
+        """/stats or /gaps over the last DAYS days (30 unless given), written to the audit log."""
+        days = int(rest) if rest.isdigit() and 0 < int(rest) <= 3650 else DEFAULT_DAYS
+        if name == "stats":
+            text = await self.moderation.stats(days)
+        else:
+            text = await self.moderation.gaps_text(days)
+        await self.store.audit(context.user.key, name, f"{days} days", "shown")
+        return Notice(name, text)
 
     async def handle_text(self, user: User, text: str, working: Working | None = None) -> Reply:
         """A line typed in a private chat (the console's and the tests' way in)."""

@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="questions in other languages, per language (default tests/data/eval_translated.yaml)",
     )
+    gaps = commands.add_parser("gaps", help="what people asked that the corpus could not answer")
+    gaps.add_argument("action", choices=["export"], help="export: one row per question")
+    gaps.add_argument("--csv", action="store_true", required=True, help="as CSV on stdout")
+    gaps.add_argument("--days", type=int, default=30, help="how far back (default 30)")
     db = commands.add_parser("db", help="manage the database")
     db.add_argument("action", choices=["upgrade"], help="upgrade: apply migrations")
     updates = commands.add_parser("updates", help="dissemination updates (corpus/updates/)")
@@ -145,6 +149,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "eval": cmd_eval,
         "bench": cmd_bench,
         "db": cmd_db,
+        "gaps": cmd_gaps,
         "updates": cmd_updates,
     }
     if args.command is None:
@@ -246,6 +251,20 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
             await close_app(app)
 
     asyncio.run(chat())
+    return 0
+
+
+def cmd_gaps(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.app import close_app, open_app
+
+    async def export() -> str:
+        app = await open_app(settings, progress)
+        try:
+            return await app.assistant.moderation.gaps_csv(max(1, args.days))
+        finally:
+            await close_app(app)
+
+    sys.stdout.write(asyncio.run(export()))
     return 0
 
 

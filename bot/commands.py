@@ -46,6 +46,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("about", "/about", "corpus version and when it was last indexed"),
     Command("help", "/help", "what I can do"),
     Command("announce", "/announce UPDATE", "send an update to subscribers", Audience.MODERATORS),
+    Command("stats", "/stats [DAYS]", "questions, answers and votes", Audience.MODERATORS),
+    Command("gaps", "/gaps [DAYS]", "what people asked that the corpus lacks", Audience.MODERATORS),
 )
 ALIASES = {"start": "help"}
 BY_NAME = {c.name: c for c in COMMANDS}

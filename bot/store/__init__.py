@@ -21,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, delete, event, func, select, text, update
+from sqlalchemy import Connection, case, delete, event, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -40,6 +40,7 @@ from bot.store.tables import (
 
 __all__ = [
     "ALL_AREAS",
+    "AskedQuestion",
     "Claim",
     "DeliveryStatus",
     "Published",
@@ -83,6 +84,21 @@ class QuestionRecord:
     text: str
     area_filter: str | None
     asked_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class AskedQuestion:
+    """A stored question as moderators see it: what was asked and how it went, never by whom."""
+
+    id: int
+    asked_at: dt.datetime
+    platform: str
+    text: str
+    area: str | None
+    answered: bool
+    latency_ms: float | None
+    helpful: int  # votes
+    not_helpful: int
 
 
 @dataclass(frozen=True)
@@ -316,6 +332,33 @@ class Store:
         except IntegrityError:
             return False
         return True
+
+    async def questions_since(self, since: dt.datetime) -> list[AskedQuestion]:
+        """Questions asked since a time, oldest first, with their votes counted."""
+        votes = (
+            select(
+                FeedbackRow.question_id,
+                func.sum(case((FeedbackRow.helpful.is_(True), 1), else_=0)).label("up"),
+                func.sum(case((FeedbackRow.helpful.is_(False), 1), else_=0)).label("down"),
+            )
+            .group_by(FeedbackRow.question_id)
+            .subquery()
+        )
+        query = (
+            select(QuestionRow, votes.c.up, votes.c.down)
+            .outerjoin(votes, votes.c.question_id == QuestionRow.id)
+            .where(QuestionRow.asked_at >= since)
+            .order_by(QuestionRow.asked_at, QuestionRow.id)
+        )
+        async with self.session() as session:
+            rows = (await session.execute(query)).all()
+        return [
+            AskedQuestion(
+                q.id, q.asked_at, q.platform, q.text, q.area, q.answered, q.latency_ms,
+                int(up or 0), int(down or 0),
+            )
+            for q, up, down in rows
+        ]  # fmt: skip
 
     async def feedback_counts(self) -> dict[bool, int]:
         async with self.session() as session:

@@ -1,0 +1,130 @@
+"""What moderators see of what people asked: figures (/stats) and the corpus to-do list (/gaps).
+
+Questions are stored without who asked. Gaps are the questions ipbot abstained on or that got
+"not helpful", grouped by meaning with the embedding model ipbot already runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import io
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from bot.store import AskedQuestion, Store
+from bot.store.tables import utcnow
+from retrieval.search import Retriever
+
+SAME_GAP_COSINE = 0.6  # paraphrases score 0.63-0.84 with MiniLM, different topics under 0.5
+EXAMPLES_PER_GAP = 3
+DEFAULT_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Unanswered questions that mean much the same, and the area closest to them."""
+
+    questions: tuple[str, ...]
+    nearest_area: str
+
+    @property
+    def size(self) -> int:
+        return len(self.questions)
+
+
+def is_gap(question: AskedQuestion) -> bool:
+    return not question.answered or question.not_helpful > question.helpful
+
+
+def group_by_meaning(vectors: np.ndarray, threshold: float = SAME_GAP_COSINE) -> list[list[int]]:
+    """Greedy grouping: each question joins the first group whose centre it is close to."""
+    groups: list[list[int]] = []
+    centres: list[np.ndarray] = []
+    for row, vector in enumerate(vectors):
+        scores = [float(centre @ vector) for centre in centres]
+        best = int(np.argmax(scores)) if scores else -1
+        if best >= 0 and scores[best] >= threshold:
+            groups[best].append(row)
+            centre = vectors[groups[best]].mean(axis=0)
+            centres[best] = centre / max(float(np.linalg.norm(centre)), 1e-12)
+        else:
+            groups.append([row])
+            centres.append(vector)
+    return groups
+
+
+class Moderation:
+    """Figures and gaps for moderators, whatever the platform."""
+
+    def __init__(self, store: Store, retriever: Retriever):
+        self.store, self.retriever = store, retriever
+
+    async def asked(self, days: int) -> list[AskedQuestion]:
+        return await self.store.questions_since(utcnow() - dt.timedelta(days=days))
+
+    async def stats(self, days: int = DEFAULT_DAYS) -> str:
+        """Questions per day and per area, share answered, votes, latency: one short text."""
+        asked = await self.asked(days)
+        if not asked:
+            return f"No questions in the last {days} days."
+        answered = sum(q.answered for q in asked)
+        per_day = Counter(q.asked_at.date().isoformat() for q in asked)
+        per_area = Counter(self._area_title(q.area) for q in asked if q.area)
+        latencies = sorted(q.latency_ms for q in asked if q.latency_ms is not None)
+        lines = [
+            f"Last {days} days: {len(asked)} questions, {answered / len(asked):.0%} answered.",
+            f"Votes: {sum(q.helpful for q in asked)} helpful, "
+            f"{sum(q.not_helpful for q in asked)} not helpful.",
+        ]
+        if latencies:
+            p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+            lines.append(
+                f"Answer time: median {statistics.median(latencies):.0f} ms, 95% under {p95:.0f} ms."
+            )
+        lines.append("Per day: " + ", ".join(f"{d} {n}" for d, n in sorted(per_day.items())[-14:]))
+        lines.append("Per area: " + ", ".join(f"{a} {n}" for a, n in per_area.most_common()))
+        return "\n".join(lines)
+
+    async def gaps(self, days: int = DEFAULT_DAYS) -> list[Gap]:
+        """Unanswered or unhelpful questions grouped by meaning, the biggest groups first."""
+        texts = [q.text for q in await self.asked(days) if is_gap(q)]
+        if not texts:
+            return []
+        embedder = self.retriever.embedder
+        vectors = await asyncio.to_thread(embedder.embed, texts)
+        index = self.retriever.index
+        gaps = []
+        for rows in group_by_meaning(vectors):
+            centre = vectors[rows].mean(axis=0)
+            nearest = index.passages[int(np.argmax(index.vectors @ centre))].area
+            gaps.append(Gap(tuple(texts[r] for r in rows), self._area_title(nearest)))
+        return sorted(gaps, key=lambda gap: -gap.size)
+
+    async def gaps_text(self, days: int = DEFAULT_DAYS, limit: int = 10) -> str:
+        gaps = await self.gaps(days)
+        if not gaps:
+            return f"No unanswered or unhelpful questions in the last {days} days."
+        lines = [f"What the corpus is missing (last {days} days), biggest first:"]
+        for number, gap in enumerate(gaps[:limit], start=1):
+            examples = "; ".join(f"“{q}”" for q in gap.questions[:EXAMPLES_PER_GAP])
+            lines.append(f"{number}. {gap.size} × near {gap.nearest_area}: {examples}")
+        return "\n".join(lines)
+
+    async def gaps_csv(self, days: int = DEFAULT_DAYS) -> str:
+        """One row per question, with its group: for a spreadsheet."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["group", "group_size", "nearest_area", "question"])
+        for number, gap in enumerate(await self.gaps(days), start=1):
+            for question in gap.questions:
+                writer.writerow([number, gap.size, gap.nearest_area, question])
+        return out.getvalue()
+
+    def _area_title(self, slug: str | None) -> str:
+        areas = {a.slug: a.title for a in self.retriever.corpus.areas}
+        return areas.get(slug or "", slug or "none")
