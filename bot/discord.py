@@ -392,6 +392,19 @@ class IpbotCommands(commands.Cog):
     async def announce(self, interaction: discord.Interaction, update: str) -> None:
         await self.run(interaction, f"/announce {update}")
 
+    @app_commands.command(name="stats", description=DESCRIPTIONS["stats"])
+    @app_commands.describe(days="How many days back (default 30)")
+    @app_commands.default_permissions(manage_guild=True)
+    async def stats(self, interaction: discord.Interaction, days: int = 30) -> None:
+        await self.run(interaction, f"/stats {days}")
+
+    @app_commands.command(name="gaps", description=DESCRIPTIONS["gaps"])
+    @app_commands.describe(days="How many days back (default 30)")
+    @app_commands.default_permissions(manage_guild=True)
+    async def gaps(self, interaction: discord.Interaction, days: int = 30) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # grouping takes a moment
+        await self.run(interaction, f"/gaps {days}")
+
     @subscribe.autocomplete("areas")
     @unsubscribe.autocomplete("areas")
     async def complete_areas(
