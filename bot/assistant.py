@@ -293,15 +293,17 @@ class Assistant:
 
     # -- commands -------------------------------------------------------------------------
 
-    def is_moderator(self, user: User) -> bool:
-        return user.key in self.moderators
+    def is_moderator(self, context: Context) -> bool:
+        """Listed in IPBOT_MODERATORS by user id, or holding a listed Discord role."""
+        roles = {f"{context.user.platform}-role:{role}" for role in context.roles}
+        return context.user.key in self.moderators or bool(roles & self.moderators)
 
     async def allowed(self, context: Context, command: Command) -> bool:
         """The one place that decides who may run a command."""
         if command.audience == Audience.MODERATORS:
-            return self.is_moderator(context.user)
+            return self.is_moderator(context)
         if command.audience == Audience.CHAT_ADMINS and not context.chat.is_private:
-            return self.is_moderator(context.user) or await context.is_chat_admin()
+            return self.is_moderator(context) or await context.is_chat_admin()
         return True
 
     async def handle(self, context: Context, text: str, working: Working | None = None) -> Reply:
@@ -387,7 +389,7 @@ class Assistant:
 
     async def confirm_announce(self, context: Context, token: str) -> Notice:
         """A moderator confirmed an announcement preview: publish it and report here."""
-        if not self.is_moderator(context.user):
+        if not self.is_moderator(context):
             return Notice("refused", REFUSED.format(who="moderators", name="announce"))
         return await self.dissemination.publish(token, context.user.key, context.chat)
 

@@ -291,7 +291,13 @@ def interaction_context(interaction: discord.Interaction) -> Context:
     async def is_admin() -> bool:
         return allowed
 
-    return Context(user, Chat("discord", str(interaction.channel_id), "group"), is_admin)
+    chat = Chat("discord", str(interaction.channel_id), "group")
+    return Context(user, chat, is_admin, role_ids(interaction.user))
+
+
+def role_ids(member: discord.abc.User) -> frozenset[str]:
+    """A server member's role ids (moderators may be named by role); none in DMs."""
+    return frozenset(str(role.id) for role in getattr(member, "roles", ()))
 
 
 # -- slash commands ---------------------------------------------------------------------
@@ -541,7 +547,8 @@ class IpBot(commands.Bot):
         async def is_admin() -> bool:
             return allowed
 
-        return Context(user, Chat("discord", str(message.channel.id), "group"), is_admin)
+        chat = Chat("discord", str(message.channel.id), "group")
+        return Context(user, chat, is_admin, role_ids(message.author))
 
     def may_start_thread(self, message: discord.Message) -> bool:
         channel = message.channel

@@ -64,6 +64,7 @@ class Context:
     user: User
     chat: Chat
     is_chat_admin: Callable[[], Awaitable[bool]] = field(default=_not_admin, compare=False)
+    roles: frozenset[str] = frozenset()  # the platform's role ids (Discord), for moderator roles
 
     @property
     def conversation(self) -> str:

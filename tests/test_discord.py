@@ -554,3 +554,15 @@ async def test_subscribe_autocompletes_the_area_being_typed(fake: FakeDiscord) -
 
     choices = callback.body["data"]["choices"]
     assert [c["value"] for c in choices] == ["valuation, open-science"]
+
+
+async def test_a_moderator_role_opens_the_moderator_commands(
+    fake: FakeDiscord, assistant: Assistant
+) -> None:
+    assistant.moderators = frozenset({f"discord-role:{fake.moderator_role_id}"})
+    refused, _ = await slash(fake, "stats")
+    fake.member_roles = [str(fake.moderator_role_id)]
+    allowed, _ = await slash(fake, "stats")
+
+    assert "only moderators" in refused.body["data"]["content"]
+    assert "No questions in the last 30 days" in allowed.body["data"]["content"]

@@ -97,6 +97,8 @@ class FakeDiscord:
         self.port = 0
         self.resumes = 0
         self.member_permissions = MEMBER_PERMISSIONS  # add MANAGE_CHANNELS to make an admin
+        self.member_roles: list[str] = []  # role ids the researcher holds in the guild
+        self.moderator_role_id = self.snowflake()  # a role the guild has, for moderator tests
         # Broadcast faults and features: DMs closed, 5xx, nonce deduplication, crossposts.
         self.blocked_channels: set[int] = set()
         self.server_errors: set[int] = set()  # the Nth channel message (1-based) answers 500
@@ -125,7 +127,7 @@ class FakeDiscord:
     def _member(self, user: dict) -> dict:
         return {
             "user": user,
-            "roles": [],
+            "roles": list(self.member_roles),
             "joined_at": _now(),
             "deaf": False,
             "mute": False,
@@ -350,6 +352,12 @@ class FakeDiscord:
                     "permissions": str(MEMBER_PERMISSIONS),
                     "position": 1,
                     "managed": True,
+                },
+                {
+                    "id": str(self.moderator_role_id),
+                    "name": "moderators",
+                    "permissions": "0",
+                    "position": 2,
                 },
             ],
             "members": [{**self._member(self.bot_user), "roles": [str(self.guild_id + 1)]}],
