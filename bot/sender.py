@@ -87,6 +87,22 @@ class DeliveryReport:
 Outbound = Bulletin | DeliveryReport
 
 
+async def published_items(store: Store, areas: Iterable[Area]) -> list[UpdateItem]:
+    """Every published update as subscribers read it (as published, whatever the file says now)."""
+    by_slug = {area.slug: area for area in areas}
+    return [
+        UpdateItem(
+            p.id,
+            p.date,
+            p.title,
+            p.body,
+            p.url,
+            tuple(by_slug[s] for s in (p.areas or by_slug) if s in by_slug),
+        )
+        for p in await store.published_updates()
+    ]
+
+
 class Outlet(Protocol):
     """A platform's sending side, as the sender needs it."""
 
@@ -303,9 +319,8 @@ class Sender:
     async def _bulletin(self, claim: Claim) -> Bulletin | None:
         """The updates of a claim as they were published (the corpus file may have changed)."""
         if not set(claim.update_ids) <= set(self._published):
-            for p in await self.store.published_updates():
-                areas = tuple(self.areas[s] for s in (p.areas or self.areas) if s in self.areas)
-                self._published[p.id] = UpdateItem(p.id, p.date, p.title, p.body, p.url, areas)
+            for item in await published_items(self.store, self.areas.values()):
+                self._published[item.id] = item
         items = tuple(self._published[u] for u in claim.update_ids if u in self._published)
         if not items:
             return None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bot.feeds import write_feeds
 from bot.replies import AnnouncePreview, Chat, Notice, UpdatesReply, User
-from bot.sender import UpdateItem
+from bot.sender import UpdateItem, published_items
 from bot.store import Store, Subscription
 from retrieval.corpus import Area, Corpus, Update
 from retrieval.search import Retriever, UserInputError
@@ -66,19 +66,7 @@ async def publish_update(
 
 async def refresh_feeds(store: Store, folder: Path, corpus: Corpus) -> None:
     """Rewrite the Atom feeds from what has been published."""
-    areas = {a.slug: a for a in corpus.areas}
-    items = [
-        UpdateItem(
-            p.id,
-            p.date,
-            p.title,
-            p.body,
-            p.url,
-            tuple(areas[s] for s in (p.areas or areas) if s in areas),
-        )
-        for p in await store.published_updates()
-    ]
-    write_feeds(folder, items)
+    write_feeds(folder, await published_items(store, corpus.areas))
 
 
 class Dissemination:
