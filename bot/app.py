@@ -14,12 +14,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from bot.assistant import Assistant, configured_retriever
+from bot.refresh import Refresher
 from bot.sender import Outlet, Sender
 from bot.settings import Settings
 from bot.store import Store, open_store
 from bot.subscriptions import Dissemination, refresh_feeds
 from retrieval.index import Progress
 from retrieval.search import Retriever
+from retrieval.versions import Build
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ class App:
     assistant: Assistant
     sender: Sender | None = None
     outlets: list[Outlet] = field(default_factory=list)
+    refresher: Refresher | None = None
 
     def wake_sender(self) -> None:
         """Something was published in this process: deliver it now, not at the next poll."""
@@ -74,6 +77,16 @@ async def open_app(
     dissemination = Dissemination(
         store, retriever, feeds, on_publish=app.wake_sender, dm_limit=settings.discord_dm_limit
     )
+
+    async def after_swap(build: Build) -> str | None:
+        """A new version is served: the feeds follow its updates."""
+        if feeds is not None:
+            await refresh_feeds(store, feeds, build.corpus)
+        return None
+
+    app.refresher = Refresher(
+        store, retriever, settings.corpus_dir, settings.eval_file, on_swap=after_swap
+    )
     app.assistant = Assistant(
         retriever,
         store,
@@ -81,7 +94,9 @@ async def open_app(
         rate_limit_per_minute=settings.rate_limit_per_minute,
         moderators=frozenset(settings.moderators),
         dissemination=dissemination,
+        refresher=app.refresher,
     )
+    await app.refresher.start()
     if feeds is not None:
         await refresh_feeds(store, feeds, retriever.corpus)
     if outlets:
@@ -122,22 +137,26 @@ async def ensure_outlet_subscriptions(app: App) -> None:
 
 @contextlib.asynccontextmanager
 async def running_sender(app: App) -> AsyncIterator[None]:
-    """Deliver the outbox and keep house in the background; on exit, sends in flight finish."""
-    chores = asyncio.create_task(housekeeping(app), name="housekeeping")
-    if app.sender is None:
-        try:
-            yield
-        finally:
-            chores.cancel()
-        return
-    task = asyncio.create_task(app.sender.run(), name="sender")
+    """Deliver the outbox, handle corpus refreshes and keep house in the background.
+
+    On exit, sends in flight finish, and a refresh being built is abandoned (the live
+    version was never touched; the request is marked failed at the next start).
+    """
+    chores = [asyncio.create_task(housekeeping(app), name="housekeeping")]
+    if app.refresher is not None:
+        chores.append(asyncio.create_task(app.refresher.run(), name="refresh"))
+    task = asyncio.create_task(app.sender.run(), name="sender") if app.sender else None
     try:
         yield
     finally:
-        chores.cancel()
-        app.sender.stop()
-        with contextlib.suppress(Exception):
-            await task
+        if app.refresher is not None:
+            app.refresher.stop()
+        for chore in chores:
+            chore.cancel()
+        if app.sender is not None and task is not None:
+            app.sender.stop()
+            with contextlib.suppress(Exception):
+                await task
 
 
 async def close_app(app: App) -> None:

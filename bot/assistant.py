@@ -17,6 +17,7 @@ from typing import Literal
 from bot.commands import Audience, Command, find, public_commands
 from bot.conversation import Conversations
 from bot.moderation import DEFAULT_DAYS, Moderation
+from bot.refresh import Refresher, versions_text
 from bot.replies import (
     EXAMPLE_QUESTION,
     AboutReply,
@@ -28,12 +29,13 @@ from bot.replies import (
     HelpReply,
     Notice,
     Quiet,
+    RefreshReply,
     Reply,
     User,
 )
 from bot.settings import Settings
 from bot.store import Store
-from bot.subscriptions import Dissemination
+from bot.subscriptions import Dissemination, announce_token
 from retrieval.corpus import Passage
 from retrieval.embedder import MicroBatcher
 from retrieval.index import Progress
@@ -123,8 +125,10 @@ class Assistant:
         rate_limit_per_minute: int = 10,
         moderators: frozenset[str] = frozenset(),
         dissemination: Dissemination | None = None,
+        refresher: Refresher | None = None,
     ):
         self.retriever = retriever
+        self.refresher = refresher
         self.store = store
         self.top_k = top_k
         self.rate_limiter = RateLimiter(rate_limit_per_minute)
@@ -280,15 +284,18 @@ class Assistant:
         )
         return HelpReply(intro, public_commands(), EXAMPLE_QUESTION)
 
-    def about(self) -> AboutReply:
+    def about(self, moderator: bool = False) -> AboutReply:
+        """What is served; moderators also see why the corpus on disk is not (if it is not)."""
         corpus = self.retriever.corpus
         index = self.retriever.index
+        problems = tuple(str(p) for p in self.retriever.problems) if moderator else ()
         return AboutReply(
             corpus_version=corpus.version,
             corpus_hash=corpus.hash[:12],
             indexed_at=index.manifest.built_at,
             passages=len(corpus.passages),
             model=index.manifest.model,
+            problems=problems,
         )
 
     # -- commands -------------------------------------------------------------------------
@@ -356,7 +363,7 @@ class Assistant:
             case "help":
                 return self.help()
             case "about":
-                return self.about()
+                return self.about(self.is_moderator(context))
             case "subscribe":
                 return await dissemination.subscribe(context.chat, rest)
             case "unsubscribe":
@@ -371,6 +378,10 @@ class Assistant:
                 return await dissemination.preview(rest)
             case "stats" | "gaps":
                 return await self.moderator_report(context, command.name, rest)
+            case "versions":
+                return await self.list_versions(context)
+            case "reload" | "promote" | "rollback":
+                return await self.refresh(context, command.name, rest, working)
         raise AssertionError(f"/{command.name} is registered but not handled")
 
     async def moderator_report(self, context: Context, name: str, rest: str) -> Notice:
@@ -382,6 +393,33 @@ class Assistant:
             text = await self.moderation.gaps_text(days)
         await self.store.audit(context.user.key, name, f"{days} days", "shown")
         return Notice(name, text)
+
+    async def refresh(
+        self, context: Context, action: str, rest: str, working: Working | None = None
+    ) -> RefreshReply | Notice:
+        """/reload, /promote N or /rollback: queued for the refresh worker, then its summary."""
+        if self.refresher is None:
+            return Notice("error", "Corpus refresh is not available in this mode.")
+        if working is not None:
+            await working()
+        request = await self.refresher.request(action, rest.strip(), context.user.key)
+        if request.status not in ("done", "failed"):
+            return Notice(
+                "refresh",
+                "This is taking longer than expected; it goes on in the background. "
+                "See /versions in a while.",
+            )
+        items = self.dissemination.items
+        offers = tuple(
+            (items[u].title, announce_token(u)) for u in request.offers if u in items
+        )
+        return RefreshReply(request.result, request.status == "done", offers)
+
+    async def list_versions(self, context: Context) -> Notice:
+        if self.refresher is None:
+            return Notice("error", "Corpus versions are not available in this mode.")
+        await self.store.audit(context.user.key, "versions", "", "shown")
+        return Notice("versions", await versions_text(self.store))
 
     async def handle_text(self, user: User, text: str, working: Working | None = None) -> Reply:
         """A line typed in a private chat (the console's and the tests' way in)."""

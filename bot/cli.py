@@ -65,8 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="start the bots whose tokens are set (else the console)")
     index = commands.add_parser("index", help="manage the search index")
     index.add_argument("action", choices=["build"], help="build: bring the index up to date")
-    corpus = commands.add_parser("corpus", help="check the corpus files")
-    corpus.add_argument("action", choices=["validate"], help="validate: list every problem")
+    corpus = commands.add_parser("corpus", help="check the corpus, refresh the running bot")
+    corpus.add_argument(
+        "action",
+        choices=["validate", "reload", "versions", "promote", "rollback"],
+        help="validate: list every problem; reload: have the running bot check and load the "
+        "corpus; versions: list kept versions; promote N: serve version N; rollback: return "
+        "to the previous version",
+    )
+    corpus.add_argument("version", nargs="?", default="", help="for promote: the version number")
+    corpus.add_argument(
+        "--wait", type=float, default=900.0, help="seconds to wait for the outcome (default 900)"
+    )
     evaluate = commands.add_parser("eval", help="measure retrieval quality on an eval set")
     evaluate.add_argument(
         "file", nargs="?", type=Path, help="eval YAML (default tests/data/eval.yaml)"
@@ -159,6 +169,44 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_corpus(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "validate":
+        return validate_corpus(settings)
+    return asyncio.run(request_refresh(args, settings))
+
+
+PICKUP_SECONDS = 30.0  # a running bot polls every 2 s; longer means none is running
+
+
+async def request_refresh(args: argparse.Namespace, settings: Settings) -> int:
+    """Ask the running bot, through the database, to reload, promote or roll back."""
+    from bot.refresh import versions_text, wait_for_request
+    from bot.store import open_store
+
+    store = await open_store(settings.database)
+    try:
+        if args.action == "versions":
+            print(await versions_text(store, limit=20))
+            return 0
+        if args.action == "promote" and not args.version.isdigit():
+            raise UserInputError("say which version: ipbot corpus promote N (see: versions)")
+        number = await store.request_refresh(args.action, args.version, "cli")
+        progress(f"Asked the running bot to {args.action}; waiting for it...")
+        request = await wait_for_request(store, number, args.wait, pickup=PICKUP_SECONDS)
+    finally:
+        await store.close()
+    if request.status == "withdrawn":
+        raise UserInputError(
+            "no running ipbot took the request within "
+            f"{PICKUP_SECONDS:.0f} s; start `ipbot run` with this database and try again"
+        )
+    if request.status not in ("done", "failed"):
+        print("Still working; see `ipbot corpus versions` later.", file=sys.stderr)
+        return 1
+    print(request.result)
+    return 0 if request.status == "done" else 1
+
+
+def validate_corpus(settings: Settings) -> int:
     corpus, problems = check_corpus(settings.corpus_dir)
     for problem in problems:
         print(problem)
@@ -187,7 +235,8 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     corpus = load_corpus(settings.corpus_dir)
     progress(f"Loading the embedding model ({settings.model})...")
     embedder = Embedder(settings.model, cache_dir=settings.data_dir / "models", int8=settings.int8)
-    IndexStore(settings.data_dir, settings.index_type).build(corpus, embedder, progress)
+    store = IndexStore(settings.data_dir, settings.index_type)
+    store.build(corpus, embedder, progress, snapshot_of=settings.corpus_dir)
     if settings.multilingual:
         from retrieval.multilingual import open_multilingual
 
@@ -240,13 +289,14 @@ def _empty_result(question: str, error: str) -> dict:
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.app import close_app, open_app
+    from bot.app import close_app, open_app, running_sender
     from bot.console import run_console
 
     async def chat() -> None:
         app = await open_app(settings, progress)
         try:
-            await run_console(app.assistant)
+            async with running_sender(app):
+                await run_console(app.assistant)
         finally:
             await close_app(app)
 

@@ -48,6 +48,25 @@ COMMANDS: tuple[Command, ...] = (
     Command("announce", "/announce UPDATE", "send an update to subscribers", Audience.MODERATORS),
     Command("stats", "/stats [DAYS]", "questions, answers and votes", Audience.MODERATORS),
     Command("gaps", "/gaps [DAYS]", "what people asked that the corpus lacks", Audience.MODERATORS),
+    Command(
+        "reload",
+        "/reload",
+        "check and load the corpus files, without downtime",
+        Audience.MODERATORS,
+    ),
+    Command(
+        "versions",
+        "/versions",
+        "the kept corpus versions and their test figures",
+        Audience.MODERATORS,
+    ),
+    Command(
+        "promote",
+        "/promote N",
+        "serve version N although the check held it back",
+        Audience.MODERATORS,
+    ),
+    Command("rollback", "/rollback", "return to the previous corpus version", Audience.MODERATORS),
 )
 ALIASES = {"start": "help"}
 BY_NAME = {c.name: c for c in COMMANDS}

@@ -27,9 +27,11 @@ from bot.replies import (
     HelpReply,
     Notice,
     Quiet,
+    RefreshReply,
     Reply,
     UpdatesReply,
     User,
+    problems_note,
 )
 from retrieval.search import Answer, Hit
 
@@ -135,10 +137,14 @@ def format_reply(reply: Reply, bold: bool = False, with_disclaimer: bool = True)
             )
         case AboutReply() as about:
             indexed = about.indexed_at or "not yet"
+            problems = f"\n{problems_note(about.problems)}" if about.problems else ""
             return (
                 f"ipbot corpus {about.corpus_version} ({about.passages} passages, "
-                f"hash {about.corpus_hash}), indexed {indexed}, model {about.model}."
+                f"hash {about.corpus_hash}), indexed {indexed}, model {about.model}.{problems}"
             )
+        case RefreshReply(text=text, offers=offers):
+            publish = [f"Publish “{title}” with /announce {token}" for title, token in offers]
+            return "\n".join([text, *publish])
         case UpdatesReply(items=items, area=area):
             if not items:
                 return "No updates yet" + (f" about {area.title}." if area else ".")

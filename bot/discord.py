@@ -41,6 +41,7 @@ from bot.replies import (
     Context,
     Notice,
     Quiet,
+    RefreshReply,
     Reply,
     User,
 )
@@ -50,6 +51,8 @@ from bot.settings import Settings, SettingsError
 log = logging.getLogger(__name__)
 
 BUTTON_TIMEOUT = 3600.0
+BUTTON_LABEL_MAX = 80  # Discord's limit
+MAX_OFFER_BUTTONS = 5  # one row of buttons
 SORRY = "Sorry, something went wrong while answering. Please try again in a moment."
 DESCRIPTIONS = {c.name: c.description[:100] for c in COMMANDS}
 # on_ready fires this long after the last GUILD_CREATE (discord.py's default is 2 s); we use
@@ -221,9 +224,9 @@ class PageButton(ReplyButton, template=r"^area:(?P<slug>[a-z-]{1,40}):(?P<page>\
 
 
 class AnnounceButton(ReplyButton, template=r"^ann:(?P<token>[0-9a-f]{12}):(?P<choice>[yn])$"):
-    def __init__(self, token: str, confirm: bool):
+    def __init__(self, token: str, confirm: bool, label: str | None = None):
         label, style = (
-            ("Confirm", discord.ButtonStyle.success)
+            (label or "Confirm", discord.ButtonStyle.success)
             if confirm
             else ("Cancel", discord.ButtonStyle.secondary)
         )
@@ -278,6 +281,10 @@ def buttons_for(reply: Reply) -> discord.ui.View | None:
         case AnnouncePreview(token=token):
             view.add_item(AnnounceButton(token, confirm=True))
             view.add_item(AnnounceButton(token, confirm=False))
+        case RefreshReply(offers=offers):
+            for title, token in offers[:MAX_OFFER_BUTTONS]:
+                label = shorten(f"Publish: {title}", BUTTON_LABEL_MAX)
+                view.add_item(AnnounceButton(token, confirm=True, label=label))
     return view if view.children else None
 
 
@@ -410,6 +417,30 @@ class IpbotCommands(commands.Cog):
     async def gaps(self, interaction: discord.Interaction, days: int = 30) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # grouping takes a moment
         await self.run(interaction, f"/gaps {days}")
+
+    @app_commands.command(name="reload", description=DESCRIPTIONS["reload"])
+    @app_commands.default_permissions(manage_guild=True)
+    async def reload(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(thinking=True)  # a rebuild takes seconds to minutes
+        await self.run(interaction, "/reload")
+
+    @app_commands.command(name="versions", description=DESCRIPTIONS["versions"])
+    @app_commands.default_permissions(manage_guild=True)
+    async def versions(self, interaction: discord.Interaction) -> None:
+        await self.run(interaction, "/versions")
+
+    @app_commands.command(name="promote", description=DESCRIPTIONS["promote"])
+    @app_commands.describe(version="The version's number in /versions")
+    @app_commands.default_permissions(manage_guild=True)
+    async def promote(self, interaction: discord.Interaction, version: int) -> None:
+        await interaction.response.defer(thinking=True)
+        await self.run(interaction, f"/promote {version}")
+
+    @app_commands.command(name="rollback", description=DESCRIPTIONS["rollback"])
+    @app_commands.default_permissions(manage_guild=True)
+    async def rollback(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(thinking=True)
+        await self.run(interaction, "/rollback")
 
     @subscribe.autocomplete("areas")
     @unsubscribe.autocomplete("areas")

@@ -19,8 +19,10 @@ from bot.replies import (
     AreaPage,
     HelpReply,
     Notice,
+    RefreshReply,
     Reply,
     UpdatesReply,
+    problems_note,
 )
 from bot.sender import Bulletin, DeliveryReport, Outbound, UpdateItem
 from retrieval.corpus import Passage
@@ -161,6 +163,12 @@ def reply_embed(reply: Reply) -> discord.Embed | None:
             embed.add_field(name="Passages", value=str(about.passages))
             embed.add_field(name="Indexed", value=about.indexed_at or "not yet")
             embed.add_field(name="Model", value=escape(about.model))
+            if about.problems:
+                embed.add_field(
+                    name="Corpus problems",
+                    value=shorten(escape(problems_note(about.problems)), FIELD_VALUE_MAX),
+                    inline=False,
+                )
             return embed
         case UpdatesReply(items=items, area=area):
             scope = f" about {area.title}" if area else ""
@@ -173,6 +181,9 @@ def reply_embed(reply: Reply) -> discord.Embed | None:
                 else f"It will go to {subscribers} subscribed chats."
             )
             return add_updates(new_embed("Preview of an announcement", state), (item,))
+        case RefreshReply(text=text, ok=ok):
+            title = "Corpus refresh" if ok else "Corpus refresh: the live version is unchanged"
+            return new_embed(title, shorten(escape(text), DESCRIPTION_MAX))
         case Notice():
             return None
     raise TypeError(f"no Discord format for {type(reply).__name__}")

@@ -124,6 +124,7 @@ class AboutReply:
     indexed_at: str | None
     passages: int
     model: str
+    problems: tuple[str, ...] = ()  # shown to moderators: why the corpus on disk is not served
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,24 @@ class AnnouncePreview:
     already_published: bool
 
 
+def problems_note(problems: tuple[str, ...]) -> str:
+    """For moderators: the corpus on disk is broken, so an older good version is served."""
+    shown = "\n".join(problems[:10]) + ("\n..." if len(problems) > 10 else "")
+    return (
+        f"The corpus files have {len(problems)} problem(s), so the last good version is "
+        f"served. Fix them, then /reload:\n{shown}"
+    )
+
+
+@dataclass(frozen=True)
+class RefreshReply:
+    """A moderator's refresh summary, with a Publish button for each new update it found."""
+
+    text: str
+    ok: bool
+    offers: tuple[tuple[str, str], ...] = ()  # (update title, announce token)
+
+
 @dataclass(frozen=True)
 class Quiet:
     """Nothing to send, not even "typing...": the user is over the rate limit and was told."""
@@ -166,5 +185,6 @@ Reply = (
     | Notice
     | UpdatesReply
     | AnnouncePreview
+    | RefreshReply
     | Quiet
 )

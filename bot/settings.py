@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 from retrieval.abstention import AbstentionPolicy
 from retrieval.corpus import STALE_AFTER_DAYS
 from retrieval.embedder import DEFAULT_MODEL
+from retrieval.evaluate import DEFAULT_EVAL_FILE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,6 +66,7 @@ class Settings(BaseSettings):
     telegram_channel: str | None = None  # @name or id of a channel the bot posts updates to
     discord_announcement_channel: int | None = None  # updates are posted and crossposted
     feeds: bool = True  # Atom feeds of published updates in the data folder
+    eval_file: Path = DEFAULT_EVAL_FILE  # the test questions a /reload must not answer worse
     discord_dm_limit: int = Field(1000, ge=0)  # Discord DM subscriptions, at most
     question_retention_days: int = Field(90, ge=1)  # stored questions are deleted after this
     moderators: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -32,8 +32,10 @@ from bot.replies import (
     HelpReply,
     Notice,
     Quiet,
+    RefreshReply,
     Reply,
     UpdatesReply,
+    problems_note,
 )
 from bot.sender import Bulletin, DeliveryReport, Outbound, UpdateItem
 from retrieval.corpus import Passage
@@ -249,7 +251,18 @@ def render_about(about: AboutReply) -> Outgoing:
         f"hash <code>{escape(about.corpus_hash)}</code>)\n"
         f"<b>Indexed</b> {escape(about.indexed_at or 'not yet')}\n<b>Model</b> {escape(about.model)}"
     )
-    return Outgoing((text,))
+    if about.problems:
+        text += "\n\n" + escape(problems_note(about.problems))
+    return Outgoing(pack([text]))
+
+
+def render_refresh(reply: RefreshReply) -> Outgoing:
+    """A refresh summary, with a Publish button for each new update."""
+    rows = [
+        [button(f"📣 Publish: {clip(title, 40)}", announce_data(token, True))]
+        for title, token in reply.offers
+    ]
+    return Outgoing(plain(reply.text), InlineKeyboardMarkup(rows) if rows else None)
 
 
 def render(reply: Reply) -> Outgoing:
@@ -270,6 +283,8 @@ def render(reply: Reply) -> Outgoing:
             return render_help(reply)
         case AboutReply():
             return render_about(reply)
+        case RefreshReply():
+            return render_refresh(reply)
         case Notice(text=text):
             return Outgoing(plain(text))
         case Quiet():

@@ -315,12 +315,19 @@ class Embedder:
         self._lock = threading.Lock()
 
     def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Embed texts as float32 rows of unit length."""
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        with self._lock:  # one inference at a time: the session is tuned for a single thread
-            vectors = self._backend.embed(texts, batch_size)
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        """Embed texts as float32 rows of unit length.
+
+        One batch runs at a time (the session is tuned for a single thread), and the lock is
+        taken per batch: a question waits for one batch of an index build, never the whole build.
+        Texts are batched by length, so short ones are not padded to the longest.
+        """
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            with self._lock:
+                vectors[rows] = self._backend.embed([texts[i] for i in rows], batch_size)
+        return vectors
 
     def model_for_benchmark(self):
         """The bare model, without the lock: for `ipbot bench`'s batch floor, not for serving."""

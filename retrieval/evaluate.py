@@ -168,6 +168,43 @@ def evaluate(retriever: Retriever, path: Path, calibrate: bool = False) -> Repor
     )
 
 
+GATE = {  # the quality gate's figures: name → (what it says, whether higher is better)
+    "recall_at_3": ("right passage in the top 3", True),
+    "wrongly_abstained": ("real questions left unanswered", False),
+    "off_topic_declined": ("off-topic questions declined", True),
+}
+
+
+def gate_figures(retriever: Retriever, path: Path) -> dict[str, float]:
+    """The numbers a refresh must not make worse: hybrid mode, the live policy, one pass."""
+    data = load_eval_set(path)
+    real = observe(
+        retriever,
+        [q.question for q in data.questions],
+        [q.expected for q in data.questions],
+        "hybrid",
+    )
+    off_topic = [*data.off_topic, *data.near_domain]
+    off = observe(retriever, off_topic, [()] * len(off_topic), "hybrid")
+    report = score_mode("hybrid", real, [q.area for q in data.questions], off, retriever.policy)
+    return {
+        "recall_at_3": report.recall[3],
+        "wrongly_abstained": report.false_abstention,
+        "off_topic_declined": report.abstention_recall,
+        "questions": float(len(real) + len(off)),
+    }
+
+
+def regressions(before: dict[str, float], after: dict[str, float]) -> list[str]:
+    """What got worse from `before` to `after`, in words; empty when nothing did."""
+    worse = []
+    for name, (label, higher_is_better) in GATE.items():
+        change = after[name] - before[name]
+        if (change < -1e-9) if higher_is_better else (change > 1e-9):
+            worse.append(f"{label}: {before[name]:.1%} → {after[name]:.1%}")
+    return worse
+
+
 def calibrate_policy(
     real: list[Observation], areas: list[str], off: list[Observation], base: AbstentionPolicy
 ) -> AbstentionPolicy:

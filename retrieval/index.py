@@ -4,6 +4,8 @@ An index lives in its own build folder under `<data_dir>/index/builds/`, and the
 link names the one in use. A build is written completely before the link is switched with an
 atomic rename, so a crash mid-build can never leave a half-written index to be loaded.
 Vectors are cached by passage content hash, so a rebuild only embeds passages that changed.
+A build may carry a copy of the corpus it came from (`corpus/`), so that rolling back to it, or
+starting on it while the corpus on disk is broken, serves what it answered before.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from tqdm import tqdm
 from retrieval.corpus import Corpus, Passage, sha256_text
 
 FORMAT_VERSION = 1
+KEEP_BUILDS = 6  # builds kept on disk besides the current one: the versions moderators can restore
+SNAPSHOT = "corpus"  # the corpus copy inside a build folder
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its own logger to DEBUG
 Progress = Callable[[str], None]
@@ -108,6 +112,7 @@ class SearchIndex:
     sentence_vectors: np.ndarray
     sentence_offsets: list[int]
     title_vectors: np.ndarray | None = None  # only in a store made `with_titles`
+    build: str = ""  # the build folder's name: which version this is
 
 
 def sentence_offsets(passages: list[Passage]) -> list[int]:
@@ -187,6 +192,72 @@ class IndexStore:
             return None
         return self._read_build(folder, manifest, corpus)
 
+    def load_or_build(
+        self,
+        corpus: Corpus,
+        embedder,
+        progress: Progress = lambda _msg: None,
+        snapshot_of: Path | None = None,
+    ) -> SearchIndex:
+        """The current index if it matches; otherwise (stale, missing, corrupt) a new build.
+
+        A current build made before builds kept their corpus gets its copy now, so that it too
+        can be returned to.
+        """
+        try:
+            index = self.load(corpus, embedder.name)
+        except IndexCorruptError as exc:
+            log.warning("%s; rebuilding the index", exc)
+            progress(f"Warning: the saved index was damaged ({self.root.name}); rebuilding it.")
+            index = None
+        if index is None:
+            progress(f"Building the search index ({self.root.name})...")
+            return self.build(corpus, embedder, progress, snapshot_of)
+        if snapshot_of is not None and not self.snapshot(index.build).exists():
+            self._add_snapshot(index.build, snapshot_of, corpus.hash)
+        return index
+
+    def _add_snapshot(self, build: str, corpus_dir: Path, corpus_hash: str) -> None:
+        from retrieval.corpus import load_corpus  # the loader only, when a snapshot is checked
+
+        staging = self.builds / build / f".{SNAPSHOT}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(corpus_dir, staging, ignore=_not_corpus)
+        try:
+            same = load_corpus(staging).hash == corpus_hash
+        except Exception:  # a corpus that changed under us is simply not kept
+            same = False
+        if same:
+            os.replace(staging, self.snapshot(build))
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def current_build(self) -> str | None:
+        """The name of the build in use, if any."""
+        return self.current.resolve().name if self.current.exists() else None
+
+    def snapshot(self, build: str) -> Path:
+        """Where a build keeps the corpus it came from (absent for builds made without one)."""
+        return self.builds / build / SNAPSHOT
+
+    def open(self, build: str, corpus: Corpus, model: str) -> SearchIndex:
+        """A kept build by name, checked against the corpus and model it must serve."""
+        folder = self.builds / build
+        try:
+            manifest = Manifest(**json.loads((folder / "manifest.json").read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise IndexCorruptError(f"build {build} is missing or unreadable: {exc}") from exc
+        if manifest.corpus_hash != corpus.hash or manifest.model != model:
+            raise IndexCorruptError(f"build {build} was made from another corpus or model")
+        return self._read_build(folder, manifest, corpus)
+
+    def activate(self, build: str) -> None:
+        """Make a kept build the current one (a promotion or a rollback)."""
+        folder = self.builds / build
+        if not (folder / "manifest.json").exists():
+            raise IndexCorruptError(f"build {build} is no longer on disk")
+        self._point_current_at(folder)
+
     def _read_build(self, folder: Path, manifest: Manifest, corpus: Corpus) -> SearchIndex:
         try:
             vectors = np.load(folder / "vectors.npy", allow_pickle=False)
@@ -207,7 +278,8 @@ class IndexStore:
         offsets = sentence_offsets(passages)
         titles = self._read_titles(folder, (rows, manifest.dimension))
         return SearchIndex(
-            passages, vectors, dense, lexical, manifest, sentence_vectors, offsets, titles
+            passages, vectors, dense, lexical, manifest, sentence_vectors, offsets, titles,
+            build=folder.name,
         )
 
     def _read_titles(self, folder: Path, shape: tuple[int, int]) -> np.ndarray | None:
@@ -222,9 +294,18 @@ class IndexStore:
         return titles
 
     def build(
-        self, corpus: Corpus, embedder, progress: Progress = lambda _msg: None
+        self,
+        corpus: Corpus,
+        embedder,
+        progress: Progress = lambda _msg: None,
+        snapshot_of: Path | None = None,
+        activate: bool = True,
     ) -> SearchIndex:
-        """Embed what changed, write a complete build, then switch `current` to it atomically."""
+        """Embed what changed, write a complete build, then switch `current` to it atomically.
+
+        `snapshot_of` is the corpus folder to keep a copy of inside the build; with
+        `activate=False` the build is a candidate, written beside the current one and not used.
+        """
         passages = list(corpus.passages)
         groups = [[p.search_text for p in passages], [s for p in passages for s in p.sentences]]
         if self.with_titles:
@@ -250,7 +331,9 @@ class IndexStore:
             sentence_offsets(passages),
             titles[0] if titles else None,
         )
-        self._write(index)
+        index.build = self._write(index, snapshot_of)
+        if activate:
+            self._point_current_at(self.builds / index.build)
         progress(f"Index built: {len(passages)} passages.")
         return index
 
@@ -291,9 +374,13 @@ class IndexStore:
             )
         os.replace(tmp.name, self._cache_path(model))
 
-    def _write(self, index: SearchIndex) -> None:
+    def _write(self, index: SearchIndex, snapshot_of: Path | None) -> str:
+        """Write a complete build folder and return its name; nothing points at it yet."""
         self.builds.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(dir=self.builds, prefix="build-"))
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-")
+        folder = Path(tempfile.mkdtemp(dir=self.builds, prefix=f"build-{stamp}"))
+        if snapshot_of is not None:
+            shutil.copytree(snapshot_of, folder / SNAPSHOT, ignore=_not_corpus)
         np.save(folder / "vectors.npy", index.vectors, allow_pickle=False)
         np.save(folder / "sentences.npy", index.sentence_vectors, allow_pickle=False)
         if index.title_vectors is not None:
@@ -302,7 +389,8 @@ class IndexStore:
         index.lexical.save(str(folder / "bm25"), show_progress=False)
         # the manifest is written last: a build without one is incomplete by definition
         (folder / "manifest.json").write_text(json.dumps(asdict(index.manifest), indent=1))
-        self._point_current_at(folder)
+        self._remove_old_builds(keep=folder)
+        return folder.name
 
     def _point_current_at(self, folder: Path) -> None:
         link = self.root / f"current.{os.getpid()}.tmp"
@@ -310,15 +398,15 @@ class IndexStore:
             link.unlink()
         link.symlink_to(folder.relative_to(self.root))
         os.replace(link, self.current)
-        self._remove_old_builds(keep=folder)
 
     def _remove_old_builds(self, keep: Path) -> None:
-        """Keep the new build and the one before it, so a running process can finish reading."""
+        """Keep the newest builds (the versions one can return to) and the current one."""
+        current = self.current.resolve() if self.current.exists() else None
         builds = sorted(
-            (p for p in self.builds.iterdir() if p.is_dir() and p != keep),
+            (p for p in self.builds.iterdir() if p.is_dir() and p not in (keep, current)),
             key=lambda p: p.stat().st_mtime,
         )
-        for old in builds[:-1]:
+        for old in builds[: max(0, len(builds) - KEEP_BUILDS)]:
             shutil.rmtree(old, ignore_errors=True)
 
     def built_at(self) -> str | None:
@@ -328,6 +416,11 @@ class IndexStore:
             return str(manifest["built_at"])
         except (OSError, ValueError, KeyError):
             return None
+
+
+def _not_corpus(folder: str, names: list[str]) -> set[str]:
+    """What a corpus snapshot leaves out: drafts, hidden files and editor leftovers."""
+    return {n for n in names if n.startswith(".") or n.endswith("~") or n == "drafts"}
 
 
 PROGRESS_CHUNK = 256  # texts per embedding call while a progress bar is shown

@@ -19,7 +19,6 @@ import numpy as np
 
 from retrieval.corpus import Corpus
 from retrieval.index import (
-    IndexCorruptError,
     IndexStore,
     Progress,
     SearchIndex,
@@ -206,21 +205,6 @@ def multilingual_store(data_dir: Path) -> IndexStore:
     return IndexStore(data_dir, "flat", kind=INDEX_KIND, with_titles=True)
 
 
-def load_or_build(
-    store: IndexStore, corpus: Corpus, model: MultilingualModel, progress: Progress
-) -> SearchIndex:
-    """The persisted multilingual index if current, else an incremental build from the cache."""
-    try:
-        index = store.load(corpus, model.name)
-    except IndexCorruptError as exc:
-        progress(f"Warning: {exc}; rebuilding the multilingual index.")
-        index = None
-    if index is None:
-        progress("Building the multilingual index (once; later builds embed only changes)...")
-        index = store.build(corpus, model.passages, progress)
-    return index
-
-
 @dataclass(frozen=True)
 class Multilingual:
     """Everything the multilingual path needs: detector, model, its index, its threshold."""
@@ -237,5 +221,5 @@ def open_multilingual(
     """Load the model and bring its index of `corpus` up to date."""
     progress(f"Loading the multilingual model ({MODEL_NAME})...")
     model = MultilingualModel()
-    index = load_or_build(multilingual_store(data_dir), corpus, model, progress)
+    index = multilingual_store(data_dir).load_or_build(corpus, model.passages, progress)
     return Multilingual(LanguageDetector(), model, index)

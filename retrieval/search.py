@@ -24,12 +24,10 @@ from retrieval.abstention import (
     names_ip_term,
     specific_terms,
 )
-from retrieval.corpus import AREA_PREFIXES, Area, Corpus, Passage, load_corpus
+from retrieval.corpus import AREA_PREFIXES, Area, Corpus, CorpusError, Passage, Problem
 from retrieval.embedder import Embedder
 from retrieval.highlight import answering_sentence
 from retrieval.index import (
-    IndexCorruptError,
-    IndexStore,
     Progress,
     SearchIndex,
     best_sentence,
@@ -38,13 +36,16 @@ from retrieval.index import (
 )
 from retrieval.multilingual import (
     ENGLISH,
+    LanguageDetector,
     Multilingual,
+    MultilingualModel,
     MultilingualUnavailableError,
     abstains_translated,
-    open_multilingual,
     passages_note,
     rank_dense,
 )
+from retrieval.multilingual import MODEL_NAME as MULTILINGUAL_MODEL
+from retrieval.versions import Versions, serve_or_fall_back
 
 MODES: tuple[Mode, ...] = ("lexical", "dense", "hybrid")
 MAX_QUESTION_CHARS = 2000
@@ -220,6 +221,8 @@ class Retriever:
         self.policy = policy
         self.multilingual = multilingual
         self._state = _State(corpus, index, multilingual.index if multilingual else None)
+        self.versions: Versions | None = None  # where refreshes build and find versions
+        self.problems: tuple[Problem, ...] = ()  # why the corpus on disk is not the one served
 
     def swap(
         self, corpus: Corpus, index: SearchIndex, translated: SearchIndex | None = None
@@ -522,22 +525,6 @@ def clean_question(question: str) -> tuple[str, tuple[str, ...]]:
     return text, ()
 
 
-def load_or_build_index(
-    store: IndexStore, corpus: Corpus, embedder: Embedder, progress: Progress
-) -> SearchIndex:
-    """The persisted index if it is current; otherwise (stale, missing, corrupt) a new build."""
-    try:
-        index = store.load(corpus, embedder.name)
-    except IndexCorruptError as exc:
-        log.warning("%s; rebuilding the index", exc)
-        progress("Warning: the saved index was damaged; rebuilding it.")
-        index = None
-    if index is None:
-        progress("Building the search index...")
-        index = store.build(corpus, embedder, progress)
-    return index
-
-
 def open_retriever(
     corpus_dir: Path,
     data_dir: Path,
@@ -548,16 +535,35 @@ def open_retriever(
     multilingual: bool = True,
     int8: bool = True,
 ) -> Retriever:
-    """Load the corpus and the model(s), and bring the index(es) up to date: ready to answer."""
-    corpus = load_corpus(corpus_dir)
+    """Load the model(s) and the corpus, and bring the index(es) up to date: ready to answer.
+
+    If the corpus on disk is invalid but a good version is on disk, that version is served and
+    the problems are kept in `retriever.problems` (moderators see them in /about).
+    """
+    check_corpus_folder(corpus_dir)
     progress(f"Loading the embedding model ({model})...")
     embedder = Embedder(model, cache_dir=Path(data_dir) / "models", int8=int8)
-    index = load_or_build_index(IndexStore(data_dir, index_type), corpus, embedder, progress)
-    other_languages = None
+    model_for_others = None
     if multilingual:  # multilingual hook: a second model and index for other languages
         try:
-            other_languages = open_multilingual(Path(data_dir), corpus, progress)
+            progress(f"Loading the multilingual model ({MULTILINGUAL_MODEL})...")
+            model_for_others = MultilingualModel()
         except MultilingualUnavailableError as exc:
             log.warning("%s; questions in other languages take the English path", exc)
             progress(f"Warning: {exc}; answering in English only.")
-    return Retriever(corpus, index, embedder, policy or AbstentionPolicy(), other_languages)
+    versions = Versions(Path(data_dir), index_type, embedder, model_for_others)
+    build, problems = serve_or_fall_back(versions, Path(corpus_dir), progress)
+    other_languages = None
+    if model_for_others is not None and build.translated is not None:
+        other_languages = Multilingual(LanguageDetector(), model_for_others, build.translated)
+    retriever = Retriever(
+        build.corpus, build.index, embedder, policy or AbstentionPolicy(), other_languages
+    )
+    retriever.versions, retriever.problems = versions, problems
+    return retriever
+
+
+def check_corpus_folder(corpus_dir: Path) -> None:
+    """Fail at once, before loading models, when there is no corpus folder at all."""
+    if not Path(corpus_dir).is_dir():
+        raise CorpusError([Problem(str(corpus_dir), 0, "corpus folder not found")])

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -22,9 +23,33 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS_DIR = ROOT / "corpus"
 
 
+REUSABLE = ROOT / ".test-cache"  # the model export and embedding caches between local runs
+CACHED = ("models", "index/embedding-cache-*.npz", "index/multilingual/embedding-cache-*.npz")
+
+
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("ipbot-data")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh data folder, seeded with what the previous local run computed (never an index).
+
+    Exporting the model and embedding the corpus take minutes on a busy machine and give the
+    same result every time; the indexes themselves are still built by every session.
+    """
+    folder = tmp_path_factory.mktemp("ipbot-data")
+    _copy_cached(REUSABLE, folder)
+    yield folder
+    if not os.environ.get("CI"):
+        _copy_cached(folder, REUSABLE)
+
+
+def _copy_cached(source: Path, target: Path) -> None:
+    for pattern in CACHED:
+        for found in source.glob(pattern):
+            destination = target / found.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if found.is_dir():
+                shutil.copytree(found, destination, dirs_exist_ok=True)
+            else:
+                shutil.copy2(found, destination)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 
 from retrieval.corpus import load_corpus
 from retrieval.index import IndexCorruptError, IndexStore
-from retrieval.search import Retriever, load_or_build_index
+from retrieval.search import Retriever
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 
@@ -104,7 +104,7 @@ def test_damaged_index_is_rebuilt_with_a_warning(
     with pytest.raises(IndexCorruptError):
         store.load(corpus, retriever.embedder.name)
     messages: list[str] = []
-    index = load_or_build_index(store, corpus, retriever.embedder, messages.append)
+    index = store.load_or_build(corpus, retriever.embedder, messages.append)
     assert index.dense.ntotal == len(corpus.passages)
     assert any("damaged" in m for m in messages)
     assert store.load(corpus, retriever.embedder.name) is not None

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 import secrets
 from collections.abc import Iterable
@@ -33,8 +34,11 @@ from bot.store.tables import (
     FeedbackRow,
     MetaRow,
     QuestionRow,
+    RefreshRequestRow,
     SubscriptionRow,
     UpdateRow,
+    VersionRow,
+    VersionStatus,
     utcnow,
 )
 
@@ -45,10 +49,13 @@ __all__ = [
     "DeliveryStatus",
     "Published",
     "QuestionRecord",
+    "RefreshRequest",
     "Store",
     "StoreError",
     "Subscription",
     "UpdateStatus",
+    "VersionInfo",
+    "VersionStatus",
     "async_url",
 ]
 
@@ -57,6 +64,34 @@ ALL_AREAS = "all"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK = 0x1B07_0001  # PostgreSQL advisory lock key: one replica migrates at a time
 DIGEST_PERIOD = dt.timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A corpus version as recorded: what /versions lists and /rollback chooses from."""
+
+    id: int
+    created_at: dt.datetime
+    build: str
+    translated_build: str | None
+    corpus_version: str
+    corpus_hash: str
+    passages: int
+    status: str
+    figures: dict[str, Any]
+    changes: dict[str, Any]
+    created_by: str
+
+
+@dataclass(frozen=True)
+class RefreshRequest:
+    id: int
+    requested_by: str
+    action: str
+    argument: str
+    status: str  # pending, running, done, failed
+    result: str
+    offers: tuple[str, ...]
 
 
 class StoreError(Exception):
@@ -785,9 +820,189 @@ class Store:
             rows = await session.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))
             return list(rows)
 
+    # -- corpus versions and refresh requests ----------------------------------------------
+
+    async def record_version(
+        self,
+        build: str,
+        translated_build: str | None,
+        corpus_version: str,
+        corpus_hash: str,
+        passages: int,
+        status: VersionStatus,
+        created_by: str,
+        figures: dict[str, Any] | None = None,
+        changes: dict[str, Any] | None = None,
+    ) -> int:
+        """Record a version (once per build folder) and return its number."""
+        async with self.session.begin() as session:
+            found = await session.scalar(select(VersionRow).where(VersionRow.build == build))
+            if found is not None:
+                return found.id
+            row = VersionRow(
+                build=build,
+                translated_build=translated_build,
+                corpus_version=corpus_version,
+                corpus_hash=corpus_hash,
+                passages=passages,
+                status=status,
+                created_by=created_by,
+                figures=json.dumps(figures or {}),
+                changes=json.dumps(changes or {}),
+                promoted_at=utcnow() if status == VersionStatus.LIVE else None,
+            )
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def version(self, number: int) -> VersionInfo | None:
+        async with self.session() as session:
+            row = await session.get(VersionRow, number)
+            return _version_info(row) if row else None
+
+    async def versions(self, limit: int = 10) -> list[VersionInfo]:
+        """The newest versions first."""
+        async with self.session() as session:
+            rows = await session.scalars(
+                select(VersionRow).order_by(VersionRow.id.desc()).limit(limit)
+            )
+            return [_version_info(r) for r in rows]
+
+    async def live_version(self) -> VersionInfo | None:
+        async with self.session() as session:
+            row = await session.scalar(
+                select(VersionRow).where(VersionRow.status == VersionStatus.LIVE)
+            )
+            return _version_info(row) if row else None
+
+    async def set_figures(self, number: int, figures: dict[str, Any]) -> None:
+        async with self.session.begin() as session:
+            await session.execute(
+                update(VersionRow).where(VersionRow.id == number).values(figures=json.dumps(figures))
+            )
+
+    async def make_live(self, number: int, leaving: VersionStatus = VersionStatus.PREVIOUS) -> None:
+        """The one live version changes: the old one becomes `leaving`, this one live."""
+        async with self.session.begin() as session:
+            await session.execute(
+                update(VersionRow)
+                .where(VersionRow.status == VersionStatus.LIVE, VersionRow.id != number)
+                .values(status=leaving)
+            )
+            await session.execute(
+                update(VersionRow)
+                .where(VersionRow.id == number)
+                .values(status=VersionStatus.LIVE, promoted_at=utcnow())
+            )
+
+    async def previous_version(self) -> VersionInfo | None:
+        """The version that was live before the live one: where /rollback goes."""
+        async with self.session() as session:
+            row = await session.scalar(
+                select(VersionRow)
+                .where(VersionRow.status == VersionStatus.PREVIOUS)
+                .order_by(VersionRow.promoted_at.desc(), VersionRow.id.desc())
+                .limit(1)
+            )
+            return _version_info(row) if row else None
+
+    async def request_refresh(self, action: str, argument: str, actor: str) -> int:
+        async with self.session.begin() as session:
+            row = RefreshRequestRow(action=action, argument=argument, requested_by=actor)
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def claim_refresh(self) -> RefreshRequest | None:
+        """The oldest pending request, marked running; one bot takes each (SKIP LOCKED)."""
+        async with self.session.begin() as session:
+            row = await session.scalar(
+                select(RefreshRequestRow)
+                .where(RefreshRequestRow.status == "pending")
+                .order_by(RefreshRequestRow.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if row is None:
+                return None
+            row.status = "running"
+            return _refresh_request(row)
+
+    async def finish_refresh(
+        self, number: int, ok: bool, result: str, offers: Iterable[str] = ()
+    ) -> None:
+        async with self.session.begin() as session:
+            await session.execute(
+                update(RefreshRequestRow)
+                .where(RefreshRequestRow.id == number)
+                .values(
+                    status="done" if ok else "failed",
+                    result=result,
+                    offers=",".join(offers),
+                    finished_at=utcnow(),
+                )
+            )
+
+    async def withdraw_refresh(self, number: int) -> bool:
+        """Cancel a request no bot has taken yet; False if one already has."""
+        async with self.session.begin() as session:
+            done = await session.execute(
+                update(RefreshRequestRow)
+                .where(RefreshRequestRow.id == number, RefreshRequestRow.status == "pending")
+                .values(status="withdrawn", finished_at=utcnow())
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    async def refresh_request(self, number: int) -> RefreshRequest | None:
+        async with self.session() as session:
+            row = await session.get(RefreshRequestRow, number)
+            return _refresh_request(row) if row else None
+
+    async def abandon_refreshes(self) -> int:
+        """Requests left running by a process that died: failed, so nobody waits forever."""
+        async with self.session.begin() as session:
+            done = await session.execute(
+                update(RefreshRequestRow)
+                .where(RefreshRequestRow.status == "running")
+                .values(
+                    status="failed",
+                    result="The bot stopped while working on this; nothing changed. Try again.",
+                    finished_at=utcnow(),
+                )
+            )
+            return int(done.rowcount or 0)  # type: ignore[attr-defined]
+
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
+
+
+def _version_info(row: VersionRow) -> VersionInfo:
+    return VersionInfo(
+        id=row.id,
+        created_at=row.created_at,
+        build=row.build,
+        translated_build=row.translated_build,
+        corpus_version=row.corpus_version,
+        corpus_hash=row.corpus_hash,
+        passages=row.passages,
+        status=row.status,
+        figures=json.loads(row.figures or "{}"),
+        changes=json.loads(row.changes or "{}"),
+        created_by=row.created_by,
+    )
+
+
+def _refresh_request(row: RefreshRequestRow) -> RefreshRequest:
+    return RefreshRequest(
+        id=row.id,
+        requested_by=row.requested_by,
+        action=row.action,
+        argument=row.argument,
+        status=row.status,
+        result=row.result,
+        offers=tuple(o for o in row.offers.split(",") if o),
+    )
 
 
 async def open_store(url: str, migrate: bool = True, attempts: int = 1) -> Store:

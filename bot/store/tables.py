@@ -140,3 +140,51 @@ class MetaRow(Base):
 
     key: Mapped[str] = mapped_column(String(40), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class VersionStatus(StrEnum):
+    """Where a corpus version stands; exactly one is live."""
+
+    LIVE = "live"
+    PREVIOUS = "previous"  # was live; /rollback returns to the newest of these
+    HELD = "held"  # built, but the quality gate kept it out; /promote N serves it anyway
+    ROLLED_BACK = "rolled back"  # left by a rollback; /promote N brings it back
+
+
+class VersionRow(Base):
+    """A corpus version: its build folders on disk, what changed, and its eval figures."""
+
+    __tablename__ = "corpus_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    build: Mapped[str] = mapped_column(String(120), unique=True)
+    translated_build: Mapped[str | None] = mapped_column(String(120))
+    corpus_version: Mapped[str] = mapped_column(String(64))
+    corpus_hash: Mapped[str] = mapped_column(String(64))
+    passages: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    figures: Mapped[str] = mapped_column(Text, default="{}")  # JSON: the quality gate's numbers
+    changes: Mapped[str] = mapped_column(Text, default="{}")  # JSON: passages added/changed/removed
+    created_by: Mapped[str] = mapped_column(String(80))
+    promoted_at: Mapped[dt.datetime | None]
+
+
+class RefreshRequestRow(Base):
+    """A moderator's /reload, /promote or /rollback, from chat or the command line.
+
+    Requests go through the database so that `ipbot corpus reload` reaches a bot running on
+    another machine, and so that one version change happens at a time.
+    """
+
+    __tablename__ = "refresh_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    requested_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    requested_by: Mapped[str] = mapped_column(String(80))
+    action: Mapped[str] = mapped_column(String(16))  # reload, promote, rollback
+    argument: Mapped[str] = mapped_column(String(40), default="")
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    result: Mapped[str] = mapped_column(Text, default="")  # the summary the moderator reads
+    offers: Mapped[str] = mapped_column(Text, default="")  # update ids offered for publishing
+    finished_at: Mapped[dt.datetime | None]

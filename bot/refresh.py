@@ -1,0 +1,433 @@
+"""Corpus refresh without downtime: /reload, the quality gate, /promote, /versions, /rollback.
+
+Every version change is a request row in the database, handled one at a time by the running
+bot: `ipbot corpus reload` on another machine reaches it, and two moderators pressing /reload
+together get two orderly refreshes, never two half swaps. Builds and evals run in a thread, so
+questions keep being answered by the live version until the swap, which is one assignment;
+questions in flight finish on the version they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.store import RefreshRequest, Store, VersionInfo, VersionStatus
+from retrieval.corpus import Corpus, CorpusError, Passage, check_corpus
+from retrieval.evaluate import GATE, gate_figures, regressions
+from retrieval.multilingual import LanguageDetector, Multilingual
+from retrieval.search import Retriever
+from retrieval.versions import Build, Versions, VersionUnavailableError
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 2.0  # how soon a request from the command line, or another replica's swap, is seen
+MAX_PROBLEMS_SHOWN = 15
+OnSwap = Callable[[Build], Awaitable[str | None]]  # runs after a swap; may add a summary line
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a request ended: the moderator's summary and updates offered for publishing."""
+
+    ok: bool
+    text: str
+    offers: tuple[str, ...] = ()
+
+
+def corpus_changes(old: Corpus, new: Corpus) -> dict[str, list[str]]:
+    """Passage ids added, changed and removed (moving a passage in its file is no change)."""
+
+    def content(p: Passage) -> Passage:
+        return dataclasses.replace(p, file="", line=0)
+
+    before = {p.id: content(p) for p in old.passages}
+    after = {p.id: content(p) for p in new.passages}
+    return {
+        "added": sorted(after.keys() - before.keys()),
+        "changed": sorted(i for i in after.keys() & before.keys() if after[i] != before[i]),
+        "removed": sorted(before.keys() - after.keys()),
+    }
+
+
+def file_hash(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return ""
+
+
+class Refresher:
+    """Turns moderators' refresh requests into version changes of the live retriever."""
+
+    def __init__(
+        self,
+        store: Store,
+        retriever: Retriever,
+        corpus_dir: Path,
+        eval_file: Path,
+        on_swap: OnSwap | None = None,
+    ):
+        self.store = store
+        self.retriever = retriever
+        self.corpus_dir = Path(corpus_dir)
+        self.eval_file = Path(eval_file)
+        self.on_swap = on_swap
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def versions(self) -> Versions | None:
+        return self.retriever.versions
+
+    # -- the worker ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Record the version being served, and settle what a crash left running."""
+        abandoned = await self.store.abandon_refreshes()
+        if abandoned:
+            log.warning("%d refresh request(s) were interrupted by a restart", abandoned)
+        await self._settle_live()
+
+    async def run(self) -> None:
+        """Handle requests one at a time, and follow the live version set elsewhere."""
+        while not self._stopping:
+            try:
+                request = await self.store.claim_refresh()
+                if request is not None:
+                    await self._handle(request)
+                    continue
+                await self._follow_live()
+            except Exception:
+                log.exception("refresh worker: a step failed; trying again shortly")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def request(
+        self, action: str, argument: str, actor: str, timeout: float = 900.0
+    ) -> RefreshRequest:
+        """Queue a request and wait for its outcome (the worker may be in another process)."""
+        number = await self.store.request_refresh(action, argument, actor)
+        self._wake.set()
+        return await wait_for_request(self.store, number, timeout)
+
+    async def _handle(self, request: RefreshRequest) -> None:
+        try:
+            match request.action:
+                case "reload":
+                    outcome = await self.reload(request.requested_by)
+                case "promote":
+                    outcome = await self.promote(request.argument, request.requested_by)
+                case "rollback":
+                    outcome = await self.rollback(request.requested_by)
+                case _:
+                    outcome = Outcome(False, f"Unknown request: {request.action}.")
+        except Exception:  # the live version is untouched: say so, keep the details in the log
+            log.exception("refresh request %s failed", request.id)
+            outcome = Outcome(
+                False, "The refresh failed unexpectedly; the live version keeps answering."
+            )
+        await self.store.finish_refresh(request.id, outcome.ok, outcome.text, outcome.offers)
+        result = "done" if outcome.ok else "refused"
+        await self.store.audit(request.requested_by, request.action, request.argument, result)
+
+    # -- the three actions --------------------------------------------------------------
+
+    async def reload(self, actor: str) -> Outcome:
+        """Validate, build beside the live version, check, and swap in if no worse."""
+        versions = self.versions
+        if versions is None:
+            return Outcome(False, "This bot was started without versions; restart it to reload.")
+        started = time.monotonic()
+        corpus, problems = await asyncio.to_thread(check_corpus, self.corpus_dir)
+        if problems:
+            return Outcome(False, problems_text(problems))
+        live = self._live_build()
+        if corpus.hash == live.corpus.hash:
+            return Outcome(True, "The corpus has not changed; the live version keeps answering.")
+        try:
+            candidate = await asyncio.to_thread(versions.candidate, self.corpus_dir)
+        except CorpusError as exc:
+            return Outcome(False, problems_text(exc.problems))
+        before = await self._live_figures()
+        after = await asyncio.to_thread(self._figures, candidate)
+        changes = corpus_changes(live.corpus, candidate.corpus)
+        number = await self.store.record_version(
+            candidate.name,
+            candidate.translated_name,
+            candidate.corpus.version,
+            candidate.corpus.hash,
+            len(candidate.corpus.passages),
+            VersionStatus.HELD,
+            actor,
+            after,
+            changes,
+        )
+        lines = [changes_line(changes), *figures_lines(before, after)]
+        worse = regressions(before, after) if before and after else ["no test questions found"]
+        if worse:
+            return Outcome(False, held_text(number, worse, lines))
+        extra = await self._make_live(candidate, number)
+        offers = await self._new_updates(live.corpus, candidate.corpus)
+        took = time.monotonic() - started
+        lines = [
+            f"Version {number} ({candidate.corpus.version}) is now live.",
+            *lines,
+            f"Took {took:.0f} s.",
+            *([extra] if extra else []),
+            *offers_lines(offers),
+        ]
+        return Outcome(True, "\n".join(lines), offers)
+
+    async def promote(self, argument: str, actor: str) -> Outcome:
+        """Serve a kept version that the gate held back (or one rolled back from)."""
+        if not argument.strip().isdigit():
+            return Outcome(False, "Say which version to promote, e.g. /promote 7 (see /versions).")
+        info = await self.store.version(int(argument))
+        if info is None:
+            return Outcome(False, f"There is no version {argument}. See /versions.")
+        if info.status == VersionStatus.LIVE:
+            return Outcome(True, f"Version {info.id} is already live.")
+        build = await self._open(info)
+        if build is None:
+            return Outcome(False, f"Version {info.id}'s files are no longer on disk.")
+        old = self._live_build().corpus
+        extra = await self._make_live(build, info.id)
+        offers = await self._new_updates(old, build.corpus)
+        lines = [f"Version {info.id} ({info.corpus_version}) is now live, by your decision."]
+        return Outcome(
+            True, "\n".join([*lines, *([extra] if extra else []), *offers_lines(offers)]), offers
+        )
+
+    async def rollback(self, actor: str) -> Outcome:
+        """Return to the version that was live before this one, with its own corpus."""
+        target = await self.store.previous_version()
+        if target is None:
+            return Outcome(False, "There is no earlier version to return to. See /versions.")
+        build = await self._open(target)
+        if build is None:
+            return Outcome(False, f"Version {target.id}'s files are no longer on disk.")
+        leaving = await self.store.live_version()
+        await self._make_live(build, target.id, leaving=VersionStatus.ROLLED_BACK)
+        left = (
+            f" Version {leaving.id} can be restored with /promote {leaving.id}." if leaving else ""
+        )
+        return Outcome(
+            True,
+            f"Rolled back: version {target.id} ({target.corpus_version}) is live again.{left}",
+        )
+
+    # -- swapping --------------------------------------------------------------------------
+
+    def _live_build(self) -> Build:
+        state = self.retriever.state
+        return Build(state.corpus, state.index, state.translated)
+
+    async def _make_live(
+        self, build: Build, number: int, leaving: VersionStatus = VersionStatus.PREVIOUS
+    ) -> str | None:
+        """Point the links at it (what a restart serves), record it, then swap it in."""
+        versions = self.versions
+        assert versions is not None
+        await asyncio.to_thread(versions.activate, build)
+        await self.store.make_live(number, leaving)
+        return await self._swap(build)
+
+    async def _swap(self, build: Build) -> str | None:
+        retriever = self.retriever
+        if build.translated is not None and retriever.multilingual is None:
+            versions = self.versions
+            if versions is not None and versions.multilingual is not None:
+                retriever.multilingual = Multilingual(
+                    LanguageDetector(), versions.multilingual, build.translated
+                )
+        retriever.swap(build.corpus, build.index, build.translated)
+        retriever.problems = ()
+        log.info("now serving version %s (%s)", build.name, build.corpus.version)
+        return await self.on_swap(build) if self.on_swap is not None else None
+
+    async def _open(self, info: VersionInfo) -> Build | None:
+        versions = self.versions
+        if versions is None:
+            return None
+        try:
+            return await asyncio.to_thread(versions.open, info.build, info.translated_build)
+        except VersionUnavailableError as exc:
+            log.warning("%s", exc)
+            return None
+
+    async def _settle_live(self) -> None:
+        """At start: the version served becomes the recorded live one, unless it is a version
+        a moderator turned away (held or rolled back), in which case the live one is served."""
+        served = self._live_build()
+        live = await self.store.live_version()
+        if live is not None and live.build == served.name:
+            return
+        turned_away = {
+            v.corpus_hash
+            for v in await self.store.versions(50)
+            if v.status in (VersionStatus.HELD, VersionStatus.ROLLED_BACK)
+        }
+        if live is not None and served.corpus.hash in turned_away:
+            build = await self._open(live)
+            if build is not None:
+                log.warning(
+                    "the corpus on disk is a version moderators turned away; serving version %d",
+                    live.id,
+                )
+                await asyncio.to_thread(self.versions.activate, build)  # type: ignore[union-attr]
+                await self._swap(build)
+                return
+        number = await self.store.record_version(
+            served.name,
+            served.translated_name,
+            served.corpus.version,
+            served.corpus.hash,
+            len(served.corpus.passages),
+            VersionStatus.LIVE,
+            "start-up",
+        )
+        await self.store.make_live(number)
+
+    async def _follow_live(self) -> None:
+        """Another process (a replica, or this bot before a restart) changed the live version."""
+        live = await self.store.live_version()
+        if live is None or live.build == self.retriever.state.index.build:
+            return
+        build = await self._open(live)
+        if build is not None:
+            await self._swap(build)
+
+    # -- the quality gate ----------------------------------------------------------------
+
+    def _figures(self, build: Build) -> dict[str, Any]:
+        if not self.eval_file.is_file():
+            return {}
+        current = self.retriever
+        multilingual = None
+        if current.multilingual is not None and build.translated is not None:
+            multilingual = dataclasses.replace(current.multilingual, index=build.translated)
+        trial = Retriever(build.corpus, build.index, current.embedder, current.policy, multilingual)
+        return {**gate_figures(trial, self.eval_file), "eval": file_hash(self.eval_file)}
+
+    async def _live_figures(self) -> dict[str, Any]:
+        """The live version's figures, measured once per eval file and kept with it."""
+        live = await self.store.live_version()
+        if live is not None and live.figures.get("eval") == file_hash(self.eval_file):
+            return live.figures
+        figures = await asyncio.to_thread(self._figures, self._live_build())
+        if live is not None and figures:
+            await self.store.set_figures(live.id, figures)
+        return figures
+
+    async def _new_updates(self, old: Corpus, new: Corpus) -> tuple[str, ...]:
+        known = {u.id for u in old.updates}
+        fresh = [u.id for u in new.updates if u.id not in known]
+        return tuple([u for u in fresh if not await self.store.is_published(u)])
+
+
+async def wait_for_request(
+    store: Store, number: int, timeout: float, pickup: float | None = None
+) -> RefreshRequest:
+    """Poll a request until it is finished, or the time is up (then as it stands).
+
+    With `pickup`, a request no bot has taken within that many seconds is withdrawn, so it
+    does not run by surprise when a bot starts later.
+    """
+    started = time.monotonic()
+    while True:
+        request = await store.refresh_request(number)
+        assert request is not None
+        waited = time.monotonic() - started
+        if request.status == "pending" and pickup is not None and waited >= pickup:
+            if await store.withdraw_refresh(number):
+                return dataclasses.replace(request, status="withdrawn")
+            continue
+        if request.status in ("done", "failed") or waited >= timeout:
+            return request
+        await asyncio.sleep(0.25)
+
+
+async def versions_text(store: Store, limit: int = 8) -> str:
+    """The kept versions, newest first, with the gate's figures: what /versions shows."""
+    rows = await store.versions(limit)
+    if not rows:
+        return "No versions are recorded yet."
+    lines = ["Versions (newest first):"]
+    for info in rows:
+        figures = info.figures
+        quality = (
+            f"top-3 {figures['recall_at_3']:.1%}, unanswered {figures['wrongly_abstained']:.1%}, "
+            f"off-topic declined {figures['off_topic_declined']:.1%}"
+            if "recall_at_3" in figures
+            else "not yet checked"
+        )
+        when = info.created_at.strftime("%Y-%m-%d %H:%M")
+        lines.append(
+            f"{info.id}. {info.status.upper()} · {info.corpus_version} · {info.passages} "
+            f"passages · {when} UTC · {quality}"
+        )
+    lines.append("/rollback returns to the previous version; /promote N serves version N.")
+    return "\n".join(lines)
+
+
+def problems_text(problems: list) -> str:
+    shown = [str(p) for p in problems[:MAX_PROBLEMS_SHOWN]]
+    more = len(problems) - len(shown)
+    return "\n".join(
+        [
+            f"The corpus has {len(problems)} problem(s), so nothing changed; "
+            "the live version keeps answering. Fix these and /reload again:",
+            *shown,
+            *([f"... and {more} more (ipbot corpus validate lists them all)."] if more else []),
+        ]
+    )
+
+
+def changes_line(changes: dict[str, list[str]]) -> str:
+    def part(name: str) -> str:
+        ids = changes.get(name, [])
+        listed = ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else "")
+        return f"{len(ids)} {name}" + (f" ({listed})" if ids else "")
+
+    return "Passages: " + "; ".join(part(n) for n in ("added", "changed", "removed")) + "."
+
+
+def figures_lines(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    if not before or not after:
+        return ["The test questions could not be run (no eval file found)."]
+    lines = [f"Test questions ({int(after['questions'])}), before → after:"]
+    for name, (label, _) in GATE.items():
+        lines.append(f"  {label}: {before[name]:.1%} → {after[name]:.1%}")
+    return lines
+
+
+def held_text(number: int, worse: list[str], lines: list[str]) -> str:
+    return "\n".join(
+        [
+            f"Version {number} was built but NOT switched on: it does worse than the live "
+            "version on the test questions, so the live version keeps answering.",
+            *[f"Worse: {w}" for w in worse],
+            *lines,
+            f"To serve it anyway: /promote {number}",
+        ]
+    )
+
+
+def offers_lines(offers: tuple[str, ...]) -> list[str]:
+    if not offers:
+        return []
+    return [f"New updates not yet published: {', '.join(offers)}. Press a button to publish."]

@@ -1,0 +1,139 @@
+"""Corpus versions: a copy of the corpus with its English and multilingual indexes.
+
+A refresh builds a candidate version beside the live one (nothing points at it yet), so the
+live version keeps answering while it is built and checked; promoting it or rolling back is
+pointing the `current` links at a kept build. Each build carries the corpus it came from, so a
+rollback, or a start while the corpus on disk is broken, serves what was answered before.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from retrieval.corpus import Corpus, CorpusError, Problem, check_corpus, load_corpus
+from retrieval.index import IndexCorruptError, IndexStore, Progress, SearchIndex
+from retrieval.multilingual import MultilingualModel, multilingual_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Build:
+    """One version, ready to serve or to evaluate."""
+
+    corpus: Corpus
+    index: SearchIndex
+    translated: SearchIndex | None = None  # the multilingual index, when that path is on
+
+    @property
+    def name(self) -> str:
+        return self.index.build
+
+    @property
+    def translated_name(self) -> str | None:
+        return self.translated.build if self.translated is not None else None
+
+
+class VersionUnavailableError(Exception):
+    """A version's files are gone or damaged: it cannot be served again."""
+
+
+class Versions:
+    """Builds, opens and activates versions in a data folder."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        index_type: str,
+        embedder,
+        multilingual: MultilingualModel | None = None,
+    ):
+        self.english = IndexStore(data_dir, index_type)
+        self.embedder = embedder
+        self.multilingual = multilingual
+        self.translated = multilingual_store(data_dir) if multilingual is not None else None
+
+    def candidate(self, corpus_dir: Path, progress: Progress = lambda _msg: None) -> Build:
+        """Validate the corpus and build a version of it beside the live one.
+
+        Raises CorpusError with every problem, located in the moderator's own files. Only
+        passages that changed are embedded (the caches are shared by all versions).
+        """
+        corpus = load_corpus(corpus_dir)
+        index = self.english.build(
+            corpus, self.embedder, progress, snapshot_of=corpus_dir, activate=False
+        )
+        copied = self._snapshot_corpus(index.build)
+        if copied.hash != corpus.hash:
+            changed = Problem(str(corpus_dir), 0, "the corpus changed while it was read; try again")
+            raise CorpusError([changed])
+        translated = None
+        if self.multilingual is not None and self.translated is not None:
+            translated = self.translated.build(
+                copied, self.multilingual.passages, progress, activate=False
+            )
+        return Build(copied, index, translated)
+
+    def open(self, name: str, translated_name: str | None) -> Build:
+        """A kept version, from its own corpus copy. Raises VersionUnavailableError."""
+        try:
+            corpus = self._snapshot_corpus(name)
+            index = self.english.open(name, corpus, self.embedder.name)
+            translated = None
+            if translated_name and self.multilingual is not None and self.translated is not None:
+                translated = self.translated.open(translated_name, corpus, self.multilingual.name)
+        except (CorpusError, IndexCorruptError, OSError) as exc:
+            raise VersionUnavailableError(f"version {name} cannot be opened: {exc}") from exc
+        return Build(corpus, index, translated)
+
+    def activate(self, build: Build) -> None:
+        """Make this version the one a restart serves (the multilingual link first)."""
+        if self.translated is not None and build.translated is not None:
+            self.translated.activate(build.translated.build)
+        self.english.activate(build.name)
+
+    def last_good(self) -> Build | None:
+        """The current version with its own corpus copy, if there is one to fall back on."""
+        name = self.english.current_build()
+        if name is None or not self.english.snapshot(name).is_dir():
+            return None
+        translated = self.translated.current_build() if self.translated is not None else None
+        try:
+            return self.open(name, translated)
+        except VersionUnavailableError as exc:
+            log.warning("%s", exc)
+            return None
+
+    def _snapshot_corpus(self, name: str) -> Corpus:
+        return load_corpus(self.english.snapshot(name))
+
+
+def serve_or_fall_back(
+    versions: Versions, corpus_dir: Path, progress: Progress
+) -> tuple[Build, tuple[Problem, ...]]:
+    """The corpus on disk, built if needed; if it is invalid, the last good version instead.
+
+    The problems come back with the fallback so they can be logged and shown to moderators;
+    with no good version to fall back on, the corpus error stands.
+    """
+    corpus, problems = check_corpus(corpus_dir)
+    if problems:
+        fallback = versions.last_good()
+        if fallback is None:
+            raise CorpusError(problems)
+        for problem in problems:
+            log.error("corpus problem (serving the last good version): %s", problem)
+        progress(
+            f"Warning: the corpus has {len(problems)} problem(s); serving the last good "
+            f"version ({fallback.corpus.version}). Run `ipbot corpus validate` to see them."
+        )
+        return fallback, tuple(problems)
+    index = versions.english.load_or_build(corpus, versions.embedder, progress, corpus_dir)
+    translated = None
+    if versions.multilingual is not None and versions.translated is not None:
+        translated = versions.translated.load_or_build(
+            corpus, versions.multilingual.passages, progress
+        )
+    return Build(corpus, index, translated), ()
