@@ -31,7 +31,7 @@ POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 STYLE = """
 body { font-family: system-ui, sans-serif; line-height: 1.5; color: #1a1a1a; margin: 0; }
 main { max-width: 52rem; margin: 0 auto; padding: 1rem; }
-.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(14rem, 1fr));
+.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 14rem), 1fr));
   gap: 0.75rem; list-style: none; padding: 0; }
 .figures li { border: 1px solid #ccc; border-radius: 0.4rem; padding: 0.6rem; }
 .figures strong { display: block; font-size: 1.6rem; }
