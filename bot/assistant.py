@@ -16,7 +16,7 @@ from typing import Literal
 
 from bot.commands import Audience, Command, find, public_commands
 from bot.conversation import Conversations
-from bot.moderation import DEFAULT_DAYS, Moderation
+from bot.moderation import DEFAULT_DAYS, MAX_DAYS, Moderation
 from bot.refresh import Refresher, versions_text
 from bot.replies import (
     EXAMPLE_QUESTION,
@@ -386,7 +386,7 @@ class Assistant:
 
     async def moderator_report(self, context: Context, name: str, rest: str) -> Notice:
         """/stats or /gaps over the last DAYS days (30 unless given), written to the audit log."""
-        days = int(rest) if rest.isdigit() and 0 < int(rest) <= 3650 else DEFAULT_DAYS
+        days = int(rest) if rest.isdigit() and 0 < int(rest) <= MAX_DAYS else DEFAULT_DAYS
         if name == "stats":
             text = await self.moderation.stats(days)
         else:

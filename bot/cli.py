@@ -11,9 +11,10 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from bot import redact
 from bot.settings import Settings, SettingsError, load_settings
@@ -22,7 +23,11 @@ from retrieval.corpus import CorpusError, check_corpus, corpus_version, stale_pa
 from retrieval.embedder import ModelNotFoundError
 from retrieval.search import UserInputError
 
+if TYPE_CHECKING:
+    from bot.moderation import Moderation
+
 log = logging.getLogger("ipbot")
+T = TypeVar("T")
 
 
 def progress(message: str) -> None:
@@ -45,8 +50,15 @@ def version_line(settings: Settings) -> str:
     return f"ipbot {package_version()}, corpus {version}, indexed {indexed}"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments get one line naming the problem and where help is, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ipbot",
         description="Answers questions on managing IP in research with cited passages of the "
         "EU Code of Practice (Recommendation (EU) 2023/499).",
@@ -93,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     gaps.add_argument("action", choices=["export"], help="export: one row per question")
     gaps.add_argument("--csv", action="store_true", required=True, help="as CSV on stdout")
     gaps.add_argument("--days", type=int, default=30, help="how far back (default 30)")
+    report = commands.add_parser("report", help="a web page of usage figures, charts and gaps")
+    report.add_argument("--html", type=Path, required=True, metavar="FILE", help="write it here")
+    report.add_argument("--days", type=int, default=30, help="how far back (default 30)")
     db = commands.add_parser("db", help="manage the database")
     db.add_argument("action", choices=["upgrade"], help="upgrade: apply migrations")
     updates = commands.add_parser("updates", help="dissemination updates (corpus/updates/)")
@@ -160,6 +175,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "bench": cmd_bench,
         "db": cmd_db,
         "gaps": cmd_gaps,
+        "report": cmd_report,
         "updates": cmd_updates,
     }
     if args.command is None:
@@ -304,17 +320,35 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_gaps(args: argparse.Namespace, settings: Settings) -> int:
+def with_moderation(settings: Settings, work: Callable[[Moderation], Awaitable[T]]) -> T:
+    """Open ipbot as `run` would (store, model, index), do the moderators' work, close it."""
     from bot.app import close_app, open_app
 
-    async def export() -> str:
+    async def run() -> T:
         app = await open_app(settings, progress)
         try:
-            return await app.assistant.moderation.gaps_csv(max(1, args.days))
+            return await work(app.assistant.moderation)
         finally:
             await close_app(app)
 
-    sys.stdout.write(asyncio.run(export()))
+    return asyncio.run(run())
+
+
+def cmd_gaps(args: argparse.Namespace, settings: Settings) -> int:
+    sys.stdout.write(with_moderation(settings, lambda m: m.gaps_csv(max(1, args.days))))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.moderation import MAX_DAYS
+    from bot.report import check_destination, gather_report, write_report
+
+    if not 1 <= args.days <= MAX_DAYS:
+        raise UserInputError(f"--days must be between 1 and {MAX_DAYS}")
+    check_destination(args.html)
+    report = with_moderation(settings, lambda m: gather_report(m, args.days))
+    write_report(report, args.html)
+    progress(f"Report of the last {args.days} days written to {args.html}")
     return 0
 
 

@@ -12,6 +12,7 @@ import datetime as dt
 import io
 import statistics
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ from retrieval.search import Retriever
 SAME_GAP_COSINE = 0.6  # paraphrases score 0.63-0.84 with MiniLM, different topics under 0.5
 EXAMPLES_PER_GAP = 3
 DEFAULT_DAYS = 30
+MAX_DAYS = 3650
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,40 @@ class Gap:
     @property
     def size(self) -> int:
         return len(self.questions)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What people asked in a period, counted: the figures of /stats and of `ipbot report`."""
+
+    questions: int
+    answered: int
+    helpful: int  # votes
+    not_helpful: int
+    latency_median_ms: float | None
+    latency_p95_ms: float | None
+    per_day: dict[dt.date, tuple[int, int]]  # day: (asked, answered), days with questions only
+    per_area: list[tuple[str, int]]  # area title and questions, the most asked first
+
+
+def count_usage(asked: list[AskedQuestion], area_title: Callable[[str | None], str]) -> Usage:
+    """Count questions, answers, votes and answer times; per day and per area."""
+    per_day: dict[dt.date, tuple[int, int]] = {}
+    for question in asked:
+        total, answered = per_day.get(question.asked_at.date(), (0, 0))
+        per_day[question.asked_at.date()] = (total + 1, answered + question.answered)
+    latencies = sorted(q.latency_ms for q in asked if q.latency_ms is not None)
+    p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else None
+    return Usage(
+        questions=len(asked),
+        answered=sum(q.answered for q in asked),
+        helpful=sum(q.helpful for q in asked),
+        not_helpful=sum(q.not_helpful for q in asked),
+        latency_median_ms=statistics.median(latencies) if latencies else None,
+        latency_p95_ms=p95,
+        per_day=per_day,
+        per_area=Counter(area_title(q.area) for q in asked if q.area).most_common(),
+    )
 
 
 def is_gap(question: AskedQuestion) -> bool:
@@ -67,27 +103,27 @@ class Moderation:
     async def asked(self, days: int) -> list[AskedQuestion]:
         return await self.store.questions_since(utcnow() - dt.timedelta(days=days))
 
+    async def usage(self, days: int = DEFAULT_DAYS) -> Usage:
+        return count_usage(await self.asked(days), self._area_title)
+
     async def stats(self, days: int = DEFAULT_DAYS) -> str:
         """Questions per day and per area, share answered, votes, latency: one short text."""
-        asked = await self.asked(days)
-        if not asked:
+        usage = await self.usage(days)
+        if not usage.questions:
             return f"No questions in the last {days} days."
-        answered = sum(q.answered for q in asked)
-        per_day = Counter(q.asked_at.date().isoformat() for q in asked)
-        per_area = Counter(self._area_title(q.area) for q in asked if q.area)
-        latencies = sorted(q.latency_ms for q in asked if q.latency_ms is not None)
         lines = [
-            f"Last {days} days: {len(asked)} questions, {answered / len(asked):.0%} answered.",
-            f"Votes: {sum(q.helpful for q in asked)} helpful, "
-            f"{sum(q.not_helpful for q in asked)} not helpful.",
+            f"Last {days} days: {usage.questions} questions, "
+            f"{usage.answered / usage.questions:.0%} answered.",
+            f"Votes: {usage.helpful} helpful, {usage.not_helpful} not helpful.",
         ]
-        if latencies:
-            p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+        if usage.latency_median_ms is not None:
             lines.append(
-                f"Answer time: median {statistics.median(latencies):.0f} ms, 95% under {p95:.0f} ms."
+                f"Answer time: median {usage.latency_median_ms:.0f} ms, "
+                f"95% under {usage.latency_p95_ms:.0f} ms."
             )
-        lines.append("Per day: " + ", ".join(f"{d} {n}" for d, n in sorted(per_day.items())[-14:]))
-        lines.append("Per area: " + ", ".join(f"{a} {n}" for a, n in per_area.most_common()))
+        per_day = sorted(usage.per_day.items())[-14:]
+        lines.append("Per day: " + ", ".join(f"{d.isoformat()} {n}" for d, (n, _) in per_day))
+        lines.append("Per area: " + ", ".join(f"{a} {n}" for a, n in usage.per_area))
         return "\n".join(lines)
 
     async def gaps(self, days: int = DEFAULT_DAYS) -> list[Gap]:
