@@ -59,7 +59,7 @@ async def test_a_thousand_subscribers_get_exactly_one_copy_despite_flood_control
     store = await Store.open(database_url)
     chats = list(range(5000, 6000))
     async with FakeTelegram() as telegram:
-        telegram.flood_per_second = 100
+        telegram.flood_per_second = 50  # under the pace of 150/s, so floods happen on any machine
         telegram.blocked = set(chats[::50])
         telegram.server_errors = set(range(3, 1000, 97))
         sender = await broadcast(store, telegram, chats)
