@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
 
 from bot.app import App, close_app, configured_outlets, open_app, running_sender
 from bot.assistant import Assistant
@@ -50,8 +54,34 @@ def run_bots(settings: Settings, progress: Progress) -> int:
             "no chat token is set: set IPBOT_TELEGRAM_TOKEN or IPBOT_DISCORD_TOKEN "
             "(the console chat needs a terminal; 'ipbot chat' reads piped input)"
         )
-    asyncio.run(main(settings, progress))
+    with one_process_per_sqlite_file(settings):
+        asyncio.run(main(settings, progress))
     return 0
+
+
+@contextlib.contextmanager
+def one_process_per_sqlite_file(settings: Settings) -> Iterator[None]:
+    """SQLite serves one `ipbot run`: a second on the same file would double every broadcast.
+
+    The lock is the operating system's (released when the process dies, however it dies);
+    short commands such as `ipbot updates publish` do not take it and work beside the bot.
+    """
+    url = make_url(settings.database)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        yield
+        return
+    path = Path(f"{url.database}.run-lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SettingsError(
+                f"another `ipbot run` is already using {url.database}; SQLite serves one "
+                "process: stop the other one, or set IPBOT_DATABASE_URL to a PostgreSQL "
+                "database to run several"
+            ) from None
+        yield
 
 
 async def main(settings: Settings, progress: Progress) -> None:

@@ -196,3 +196,24 @@ async def test_a_discord_error_that_echoes_the_token_is_logged_redacted(
     assert "Bad request from" in log and "<redacted>" in log, log[-3000:]
     assert token not in log and "".join(f"&#{ord(c)};" for c in token) not in log
     assert code == 0, log[-3000:]
+
+
+async def test_a_second_run_on_the_same_sqlite_file_refuses_to_start(
+    retriever: Retriever, data_dir: Path, tmp_path: Path
+) -> None:
+    async with FakeTelegram() as telegram:
+        env = ipbot_env(
+            data_dir, IPBOT_TELEGRAM_TOKEN=telegram.token, IPBOT_TELEGRAM_API_URL=telegram.base_url
+        )
+        first, second = tmp_path / "first", tmp_path / "second"
+        first.mkdir()
+        second.mkdir()
+        async with ipbot_running(env, first) as running:
+            await telegram.next_call("setMyCommands", timeout=120)
+            async with ipbot_running(env, second) as refused:
+                code = await asyncio.wait_for(refused.wait(), timeout=60)
+            assert running.returncode is None  # the first one keeps serving
+            assert await stopped_by_sigterm(running) == 0
+    log = (second / "ipbot.log").read_text(errors="replace")
+    assert code == 2, log[-2000:]
+    assert "another `ipbot run` is already using" in log and "PostgreSQL" in log, log[-2000:]
