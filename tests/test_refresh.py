@@ -276,3 +276,27 @@ async def test_start_serves_the_last_good_version_when_the_corpus_is_broken(
     moderator_view = assistant.about(moderator=True)
     assert moderator_view.problems and "valuation.md:" in moderator_view.problems[0]
     assert assistant.about(moderator=False).problems == ()
+
+
+class CrashingEmbedder:
+    """The real embedder's identity, failing midway through a build."""
+
+    def __init__(self, real) -> None:  # type: ignore[no-untyped-def]
+        self.name, self.dimension = real.name, real.dimension
+
+    def embed(self, texts: list[str], batch_size: int = 64):  # type: ignore[no-untyped-def]
+        raise RuntimeError("killed during the build")
+
+
+async def test_a_crash_during_the_build_leaves_the_live_version_answering(served: Served) -> None:
+    before = served.retriever.index.build
+    versions = served.retriever.versions
+    assert versions is not None
+    versions.embedder = CrashingEmbedder(versions.embedder)
+    shutil.copy(CORPUS_DIR / "industry-academia.md", served.corpus)
+    reply = await served.say(MODERATOR, "/reload")
+    assert isinstance(reply, RefreshReply) and not reply.ok
+    assert "live version keeps answering" in reply.text
+    assert served.retriever.index.build == before
+    assert cited(await served.say(SOMEONE, "How does the cost approach value a patent?"))
+    assert (await served.store.live_version()).build == before  # type: ignore[union-attr]
