@@ -785,6 +785,16 @@ class Store:
             rows = await session.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))
             return list(rows)
 
+    async def pending_by_platform(self) -> dict[str, int]:
+        """Deliveries waiting in the outbox, per platform (for /metrics)."""
+        async with self.session() as session:
+            rows = await session.execute(
+                select(DeliveryRow.platform, func.count())
+                .where(DeliveryRow.status == DeliveryStatus.PENDING)
+                .group_by(DeliveryRow.platform)
+            )
+            return {platform: int(count) for platform, count in rows}
+
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
