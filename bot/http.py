@@ -97,7 +97,7 @@ class Front:
         http = web.Application()
         http.router.add_get("/healthz", self.healthz)
         http.router.add_get("/readyz", self.readyz)
-        http.router.add_get("/metrics", self.metrics)
+        http.router.add_get("/metrics", self.prometheus)
         http.router.add_get("/feeds/{name}", self.feed)
         if self.telegram is not None:
             http.router.add_post(self.telegram.path, self.telegram.handle)
@@ -114,7 +114,8 @@ class Front:
         body = {"ready": not failed, "failed": failed, "checks": checks}
         return web.json_response(body, status=503 if failed else 200)
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    async def prometheus(self, request: web.Request) -> web.Response:
+        """Every metric in Prometheus' text format, the state gauges read now."""
         index = self.app.retriever.index.manifest
         corpus = self.app.retriever.corpus
         metrics.describe_index(corpus.version, corpus.hash, index.model, index.built_at)

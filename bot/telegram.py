@@ -495,7 +495,7 @@ def webhook_receiver(application: Application, secret: str) -> Receiver:
 
 
 @contextlib.asynccontextmanager
-async def webhook(
+async def receiving_webhook(
     application: Application, settings: Settings, slot: WebhookSlot
 ) -> AsyncIterator[Application]:
     """Initialise, register the menu and the webhook, and receive through `slot`.
@@ -578,7 +578,7 @@ async def serve_until_stopped(
         application = build_application(assistant, settings, updates)
         try:
             if slot is not None:
-                async with webhook(application, settings, slot):
+                async with receiving_webhook(application, settings, slot):
                     log.info("Telegram: answering as @%s by webhook", application.bot.username)
                     await watch_webhook(application, stop)
                 return
