@@ -485,7 +485,7 @@ def webhook_receiver(application: Application, secret: str) -> Receiver:
             return web.json_response({"error": "forbidden"}, status=403)
         try:
             update = Update.de_json(await request.json(), application.bot)
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, AttributeError):
             return web.json_response({"error": "not an update"}, status=400)
         metrics.LIVENESS.seen("telegram")
         await application.update_queue.put(update)  # answered like a polled update
