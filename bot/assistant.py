@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bot import metrics
 from bot.commands import Audience, Command, find, public_commands
 from bot.conversation import Conversations
 from bot.moderation import DEFAULT_DAYS, MAX_DAYS, Moderation
@@ -190,6 +191,8 @@ class Assistant:
         latency = (time.perf_counter() - started) * 1000
         if not remember:
             return AnswerReply(answer)
+        slug = answer.area.slug if answer.area else None
+        metrics.record_question(user.platform, slug, answer.answered, latency / 1000)
         question_id = await self.store.record_question(
             user.platform,
             text,
@@ -245,6 +248,7 @@ class Assistant:
         """One helpful / not helpful vote per person per answer, kept for moderators."""
         if await self.store.record_vote(question_id, user.key, helpful):
             log.info("feedback helpful=%s question=%s", helpful, question_id)
+            metrics.record_vote(helpful)
             return Notice("feedback", "Thank you for your feedback!")
         if await self.store.question(question_id) is None:
             return Notice("expired", EXPIRED)

@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
-from bot import redact
+from bot import logs, redact
 from bot.settings import Settings, SettingsError, load_settings
 from bot.store import StoreError
 from retrieval.corpus import CorpusError, check_corpus, corpus_version, stale_passages
@@ -31,7 +31,11 @@ T = TypeVar("T")
 
 
 def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """Progress for the person at the terminal; a log record when logs are JSON (a service)."""
+    if logs.json_enabled():
+        log.info(message)
+    else:
+        print(message, file=sys.stderr, flush=True)
 
 
 def package_version() -> str:
@@ -108,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="a web page of usage figures, charts and gaps")
     report.add_argument("--html", type=Path, required=True, metavar="FILE", help="write it here")
     report.add_argument("--days", type=int, default=30, help="how far back (default 30)")
+    commands.add_parser(
+        "doctor", help="check settings, tokens, database and index; exit 1 if not ready"
+    )
     db = commands.add_parser("db", help="manage the database")
     db.add_argument("action", choices=["upgrade"], help="upgrade: apply migrations")
     updates = commands.add_parser("updates", help="dissemination updates (corpus/updates/)")
@@ -129,15 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(logging.DEBUG if args.debug else logging.WARNING)
     try:
         settings = load_settings()
         redact.install(redact.settings_secrets(settings))
-        if not args.debug:
-            logging.getLogger().setLevel(settings.log_level if args.command == "run" else "WARNING")
+        if args.command == "run":  # the service: its level and form (JSON for a collector)
+            logs.configure("DEBUG" if args.debug else settings.log_level, settings.log_format)
         return dispatch(args, settings)
     except KeyboardInterrupt:
         return 130
@@ -157,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
 def fail(message: str, debug: bool, code: int = 1) -> int:
     if debug:
         log.exception(message)
-    print(f"ipbot: error: {redact.redact(message)}", file=sys.stderr)
+    line = f"ipbot: error: {redact.redact(message)}"
+    if logs.json_enabled():
+        log.error(line)
+    else:
+        print(line, file=sys.stderr)
     return code
 
 
@@ -174,6 +182,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "eval": cmd_eval,
         "bench": cmd_bench,
         "db": cmd_db,
+        "doctor": cmd_doctor,
         "gaps": cmd_gaps,
         "report": cmd_report,
         "updates": cmd_updates,
@@ -364,6 +373,14 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
     print(f"Database schema is up to date (revision {asyncio.run(upgrade())}).")
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.doctor import diagnose, report
+
+    text, code = report(asyncio.run(diagnose(settings)))
+    print(redact.redact(text))
+    return code
 
 
 def cmd_updates(args: argparse.Namespace, settings: Settings) -> int:

@@ -19,6 +19,7 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
+from bot import metrics
 from bot.assistant import EXPIRED, Assistant
 from bot.commands import COMMANDS
 from bot.conversation import chat_key
@@ -643,12 +644,23 @@ async def run_discord(assistant: Assistant, settings: Settings, stop: asyncio.Ev
         raise SettingsError("Discord refused the intents asked for IPBOT_DISCORD_TOKEN") from None
 
 
+async def watch_gateway(bot: discord.Client, every: float = 10.0) -> None:
+    """While the gateway connection is up (heartbeats answered), that is contact for /readyz."""
+    while True:
+        ws = bot.ws
+        if bot.is_ready() and not bot.is_closed() and ws is not None and ws.open:
+            metrics.LIVENESS.seen("discord")
+        await asyncio.sleep(every)
+
+
 async def serve_until(bot: discord.Client, token: str, stop: asyncio.Event) -> None:
     """Run the client until `stop` is set; failures of its own (a bad token) propagate."""
     runner = asyncio.create_task(bot.start(token), name="discord-client")
     stopper = asyncio.create_task(stop.wait())
+    watcher = asyncio.create_task(watch_gateway(bot), name="discord-watch")
     await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
+    watcher.cancel()
     if runner.done():
         runner.result()
         return

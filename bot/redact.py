@@ -15,7 +15,7 @@ REDACTED = "<redacted>"
 
 
 def settings_secrets(settings: Settings) -> list[str]:
-    """The secret parts of the configured credentials.
+    """The secret parts of the configured credentials (and the webhook secret).
 
     A Telegram token is `<bot id>:<secret>`; the bot id is public (it is the bot's user id),
     so only the part after the colon is a secret. A Discord token is secret as a whole.
@@ -27,6 +27,8 @@ def settings_secrets(settings: Settings) -> list[str]:
         secrets.append(settings.discord_token.get_secret_value())
     if settings.database_password:
         secrets.append(settings.database_password)
+    if settings.telegram_webhook_secret is not None:
+        secrets.append(settings.telegram_webhook_secret.get_secret_value())
     return [secret for secret in secrets if secret.strip()]
 
 

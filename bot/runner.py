@@ -4,7 +4,8 @@ With no token set, the console chat is the embedded default on a terminal. Each 
 supervised on its own: one that fails is restarted with backoff while the others keep
 answering; one that can no longer work (its token rejected) ends ipbot with a non-zero exit,
 so that a supervisor restarts it. SIGTERM and SIGINT stop the sender first (sends in flight
-finish and are recorded), then the adapters, and exit 0.
+finish and are recorded), then the adapters, then the HTTP server (IPBOT_HTTP_PORT), and
+exit 0.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import signal
 import sys
@@ -23,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from bot.app import App, close_app, configured_outlets, open_app, running_sender
 from bot.assistant import Assistant
+from bot.http import WebhookSlot, http_front
 from bot.settings import Settings, SettingsError
 from retrieval.index import Progress
 
@@ -33,13 +36,19 @@ STABLE_AFTER = 60.0  # seconds of service after which a failure counts as the fi
 STOP_GRACE = 10.0  # seconds a platform gets to stop; systemd kills after TimeoutStopSec=20
 
 
-def configured_adapters(settings: Settings) -> dict[str, Adapter]:
-    """The platform adapters that have a token; imported only when used."""
+def configured_adapters(
+    settings: Settings, webhook: WebhookSlot | None = None
+) -> dict[str, Adapter]:
+    """The platform adapters that have a token; imported only when used.
+
+    With a `webhook` slot (IPBOT_TELEGRAM_WEBHOOK_URL), Telegram receives updates there
+    instead of polling.
+    """
     adapters: dict[str, Adapter] = {}
     if settings.telegram_token:
         from bot.telegram import run_telegram
 
-        adapters["Telegram"] = run_telegram
+        adapters["Telegram"] = functools.partial(run_telegram, webhook=webhook)
     if settings.discord_token:
         from bot.discord import run_discord
 
@@ -97,8 +106,10 @@ async def main(settings: Settings, progress: Progress) -> None:
             )
             await run_console(app.assistant)
             return
-        progress(f"Starting: {', '.join(adapters)}. Stop with Ctrl+C or SIGTERM.")
-        await serve(app, adapters)
+        async with http_front(app) as front:  # closed after the adapters and the sender
+            adapters = configured_adapters(settings, front.telegram if front else None)
+            progress(f"Starting: {', '.join(adapters)}. Stop with Ctrl+C or SIGTERM.")
+            await serve(app, adapters)
     finally:
         await close_app(app)
 

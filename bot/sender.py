@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from bot import metrics
 from bot.store import Claim, DeliveryStatus, Store, UpdateStatus
 from bot.store.tables import utcnow
 from retrieval.corpus import Area
@@ -328,6 +329,7 @@ class Sender:
 
     async def _record(self, claim: Claim, result: DeliveryResult, pacer: Pacer) -> None:
         ids = claim.delivery_ids
+        metrics.record_delivery(claim.platform, result.outcome.value)
         match result.outcome:
             case Outcome.DELIVERED:
                 await self.store.finish(ids, DeliveryStatus.SENT, message_id=result.message_id)

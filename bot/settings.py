@@ -8,10 +8,17 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -31,6 +38,8 @@ def _default_corpus_dir() -> Path:
 
 
 MODERATOR = re.compile(r"(telegram|discord|discord-role):\d+")
+WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{16,256}")  # Telegram allows 1-256 of these; 16+ is ours
+WEBHOOK_PATH = re.compile(r"/telegram/[A-Za-z0-9_.~-]+")
 URL_SCHEMES = {
     "telegram_api_url": ("http", "https"),
     "discord_api_url": ("http", "https"),
@@ -72,6 +81,11 @@ class Settings(BaseSettings):
     moderators: Annotated[list[str], NoDecode] = Field(default_factory=list)
     database_url: str | None = None
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    http_port: int | None = Field(None, ge=1, le=65535)  # health, metrics, feeds, webhook
+    http_host: str = "127.0.0.1"
+    telegram_webhook_url: str | None = None  # set: Telegram pushes updates instead of polling
+    telegram_webhook_secret: SecretStr | None = None
     rate_limit_per_minute: int = Field(10, ge=1)
     stale_after_days: int = Field(STALE_AFTER_DAYS, ge=1)
     abstain_min_score: float = Field(AbstentionPolicy.min_score, ge=-1, le=1)
@@ -113,6 +127,59 @@ class Settings(BaseSettings):
         if parts.scheme not in schemes or not parts.hostname:
             raise ValueError(f"must be a {' or '.join(schemes)} URL with a host, not {value!r}")
         return value.strip()
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("http_port", "telegram_webhook_url", "telegram_webhook_secret", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        """Telegram only calls https URLs; the path is the route ipbot serves (see http.py)."""
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError(f"must be an https URL with a host, not {value!r}")
+        if not WEBHOOK_PATH.fullmatch(parts.path) or parts.query or parts.fragment:
+            raise ValueError("its path must be /telegram/NAME (letters, digits, - _ . ~)")
+        return value.strip()
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError("must be 16 to 256 letters, digits, '_' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_needs_its_parts(self) -> Settings:
+        """Webhook mode without a secret would let anyone post updates as Telegram."""
+        if self.telegram_webhook_url is None:
+            return self
+        missing = [
+            name
+            for name, value in (
+                ("IPBOT_TELEGRAM_WEBHOOK_SECRET", self.telegram_webhook_secret),
+                ("IPBOT_HTTP_PORT", self.http_port),
+                ("IPBOT_TELEGRAM_TOKEN", self.telegram_token),
+            )
+            if value is None
+        ]
+        if missing:
+            raise ValueError(f"IPBOT_TELEGRAM_WEBHOOK_URL needs {' and '.join(missing)} too")
+        return self
+
+    @property
+    def telegram_webhook_path(self) -> str | None:
+        """The route that receives Telegram's updates: the webhook URL's own path."""
+        return urlsplit(self.telegram_webhook_url).path if self.telegram_webhook_url else None
 
     @field_validator("database_url")
     @classmethod
@@ -173,6 +240,8 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = "IPBOT_" + str(first["loc"][0]).upper() if first["loc"] else "IPBOT_*"
         message = str(first["msg"]).removeprefix("Value error, ")
+        if not first["loc"]:  # a check across settings names its variables itself
+            raise SettingsError(f"invalid settings: {message}") from None
+        name = "IPBOT_" + str(first["loc"][0]).upper()
         raise SettingsError(f"invalid setting {name}: {message}") from None

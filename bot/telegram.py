@@ -1,13 +1,15 @@
 """The Telegram adapter: Bot API updates in, the assistant's replies out (see telegram_format).
 
-It only translates, on python-telegram-bot's async `Application` with long polling, and
-handles what Telegram itself needs: groups, buttons, inline mode, flood control, errors.
+It only translates, on python-telegram-bot's async `Application` with long polling (or a
+webhook served by bot.http), and handles what Telegram itself needs: groups, buttons, inline
+mode, flood control, errors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import re
 import warnings
@@ -16,6 +18,7 @@ from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
+from aiohttp import web
 from telegram import (
     BotCommand,
     CallbackQuery,
@@ -54,9 +57,11 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
+from bot import metrics
 from bot.assistant import EXPIRED, Assistant
 from bot.commands import ALIASES, COMMANDS, public_commands
 from bot.conversation import chat_key
+from bot.http import Receiver, WebhookSlot
 from bot.replies import AnswerReply, Chat, Context, Notice, Quiet, User
 from bot.sender import DeliveryResult, Outbound, Outcome, Target
 from bot.settings import Settings, SettingsError
@@ -82,6 +87,8 @@ MAX_RETRY_WAIT = 60.0  # seconds; a longer flood wait fails the request instead 
 INLINE_CACHE_SECONDS = 60
 SORRY = "Sorry, something went wrong on my side. Please try again in a moment."
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.INLINE_QUERY]
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # carries the secret given at setWebhook
+WEBHOOK_CHECK_SECONDS = 60.0
 
 
 # Sending.
@@ -382,6 +389,8 @@ class PollingRequest(HTTPXRequest):
         code, payload = await super().do_request(*args, **kwargs)
         if code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.NOT_FOUND):  # the library's InvalidToken
             self.token_rejected.set()
+        elif code == HTTPStatus.OK:
+            metrics.LIVENESS.seen("telegram")  # a long poll returns at least every 10 s
         return code, payload
 
 
@@ -436,12 +445,17 @@ def log_polling_error(exc: TelegramError) -> None:
     log.warning("Telegram: polling failed (%s); retrying", exc)
 
 
+async def register_menu(application: Application) -> None:
+    """The command menu Telegram shows under "/", from the command registry."""
+    commands = [BotCommand(c.name, c.description) for c in public_commands()]
+    await application.bot.set_my_commands(commands)
+
+
 @contextlib.asynccontextmanager
 async def polling(application: Application) -> AsyncIterator[Application]:
     """Initialise, register the command menu and poll; on exit confirm updates and stop."""
     async with application:
-        commands = [BotCommand(c.name, c.description) for c in public_commands()]
-        await application.bot.set_my_commands(commands)
+        await register_menu(application)
         await application.updater.start_polling(  # type: ignore[union-attr]
             allowed_updates=ALLOWED_UPDATES, error_callback=log_polling_error
         )
@@ -457,15 +471,96 @@ async def polling(application: Application) -> AsyncIterator[Application]:
             await application.stop()
 
 
-async def run_telegram(assistant: Assistant, settings: Settings, stop: asyncio.Event) -> None:
-    """Answer on Telegram until `stop` is set (what `ipbot run` calls).
+def webhook_receiver(application: Application, secret: str) -> Receiver:
+    """The aiohttp handler for Telegram's POSTs: checks the secret, then queues the update.
+
+    A request without the secret Telegram was given at setWebhook is refused (403) before
+    anything in it is read: only Telegram knows the secret.
+    """
+
+    async def receive(request: web.Request) -> web.Response:
+        given = request.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            log.warning("Telegram webhook: refused a request without the right secret")
+            return web.json_response({"error": "forbidden"}, status=403)
+        try:
+            update = Update.de_json(await request.json(), application.bot)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return web.json_response({"error": "not an update"}, status=400)
+        metrics.LIVENESS.seen("telegram")
+        await application.update_queue.put(update)  # answered like a polled update
+        return web.json_response({"ok": True})
+
+    return receive
+
+
+@contextlib.asynccontextmanager
+async def receiving_webhook(
+    application: Application, settings: Settings, slot: WebhookSlot
+) -> AsyncIterator[Application]:
+    """Initialise, register the menu and the webhook, and receive through `slot`.
+
+    On exit the slot answers 503 first (Telegram keeps those updates and retries), then the
+    updates already queued are answered. The webhook stays set, so nothing is lost while
+    ipbot restarts; polling mode removes it at start.
+    """
+    assert settings.telegram_webhook_url and settings.telegram_webhook_secret
+    secret = settings.telegram_webhook_secret.get_secret_value()
+    async with application:
+        await register_menu(application)
+        await application.bot.set_webhook(
+            settings.telegram_webhook_url,
+            secret_token=secret,
+            allowed_updates=ALLOWED_UPDATES,
+            drop_pending_updates=False,
+        )
+        metrics.LIVENESS.seen("telegram")
+        await application.start()
+        slot.attach(webhook_receiver(application, secret))
+        try:
+            yield application
+        finally:
+            slot.detach()
+            await application.stop()
+
+
+async def watch_webhook(application: Application, stop: asyncio.Event) -> None:
+    """Ask Telegram how the webhook fares, every minute, until `stop`: its last error is logged,
+    each answer counts as contact for /readyz, and a revoked token ends the adapter."""
+    reported = None
+    while not stop.is_set():
+        try:
+            info = await application.bot.get_webhook_info()
+        except (InvalidToken, Forbidden):
+            raise
+        except TelegramError as exc:
+            log.warning("Telegram: cannot check the webhook (%s)", exc)
+        else:
+            metrics.LIVENESS.seen("telegram")
+            if info.last_error_message and info.last_error_date != reported:
+                reported = info.last_error_date
+                log.warning(
+                    "Telegram: the webhook's last delivery failed: %s", info.last_error_message
+                )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), WEBHOOK_CHECK_SECONDS)
+
+
+async def run_telegram(
+    assistant: Assistant,
+    settings: Settings,
+    stop: asyncio.Event,
+    webhook: WebhookSlot | None = None,
+) -> None:
+    """Answer on Telegram until `stop` is set (what `ipbot run` calls); through `webhook`
+    when given (IPBOT_TELEGRAM_WEBHOOK_URL), else by long polling.
 
     A token Telegram rejects or refuses, at start or later, is a SettingsError: retrying
     cannot help, so ipbot ends and says so. Secrets in messages are redacted process-wide
     (bot.redact), as python-telegram-bot puts the token in every URL it reports.
     """
     try:
-        await serve_until_stopped(assistant, settings, stop)
+        await serve_until_stopped(assistant, settings, stop, webhook)
     except InvalidToken:
         raise SettingsError("Telegram rejected IPBOT_TELEGRAM_TOKEN; check the token") from None
     except Forbidden as exc:
@@ -474,14 +569,20 @@ async def run_telegram(assistant: Assistant, settings: Settings, stop: asyncio.E
 
 
 async def serve_until_stopped(
-    assistant: Assistant, settings: Settings, stop: asyncio.Event
+    assistant: Assistant, settings: Settings, stop: asyncio.Event, slot: WebhookSlot | None
 ) -> None:
     """Start, retrying while Telegram is unreachable (the library retries once running)."""
     wait = START_RETRY_FIRST
     while not stop.is_set():
         updates = PollingRequest()
+        application = build_application(assistant, settings, updates)
         try:
-            async with polling(build_application(assistant, settings, updates)) as application:
+            if slot is not None:
+                async with receiving_webhook(application, settings, slot):
+                    log.info("Telegram: answering as @%s by webhook", application.bot.username)
+                    await watch_webhook(application, stop)
+                return
+            async with polling(application):
                 log.info("Telegram: answering as @%s", application.bot.username)
                 await first_of(stop, updates.token_rejected)
                 if updates.token_rejected.is_set():

@@ -411,10 +411,14 @@ class IndexStore:
 
     def built_at(self) -> str | None:
         """When the current index was built (ISO time), for /about."""
+        manifest = self.current_manifest()
+        return manifest.built_at if manifest else None
+
+    def current_manifest(self) -> Manifest | None:
+        """What the index on disk was built from, without loading it; None if absent or broken."""
         try:
-            manifest = json.loads((self.current.resolve() / "manifest.json").read_text())
-            return str(manifest["built_at"])
-        except (OSError, ValueError, KeyError):
+            return Manifest(**json.loads((self.current.resolve() / "manifest.json").read_text()))
+        except (OSError, ValueError, TypeError):
             return None
 
 

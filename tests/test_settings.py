@@ -64,3 +64,47 @@ def test_a_blank_token_counts_as_not_set(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("IPBOT_DISCORD_TOKEN", "")
     settings = load_settings()
     assert settings.telegram_token is None and settings.discord_token is None
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"IPBOT_HTTP_PORT": "70000"}, "IPBOT_HTTP_PORT"),
+        ({"IPBOT_HTTP_PORT": "0"}, "IPBOT_HTTP_PORT"),
+        ({"IPBOT_LOG_FORMAT": "xml"}, "IPBOT_LOG_FORMAT"),
+        (
+            {"IPBOT_TELEGRAM_WEBHOOK_URL": "http://bot.example.org/telegram/ipbot"},
+            "IPBOT_TELEGRAM_WEBHOOK_URL: must be an https URL",
+        ),
+        (
+            {"IPBOT_TELEGRAM_WEBHOOK_URL": "https://bot.example.org/hook"},
+            "IPBOT_TELEGRAM_WEBHOOK_URL: its path must be /telegram/NAME",
+        ),
+        ({"IPBOT_TELEGRAM_WEBHOOK_SECRET": "short"}, "IPBOT_TELEGRAM_WEBHOOK_SECRET"),
+        (
+            {
+                "IPBOT_TELEGRAM_TOKEN": "123:abc",
+                "IPBOT_HTTP_PORT": "8080",
+                "IPBOT_TELEGRAM_WEBHOOK_URL": "https://bot.example.org/telegram/ipbot",
+            },
+            "needs IPBOT_TELEGRAM_WEBHOOK_SECRET too",
+        ),
+    ],
+)
+def test_http_and_webhook_settings_that_cannot_work_are_named(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], message: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=message):
+        load_settings()
+
+
+def test_webhook_mode_serves_the_path_of_its_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IPBOT_TELEGRAM_TOKEN", "123:abc")
+    monkeypatch.setenv("IPBOT_HTTP_PORT", "8080")
+    monkeypatch.setenv("IPBOT_TELEGRAM_WEBHOOK_URL", "https://bot.example.org/telegram/ipbot")
+    monkeypatch.setenv("IPBOT_TELEGRAM_WEBHOOK_SECRET", "x" * 32)
+    settings = load_settings()
+    assert settings.telegram_webhook_path == "/telegram/ipbot" and settings.http_port == 8080
+    assert "x" * 32 not in repr(settings)

@@ -971,6 +971,15 @@ class Store:
                 )
             )
             return int(done.rowcount or 0)  # type: ignore[attr-defined]
+    async def pending_by_platform(self) -> dict[str, int]:
+        """Deliveries waiting in the outbox, per platform (for /metrics)."""
+        async with self.session() as session:
+            rows = await session.execute(
+                select(DeliveryRow.platform, func.count())
+                .where(DeliveryRow.status == DeliveryStatus.PENDING)
+                .group_by(DeliveryRow.platform)
+            )
+            return {platform: int(count) for platform, count in rows}
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:

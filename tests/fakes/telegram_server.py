@@ -1,8 +1,9 @@
 """A fake Telegram Bot API on 127.0.0.1, so tests drive the real python-telegram-bot offline.
 
-It answers every method the bot calls, serves queued updates to getUpdates long polls, records
-each call with its parameters, and rejects what Telegram would reject (broken HTML, texts over
-4,096 characters, bad button payloads, a callback query answered twice). A test pushes updates
+It answers every method the bot calls, serves queued updates to getUpdates long polls (or keeps
+what setWebhook was given, for a test to POST updates itself), records each call with its
+parameters, and rejects what Telegram would reject (broken HTML, texts over 4,096 characters,
+bad button payloads, a callback query answered twice). A test pushes updates
 (`private_message`, `group_message`, `press`, `inline_query`) and awaits `next_call(method)`.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +56,7 @@ TEXT_PARAMETERS = {
     "parse_mode",
     "action",
     "url",
+    "secret_token",
 }
 
 
@@ -144,6 +147,9 @@ class FakeTelegram:
         self.send_latency = 0.0  # seconds each sendMessage takes, to keep sends in flight
         self._send_times: list[float] = []
         self._sends = 0
+        # Webhook mode: what setWebhook was given, and the delivery error getWebhookInfo reports.
+        self.webhook: dict[str, Any] = {}
+        self.webhook_error: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -294,6 +300,18 @@ class FakeTelegram:
     def _queue_message(
         self, text: str, chat: dict[str, Any], user_id: int, reply_to: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        message = self._message(text, chat, user_id, reply_to)
+        self._queue(message=message)
+        return message
+
+    def private_update(self, text: str, user_id: int = USER_ID) -> dict[str, Any]:
+        """An update as Telegram would POST it to a webhook (not served to getUpdates)."""
+        chat = {"id": user_id, "type": "private", "first_name": f"User{user_id}"}
+        return {"update_id": next(self._ids), "message": self._message(text, chat, user_id)}
+
+    def _message(
+        self, text: str, chat: dict[str, Any], user_id: int, reply_to: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         message: dict[str, Any] = {
             "message_id": next(self._ids),
             "date": int(time.time()),
@@ -305,7 +323,6 @@ class FakeTelegram:
             message["entities"] = entities
         if reply_to is not None:
             message["reply_to_message"] = reply_to
-        self._queue(message=message)
         return message
 
     @staticmethod
@@ -319,7 +336,36 @@ class FakeTelegram:
     async def _api_deleteWebhook(self, params: dict[str, Any]) -> bool:
         if params.get("drop_pending_updates") is True:
             self._updates.clear()
+        self.webhook = {}
         return True
+
+    async def _api_setWebhook(self, params: dict[str, Any]) -> bool:
+        """Telegram accepts only https URLs, and secrets of 1-256 of A-Z a-z 0-9 _ -."""
+        url = str(params.get("url", ""))
+        if url and not url.startswith("https://"):
+            raise ApiError(
+                400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
+            )
+        secret = str(params.get("secret_token", ""))
+        if secret and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+            raise ApiError(400, "Bad Request: secret token contains unallowed characters")
+        if params.get("drop_pending_updates") is True:
+            self._updates.clear()
+        self.webhook = dict(params) if url else {}
+        return True
+
+    async def _api_getWebhookInfo(self, params: dict[str, Any]) -> dict[str, Any]:
+        """What Telegram reports; `webhook_error` plays a failing delivery to the webhook."""
+        info: dict[str, Any] = {
+            "url": self.webhook.get("url", ""),
+            "has_custom_certificate": False,
+            "pending_update_count": len(self._updates),
+        }
+        if self.webhook.get("allowed_updates"):
+            info["allowed_updates"] = self.webhook["allowed_updates"]
+        if self.webhook and self.webhook_error:
+            info |= {"last_error_date": int(time.time()), "last_error_message": self.webhook_error}
+        return info
 
     async def _api_setMyCommands(self, params: dict[str, Any]) -> bool:
         check_commands(params.get("commands", []))

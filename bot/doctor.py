@@ -1,0 +1,237 @@
+"""`ipbot doctor`: from outside, what /readyz checks inside a running ipbot, plus the tokens,
+Telegram's webhook, the database revision and the index against the corpus on disk.
+
+Each problem is one line, `where: what: how to fix`, for the operator who reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from sqlalchemy.engine import make_url
+
+from bot.settings import Settings
+from bot.store import Store, StoreError
+from retrieval.corpus import CorpusError, load_corpus
+from retrieval.index import IndexStore, Manifest
+from retrieval.multilingual import multilingual_store
+
+TIMEOUT = 10.0  # seconds for each remote check
+TELEGRAM_TOKEN_FIX = "copy the token @BotFather gave into IPBOT_TELEGRAM_TOKEN"
+DISCORD_TOKEN_FIX = "reset the token under Bot in the Developer Portal and set IPBOT_DISCORD_TOKEN"
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str
+    what: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}: {self.fix}"
+
+
+@dataclass
+class Findings:
+    """Problems fail the check; notes are worth knowing but need no action."""
+
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def problem(self, where: str, what: str, fix: str) -> None:
+        self.problems.append(Problem(where, what, fix))
+
+
+async def check_database(settings: Settings, found: Findings) -> None:
+    """Reachable, and at the code's schema revision (read only: doctor migrates nothing)."""
+    url = make_url(settings.database)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        found.notes.append(f"database: no SQLite file {url.database} yet; 'ipbot run' creates it")
+        return
+    try:
+        store = await asyncio.wait_for(Store.open(settings.database, migrate=False), TIMEOUT)
+    except StoreError as exc:
+        what, run, command = str(exc).rpartition(": run ")
+        if run:
+            found.problem("database", what, f"run {command} ('ipbot run' also does it at start)")
+        else:
+            fix = "check IPBOT_DATABASE_URL and that the database server is running"
+            found.problem("database", str(exc), fix)
+        return
+    except TimeoutError:
+        found.problem("database", "no answer", "check IPBOT_DATABASE_URL and the network")
+        return
+    await store.close()
+
+
+def index_mismatch(manifest: Manifest | None, corpus_hash: str) -> str | None:
+    """Why the index on disk would not serve this corpus and model, if it would not."""
+    if manifest is None:
+        return "no index has been built"
+    if manifest.corpus_hash != corpus_hash:
+        return (
+            f"built {manifest.built_at} from corpus {manifest.corpus_version}, not the one on disk"
+        )
+    return None
+
+
+def check_index(settings: Settings, found: Findings) -> None:
+    """The corpus loads, and each index on disk was built from it with the configured model."""
+    try:
+        corpus = load_corpus(settings.corpus_dir)
+    except CorpusError as exc:
+        found.problem(
+            "corpus",
+            f"{len(exc.problems)} problem(s) in {settings.corpus_dir}",
+            "run 'ipbot corpus validate'",
+        )
+        return
+    fix = "run 'ipbot index build' ('ipbot run' builds it at start, more slowly)"
+    main = IndexStore(settings.data_dir, settings.index_type).current_manifest()
+    why = index_mismatch(main, corpus.hash)
+    if why is None and main is not None:
+        if main.model.removesuffix(" (int8)") != settings.model:
+            why = f"built with the model {main.model}, not IPBOT_MODEL {settings.model}"
+        elif main.index_type != settings.index_type:
+            why = f"a {main.index_type} index, not IPBOT_INDEX_TYPE {settings.index_type}"
+    if why:
+        found.problem("index", why, fix)
+    if settings.multilingual:
+        second = multilingual_store(settings.data_dir).current_manifest()
+        why = index_mismatch(second, corpus.hash)
+        if why:
+            found.problem("multilingual index", why, fix)
+
+
+async def check_telegram(settings: Settings, found: Findings) -> None:
+    """The token (getMe) and, for a webhook, what Telegram says of its last delivery."""
+    from telegram import Bot
+    from telegram.error import Forbidden, InvalidToken, TelegramError
+
+    from bot.telegram import file_url_for
+
+    token = settings.telegram_token.get_secret_value()  # type: ignore[union-attr]
+    bot = Bot(
+        token,
+        base_url=settings.telegram_api_url,
+        base_file_url=file_url_for(settings.telegram_api_url),
+    )
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await bot.initialize()  # getMe
+            info = await bot.get_webhook_info()
+    except (InvalidToken, Forbidden):
+        found.problem("telegram", "Telegram rejected the token", TELEGRAM_TOKEN_FIX)
+        return
+    except (TelegramError, TimeoutError) as exc:
+        found.problem(
+            "telegram",
+            f"cannot reach the Bot API ({exc})",
+            "check the network and IPBOT_TELEGRAM_API_URL",
+        )
+        return
+    finally:
+        await bot.shutdown()
+    wanted = settings.telegram_webhook_url
+    if wanted is None and info.url:
+        found.problem(
+            "telegram",
+            f"a webhook is set ({info.url}) but ipbot polls",
+            "'ipbot run' removes it at start; if another deployment uses it, give each its own bot",
+        )
+    elif wanted is not None and info.url and info.url != wanted:
+        found.problem(
+            "telegram",
+            f"the webhook points at {info.url}, not IPBOT_TELEGRAM_WEBHOOK_URL",
+            "stop the other deployment using this bot; 'ipbot run' sets the webhook at start",
+        )
+    elif wanted is not None and info.last_error_message:
+        when = info.last_error_date or dt.datetime.now(dt.UTC)
+        found.problem(
+            "telegram webhook",
+            f"Telegram's last delivery failed at {when:%Y-%m-%d %H:%M} UTC ({info.last_error_message})",
+            f"check that {wanted} reaches IPBOT_HTTP_PORT through the proxy, with a valid certificate",
+        )
+    elif wanted is not None and not info.url:
+        found.notes.append("telegram: no webhook set yet; 'ipbot run' sets it at start")
+
+
+async def check_discord(settings: Settings, found: Findings) -> None:
+    """The token (the current user) and whether the message content intent is granted."""
+    import discord
+
+    from bot.discord import point_library_at
+
+    point_library_at(settings)
+    client = discord.Client(intents=discord.Intents.none())
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await client.login(settings.discord_token.get_secret_value())  # type: ignore[union-attr]
+        flags = client.application_flags
+        if not (flags.gateway_message_content or flags.gateway_message_content_limited):
+            found.notes.append(
+                "discord: the message content intent is off, so follow-ups in threads need a "
+                "mention (Developer Portal, Bot, Privileged Gateway Intents)"
+            )
+    except discord.LoginFailure:
+        found.problem("discord", "Discord rejected the token", DISCORD_TOKEN_FIX)
+    except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+        found.problem(
+            "discord",
+            f"cannot reach the API ({type(exc).__name__})",
+            "check the network and IPBOT_DISCORD_API_URL",
+        )
+    finally:
+        await client.close()
+
+
+async def check_running(settings: Settings, found: Findings) -> None:
+    """Ask a running ipbot's /readyz (IPBOT_HTTP_PORT) what it sees from inside."""
+    if settings.http_port is None:
+        return
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "") else settings.http_host
+    url = f"http://{host}:{settings.http_port}/readyz"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session,
+            session.get(url) as response,
+        ):
+            body = await response.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        found.notes.append(f"running ipbot: nothing answers on {url} (not started?)")
+        return
+    for name in body.get("failed", []):
+        state = body.get("checks", {}).get(name, "failed")
+        found.problem(f"running ipbot ({name})", str(state), "see the log of 'ipbot run'")
+
+
+async def diagnose(settings: Settings) -> Findings:
+    """Every check, each independent of the others' outcome."""
+    found = Findings()
+    if settings.telegram_token is None and settings.discord_token is None:
+        found.problem(
+            "settings", "no chat token is set", "set IPBOT_TELEGRAM_TOKEN or IPBOT_DISCORD_TOKEN"
+        )
+    check_index(settings, found)
+    await check_database(settings, found)
+    if settings.telegram_token is not None:
+        await check_telegram(settings, found)
+    if settings.discord_token is not None:
+        await check_discord(settings, found)
+    await check_running(settings, found)
+    return found
+
+
+def report(found: Findings) -> tuple[str, int]:
+    """The lines to print and the exit code: 1 if anything needs fixing."""
+    lines = [str(problem) for problem in found.problems]
+    lines += [f"note: {note}" for note in found.notes]
+    if found.problems:
+        lines.append(f"{len(found.problems)} problem(s) found.")
+        return "\n".join(lines), 1
+    lines.append("All clear: settings, database, index and platforms are ready.")
+    return "\n".join(lines), 0
