@@ -1,7 +1,7 @@
 """Corpus versions and refresh requests
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0004_versions
+Revises: 0003_community
 Create Date: 2026-11-30 05:10:00
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0004_versions"
+down_revision = "0003_community"
 branch_labels = None
 depends_on = None
 
