@@ -9,6 +9,7 @@ from __future__ import annotations
 import discord
 
 from bot.replies import (
+    DISCLAIMER,
     HELPDESK_URL,
     HUMAN_HELP,
     NOT_COVERED,
@@ -22,7 +23,7 @@ from bot.replies import (
     Reply,
     UpdatesReply,
 )
-from bot.sender import Bulletin, DeliveryReport, Outbound, UpdateItem
+from bot.sender import Bulletin, DeliveryReport, Outbound, PersonalMessage, UpdateItem
 from retrieval.corpus import Passage
 from retrieval.search import Answer, printable
 
@@ -192,12 +193,25 @@ def add_updates(embed: discord.Embed, items: tuple[UpdateItem, ...]) -> discord.
 
 
 def outbound_embed(message: Outbound) -> discord.Embed:
-    """A broadcast or a moderator's delivery report as an embed."""
+    """A broadcast, a moderator's delivery report or a personal message as an embed."""
     if isinstance(message, Bulletin):
         title = "Your weekly ipbot digest" if message.digest else "ipbot update"
         footer = "/unsubscribe to stop these messages, /subscriptions to see what you receive."
         return add_updates(new_embed(title, footer=footer), message.items)
+    if isinstance(message, PersonalMessage):
+        return personal_embed(message)
     return report_embed(message)
+
+
+def personal_embed(message: PersonalMessage) -> discord.Embed:
+    """A message to one person; cited passages (a question now covered) look as in answers."""
+    lead = [f"**{shorten(escape(message.lead), 1000)}**"] if message.lead else []
+    footer = DISCLAIMER if message.hits else ""
+    embed = new_embed("ipbot", "\n\n".join([escape(message.text), *lead]), footer)
+    numbered = enumerate(message.hits, start=1)
+    return add_passages(
+        embed, [(f"{n}. {h.passage.title}", h.passage, h.highlight) for n, h in numbered]
+    )
 
 
 def report_embed(report: DeliveryReport) -> discord.Embed:

@@ -21,6 +21,7 @@ from telegram import (
 from telegram.constants import MessageLimit
 
 from bot.replies import (
+    DISCLAIMER,
     HELPDESK_URL,
     HUMAN_HELP,
     NOT_COVERED,
@@ -35,7 +36,7 @@ from bot.replies import (
     Reply,
     UpdatesReply,
 )
-from bot.sender import Bulletin, DeliveryReport, Outbound, UpdateItem
+from bot.sender import Bulletin, DeliveryReport, Outbound, PersonalMessage, UpdateItem
 from retrieval.corpus import Passage
 from retrieval.search import Answer, Hit
 
@@ -353,5 +354,22 @@ def render_report(report: DeliveryReport) -> str:
     )
 
 
+def render_personal(message: PersonalMessage) -> str:
+    """A message to one person; cited passages (a question now covered) look as in answers."""
+    blocks = [escape(message.text)]
+    if message.lead:
+        blocks.append(f"<b>{escape(message.lead)}</b>")
+    blocks += [format_hit(number, hit) for number, hit in enumerate(message.hits, start=1)]
+    if message.hits:
+        blocks.append(f"<i>{escape(DISCLAIMER)}</i>")
+    return pack(blocks)[0]
+
+
 def render_message(message: Outbound) -> str:
-    return render_bulletin(message) if isinstance(message, Bulletin) else render_report(message)
+    """What the sender sends: an update, a moderator's delivery report, a personal message."""
+    match message:
+        case Bulletin():
+            return render_bulletin(message)
+        case PersonalMessage():
+            return render_personal(message)
+    return render_report(message)

@@ -32,6 +32,7 @@ from bot.store.tables import (
     DeliveryStatus,
     FeedbackRow,
     MetaRow,
+    NoticeRow,
     QuestionRow,
     SubscriptionRow,
     UpdateRow,
@@ -43,6 +44,8 @@ __all__ = [
     "AskedQuestion",
     "Claim",
     "DeliveryStatus",
+    "DELIVERIES",
+    "NOTICES",
     "Published",
     "QuestionRecord",
     "Store",
@@ -57,6 +60,13 @@ ALL_AREAS = "all"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK = 0x1B07_0001  # PostgreSQL advisory lock key: one replica migrates at a time
 DIGEST_PERIOD = dt.timedelta(days=7)
+DELIVERIES, NOTICES = "deliveries", "notices"  # the two outboxes the sender empties
+OutboxRow = DeliveryRow | NoticeRow
+OUTBOXES: dict[str, type[DeliveryRow] | type[NoticeRow]] = {
+    DELIVERIES: DeliveryRow,
+    NOTICES: NoticeRow,
+}
+PERSONAL_CHAT = {"discord": "dm"}  # a person's own chat: a Discord DM, a Telegram private chat
 
 
 class StoreError(Exception):
@@ -103,10 +113,11 @@ class AskedQuestion:
 
 @dataclass(frozen=True)
 class Claim:
-    """Outbox rows claimed for one chat: one update, or several for a weekly digest."""
+    """Outbox rows claimed for one chat: one update, several for a weekly digest, or one
+    personal notice (then `notice` holds its stored text and the ids are the notices')."""
 
     delivery_ids: tuple[int, ...]
-    subscription_id: int
+    subscription_id: int | None
     platform: str
     chat_id: str
     kind: str
@@ -114,6 +125,11 @@ class Claim:
     nonce: str
     attempts: int
     digest: bool
+    notice: str | None = None
+
+    @property
+    def outbox(self) -> str:
+        return NOTICES if self.notice is not None else DELIVERIES
 
 
 @dataclass(frozen=True)
@@ -600,69 +616,99 @@ class Store:
         )
 
     async def recover(self, platforms: Iterable[str], resendable: Iterable[str]) -> int:
-        """After a crash: rows of `platforms` left `sending` are resent where the platform
-        deduplicates (`resendable`), and marked `uncertain` elsewhere. Returns the uncertain count."""
+        """After a crash: rows of `platforms` left `sending` (in both outboxes) are resent where
+        the platform deduplicates (`resendable`), and marked `uncertain` elsewhere. Returns the
+        uncertain count."""
         platforms, resendable = list(platforms), list(resendable)
-        stuck = (DeliveryRow.status == DeliveryStatus.SENDING, DeliveryRow.platform.in_(platforms))
+        uncertain = 0
         async with self.session.begin() as session:
-            await session.execute(
-                update(DeliveryRow)
-                .where(*stuck, DeliveryRow.platform.in_(resendable))
-                .values(status=DeliveryStatus.PENDING, changed_at=utcnow())
-            )
-            result = await session.execute(
-                update(DeliveryRow)
-                .where(*stuck, DeliveryRow.platform.not_in(resendable))
-                .values(
-                    status=DeliveryStatus.UNCERTAIN,
-                    error="interrupted while sending",
-                    changed_at=utcnow(),
+            for table in OUTBOXES.values():
+                stuck = (table.status == DeliveryStatus.SENDING, table.platform.in_(platforms))
+                await session.execute(
+                    update(table)
+                    .where(*stuck, table.platform.in_(resendable))
+                    .values(status=DeliveryStatus.PENDING, changed_at=utcnow())
                 )
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+                result = await session.execute(
+                    update(table)
+                    .where(*stuck, table.platform.not_in(resendable))
+                    .values(
+                        status=DeliveryStatus.UNCERTAIN,
+                        error="interrupted while sending",
+                        changed_at=utcnow(),
+                    )
+                )
+                uncertain += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return uncertain
 
     async def claim(self, platforms: Iterable[str], limit: int = 50) -> list[Claim]:
         """Mark due pending rows `sending` and commit, before anything is sent.
 
-        On PostgreSQL `FOR UPDATE SKIP LOCKED` lets several senders claim without overlap.
-        A digest subscription's due rows are claimed together, as one message.
+        Personal notices go first (someone is waiting for each), then updates. On PostgreSQL
+        `FOR UPDATE SKIP LOCKED` lets several senders claim without overlap. A digest
+        subscription's due rows are claimed together, as one message.
         """
+        platforms = list(platforms)
         async with self._claim_lock:
-            return await self._claim(list(platforms), limit)
+            notices = await self._claim_notices(platforms, limit)
+            if len(notices) >= limit:
+                return notices
+            return notices + await self._claim(platforms, limit - len(notices))
+
+    @staticmethod
+    async def _take_due(
+        session: Any, table: type[OutboxRow], platforms: list[str], limit: int, now: dt.datetime
+    ) -> list[Any]:
+        """Due pending rows of one outbox, locked, marked `sending`; the rows this claim won."""
+        due = (
+            select(table)
+            .where(
+                table.status == DeliveryStatus.PENDING,
+                table.platform.in_(platforms),
+                table.due_at <= now,
+            )
+            .order_by(table.due_at, table.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        found = list(await session.scalars(due))
+        if not found:
+            return []
+        claimed = set(
+            await session.scalars(
+                update(table)
+                .where(table.id.in_([d.id for d in found]), table.status == DeliveryStatus.PENDING)
+                .values(status=DeliveryStatus.SENDING, attempts=table.attempts + 1, changed_at=now)
+                .returning(table.id)
+            )
+        )
+        return [d for d in found if d.id in claimed]
+
+    async def _claim_notices(self, platforms: list[str], limit: int) -> list[Claim]:
+        async with self.session.begin() as session:
+            rows = await self._take_due(session, NoticeRow, platforms, limit, utcnow())
+        return [
+            Claim(
+                delivery_ids=(row.id,),
+                subscription_id=None,
+                platform=row.platform,
+                chat_id=row.chat_id,
+                kind=PERSONAL_CHAT.get(row.platform, "private"),
+                update_ids=(),
+                nonce=row.nonce,
+                attempts=row.attempts + 1,
+                digest=False,
+                notice=row.text,
+            )
+            for row in rows
+        ]
 
     async def _claim(self, platforms: list[str], limit: int) -> list[Claim]:
         now = utcnow()
         async with self.session.begin() as session:
-            due = (
-                select(DeliveryRow)
-                .where(
-                    DeliveryRow.status == DeliveryStatus.PENDING,
-                    DeliveryRow.platform.in_(platforms),
-                    DeliveryRow.due_at <= now,
-                )
-                .order_by(DeliveryRow.due_at, DeliveryRow.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            found = list(await session.scalars(due))
-            if not found:
+            rows = await self._take_due(session, DeliveryRow, platforms, limit, now)
+            if not rows:
                 return []
-            claimed = set(
-                await session.scalars(
-                    update(DeliveryRow)
-                    .where(
-                        DeliveryRow.id.in_([d.id for d in found]),
-                        DeliveryRow.status == DeliveryStatus.PENDING,
-                    )
-                    .values(
-                        status=DeliveryStatus.SENDING,
-                        attempts=DeliveryRow.attempts + 1,
-                        changed_at=now,
-                    )
-                    .returning(DeliveryRow.id)
-                )
-            )
-            rows = [d for d in found if d.id in claimed]
             subs = {
                 sub.id: sub
                 for sub in await session.scalars(
@@ -731,6 +777,7 @@ class Store:
         message_id: str | None = None,
         error: str | None = None,
         retry_at: dt.datetime | None = None,
+        outbox: str = DELIVERIES,
     ) -> None:
         """Record a send's outcome; `pending` with `retry_at` tries again later."""
         values: dict[str, Any] = {"status": status, "changed_at": utcnow(), "error": error}
@@ -738,20 +785,52 @@ class Store:
             values["message_id"] = message_id
         if retry_at is not None:
             values["due_at"] = retry_at
+        table = OUTBOXES[outbox]
         async with self.session.begin() as session:
             await session.execute(
-                update(DeliveryRow).where(DeliveryRow.id.in_(list(delivery_ids))).values(**values)
+                update(table).where(table.id.in_(list(delivery_ids))).values(**values)
             )
 
     async def next_due(self, platforms: Iterable[str]) -> dt.datetime | None:
-        """When the earliest pending row falls due, so the sender can sleep until then."""
+        """When the earliest pending row of either outbox falls due, so the sender can sleep."""
+        platforms = list(platforms)
         async with self.session() as session:
-            return await session.scalar(
-                select(func.min(DeliveryRow.due_at)).where(
-                    DeliveryRow.status == DeliveryStatus.PENDING,
-                    DeliveryRow.platform.in_(list(platforms)),
+            times = [
+                await session.scalar(
+                    select(func.min(table.due_at)).where(
+                        table.status == DeliveryStatus.PENDING, table.platform.in_(platforms)
+                    )
                 )
-            )
+                for table in OUTBOXES.values()
+            ]
+        return min((t for t in times if t is not None), default=None)
+
+    # -- personal notices -------------------------------------------------------------------
+
+    async def enqueue_notice(
+        self, platform: str, chat_id: str, kind: str, text: str, key: str
+    ) -> bool:
+        """Queue a one-off message to one person; False when a notice with this key exists."""
+        try:
+            async with self.session.begin() as session:
+                session.add(
+                    NoticeRow(
+                        key=key[:200],
+                        platform=platform,
+                        chat_id=chat_id,
+                        kind=kind,
+                        text=text,
+                        nonce=secrets.token_hex(9),
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def notice_status(self, key: str) -> str | None:
+        """Where the notice with this key stands (pending, sent, ...), or None if unknown."""
+        async with self.session() as session:
+            return await session.scalar(select(NoticeRow.status).where(NoticeRow.key == key))
 
     async def reports_in_progress(self) -> list[str]:
         """Updates with a live report whose deliveries are not all settled."""
