@@ -18,6 +18,7 @@ from bot.sender import Outlet, Sender
 from bot.settings import Settings
 from bot.store import Store, open_store
 from bot.subscriptions import Dissemination, refresh_feeds
+from bot.suggestions import Suggestions
 from retrieval.index import Progress
 from retrieval.search import Retriever
 
@@ -81,6 +82,7 @@ async def open_app(
         rate_limit_per_minute=settings.rate_limit_per_minute,
         moderators=frozenset(settings.moderators),
         dissemination=dissemination,
+        suggestions=Suggestions(store, retriever, settings.corpus_dir, on_notice=app.wake_sender),
     )
     if feeds is not None:
         await refresh_feeds(store, feeds, retriever.corpus)

@@ -42,6 +42,7 @@ from bot.replies import (
     Notice,
     Quiet,
     Reply,
+    SuggestionQueue,
     User,
 )
 from bot.sender import DeliveryResult, Outbound, Outcome, Target
@@ -247,6 +248,46 @@ class AnnounceButton(ReplyButton, template=r"^ann:(?P<token>[0-9a-f]{12}):(?P<ch
         )
 
 
+class CoverButton(ReplyButton, template=r"^cov:(?P<qid>\d{1,18})$"):
+    """ "Tell me when this is covered" under an abstention: opt-in, answered to the presser only."""
+
+    def __init__(self, question_id: int):
+        custom_id = f"cov:{question_id}"
+        label = "Tell me when this is covered"
+        super().__init__(discord.ui.Button(label=label, emoji="🔔", custom_id=custom_id))
+        self.question_id = question_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match):  # type: ignore[no-untyped-def, override]
+        return cls(int(match["qid"]))
+
+    async def pressed(self, interaction: discord.Interaction) -> None:
+        user = discord_user(interaction.user)
+        notice = await assistant_of(interaction).follow(user, self.question_id)
+        await respond(interaction, Outgoing(notice.text, ephemeral=True))
+
+
+class DecideButton(ReplyButton, template=r"^sg:(?P<sid>\d{1,18}):(?P<choice>[ar])$"):
+    """Accept or Reject under /queue; the assistant checks the presser is a moderator."""
+
+    def __init__(self, suggestion_id: int, accept: bool):
+        label = f"{'Accept' if accept else 'Reject'} #{suggestion_id}"
+        style = discord.ButtonStyle.success if accept else discord.ButtonStyle.secondary
+        custom_id = f"sg:{suggestion_id}:{'a' if accept else 'r'}"
+        super().__init__(discord.ui.Button(label=label, style=style, custom_id=custom_id))
+        self.suggestion_id, self.accept = suggestion_id, accept
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match):  # type: ignore[no-untyped-def, override]
+        return cls(int(match["sid"]), match["choice"] == "a")
+
+    async def pressed(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # a draft is written
+        context = interaction_context(interaction)
+        notice = await assistant_of(interaction).decide(context, self.suggestion_id, self.accept)
+        await respond(interaction, Outgoing(escape(notice.text), ephemeral=True))
+
+
 class ExpiredButton(discord.ui.Button):
     async def callback(self, interaction: discord.Interaction) -> None:
         await respond(interaction, Outgoing(EXPIRED, ephemeral=True))
@@ -275,9 +316,15 @@ def buttons_for(reply: Reply) -> discord.ui.View | None:
             view.add_item(
                 PageButton(area.slug, min(pages - 1, page + 1), "Next", page + 1 >= pages)
             )
+        case AnswerReply(answer=answer, question_id=int() as qid) if answer.offset == 0:
+            view.add_item(CoverButton(qid))
         case AnnouncePreview(token=token):
             view.add_item(AnnounceButton(token, confirm=True))
             view.add_item(AnnounceButton(token, confirm=False))
+        case SuggestionQueue(items=items):
+            for item in items[:10]:  # five rows of two buttons at most
+                view.add_item(DecideButton(item.id, accept=True))
+                view.add_item(DecideButton(item.id, accept=False))
     return view if view.children else None
 
 
@@ -411,6 +458,20 @@ class IpbotCommands(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)  # grouping takes a moment
         await self.run(interaction, f"/gaps {days}")
 
+    @app_commands.command(name="suggest", description=DESCRIPTIONS["suggest"])
+    async def suggest(self, interaction: discord.Interaction) -> None:
+        """Started here; the answers are the person's next direct messages to the bot."""
+        await self.run(interaction, "/suggest")
+
+    @app_commands.command(name="cancel", description=DESCRIPTIONS["cancel"])
+    async def cancel(self, interaction: discord.Interaction) -> None:
+        await self.run(interaction, "/cancel")
+
+    @app_commands.command(name="queue", description=DESCRIPTIONS["queue"])
+    @app_commands.default_permissions(manage_guild=True)
+    async def queue(self, interaction: discord.Interaction) -> None:
+        await self.run(interaction, "/queue")
+
     @subscribe.autocomplete("areas")
     @unsubscribe.autocomplete("areas")
     async def complete_areas(
@@ -453,7 +514,9 @@ class IpBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         await self.add_cog(IpbotCommands(self.assistant))
-        self.add_dynamic_items(MoreButton, VoteButton, PageButton, AnnounceButton)
+        self.add_dynamic_items(
+            MoreButton, VoteButton, PageButton, AnnounceButton, CoverButton, DecideButton
+        )
         self.add_view(ExpiredButtons())
         self.tree.error(self.on_app_command_error)
         await self.sync_commands()

@@ -21,6 +21,7 @@ from bot.replies import (
     HelpReply,
     Notice,
     Reply,
+    SuggestionQueue,
     UpdatesReply,
 )
 from bot.sender import Bulletin, DeliveryReport, Outbound, PersonalMessage, UpdateItem
@@ -174,6 +175,14 @@ def reply_embed(reply: Reply) -> discord.Embed | None:
                 else f"It will go to {subscribers} subscribed chats."
             )
             return add_updates(new_embed("Preview of an announcement", state), (item,))
+        case SuggestionQueue(items=items):
+            embed = new_embed("Suggestions waiting")
+            for waiting in items[:FIELDS_MAX]:
+                target = f" to {waiting.passage_id}" if waiting.passage_id else ""
+                link_ = f"\n{link(shorten(waiting.url, 200), waiting.url)}" if waiting.url else ""
+                value = shorten(f"{escape(waiting.text)}{link_}", FIELD_VALUE_MAX)
+                embed.add_field(name=f"#{waiting.id} {waiting.kind}{target}", value=value, inline=False)
+            return embed
         case Notice():
             return None
     raise TypeError(f"no Discord format for {type(reply).__name__}")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from bot.commands import Command
 from bot.conversation import chat_key
 from bot.sender import UpdateItem
+from bot.store import Suggestion
 from retrieval.corpus import Area, Passage
 from retrieval.search import Answer
 
@@ -153,6 +154,13 @@ class AnnouncePreview:
 
 
 @dataclass(frozen=True)
+class SuggestionQueue:
+    """Open community suggestions for a moderator, each with Accept and Reject buttons."""
+
+    items: tuple[Suggestion, ...]
+
+
+@dataclass(frozen=True)
 class Quiet:
     """Nothing to send, not even "typing...": the user is over the rate limit and was told."""
 
@@ -166,5 +174,6 @@ Reply = (
     | Notice
     | UpdatesReply
     | AnnouncePreview
+    | SuggestionQueue
     | Quiet
 )

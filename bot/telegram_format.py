@@ -34,6 +34,7 @@ from bot.replies import (
     Notice,
     Quiet,
     Reply,
+    SuggestionQueue,
     UpdatesReply,
 )
 from bot.sender import Bulletin, DeliveryReport, Outbound, PersonalMessage, UpdateItem
@@ -71,11 +72,22 @@ def announce_data(token: str, confirm: bool) -> str:
     return f"ann:{token}:{'y' if confirm else 'n'}"
 
 
+def cover_data(question_id: int) -> str:
+    return f"cov:{question_id}"
+
+
+def decide_data(suggestion_id: int, accept: bool) -> str:
+    return f"sg:{suggestion_id}:{'a' if accept else 'r'}"
+
+
 MORE = r"^more:(\d{1,18}):(\d{1,4})$"
 SOURCES = r"^src:(\d{1,18}):(\d{1,4})$"
 AREA = r"^area:([a-z-]{1,40}):(\d{1,3}):([01])$"
 VOTE = r"^fb:(\d{1,18}):([+-])$"
 ANNOUNCE = r"^ann:([0-9a-f]{12}):([yn])$"
+COVER = r"^cov:(\d{1,18})$"
+DECIDE = r"^sg:(\d{1,18}):([ar])$"
+COVER_LABEL = "🔔 Tell me when this is covered"
 
 
 @dataclass(frozen=True)
@@ -182,6 +194,8 @@ def button(text: str, data: str) -> InlineKeyboardButton:
 def answer_keyboard(answer: Answer, question_id: int | None) -> InlineKeyboardMarkup | None:
     if not answer.answered:
         browse = [[button(f"Browse: {a.title}", area_data(a.slug))] for a in answer.suggestions]
+        if question_id is not None and answer.offset == 0:
+            browse.append([button(COVER_LABEL, cover_data(question_id))])
         return InlineKeyboardMarkup(browse) if browse else None
     rows: list[list[InlineKeyboardButton]] = []
     if question_id is not None:
@@ -263,6 +277,8 @@ def render(reply: Reply) -> Outgoing:
             return render_updates(reply)
         case AnnouncePreview():
             return render_preview(reply)
+        case SuggestionQueue():
+            return render_queue(reply)
         case AreaList():
             return render_areas(reply)
         case AreaPage():
@@ -303,6 +319,26 @@ def render_preview(preview: AnnouncePreview) -> Outgoing:
         ]
     )
     return Outgoing((text,), keyboard)
+
+
+def render_queue(queue: SuggestionQueue) -> Outgoing:
+    """Open suggestions, oldest first, each with Accept and Reject."""
+    blocks = ["<b>Suggestions waiting</b>"]
+    rows = []
+    for s in queue.items:
+        about = f" to {escape(s.passage_id)}" if s.passage_id else ""
+        link = f'\n🔗 <a href="{escape(s.url)}">{escape(clip(s.url, 200))}</a>' if s.url else ""
+        blocks.append(
+            f"<b>#{s.id}</b> {escape(s.kind)}{about} · {s.created_at:%d %b %Y}\n"
+            f"{escape(clip(s.text, 600))}{link}"
+        )
+        rows.append(
+            [
+                button(f"✅ Accept #{s.id}", decide_data(s.id, True)),
+                button(f"✖ Reject #{s.id}", decide_data(s.id, False)),
+            ]
+        )
+    return Outgoing((pack(blocks)[0],), InlineKeyboardMarkup(rows))
 
 
 def inline_results(reply: AnswerReply | Notice) -> list[InlineQueryResultArticle]:

@@ -33,7 +33,7 @@ async def test_migrations_run_twice_without_harm(database_url: str) -> None:
     store = await open_(database_url)
     await store.close()
     store = await open_(database_url)
-    assert await store.check_revision() == "0002_notices"
+    assert await store.check_revision() == "0003_community"
     await store.close()
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from bot.store.tables import (
     AuditRow,
+    CoverageRow,
     DeliveryRow,
     DeliveryStatus,
     FeedbackRow,
@@ -35,6 +36,7 @@ from bot.store.tables import (
     NoticeRow,
     QuestionRow,
     SubscriptionRow,
+    SuggestionRow,
     UpdateRow,
     utcnow,
 )
@@ -43,6 +45,8 @@ __all__ = [
     "ALL_AREAS",
     "AskedQuestion",
     "Claim",
+    "CoverageRequest",
+    "Suggestion",
     "DeliveryStatus",
     "DELIVERIES",
     "NOTICES",
@@ -130,6 +134,42 @@ class Claim:
     @property
     def outbox(self) -> str:
         return NOTICES if self.notice is not None else DELIVERIES
+
+
+@dataclass(frozen=True)
+class CoverageRequest:
+    """An open request to be told when a stored question gets an answer."""
+
+    id: int
+    question_id: int
+    question: str
+    area_filter: str | None
+    platform: str
+    chat_id: str
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A community suggestion as moderators see it."""
+
+    id: int
+    created_at: dt.datetime
+    platform: str
+    contact: str | None
+    kind: str
+    passage_id: str | None
+    text: str
+    url: str | None
+    status: str
+    reason: str | None = None
+    draft: str | None = None
+
+
+def _suggestion(row: SuggestionRow) -> Suggestion:
+    return Suggestion(
+        row.id, row.created_at, row.platform, row.contact, row.kind, row.passage_id, row.text,
+        row.url, row.status, row.reason, row.draft,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -463,6 +503,7 @@ class Store:
         async with self.session.begin() as session:
             old = select(QuestionRow.id).where(QuestionRow.asked_at < cutoff)
             await session.execute(delete(FeedbackRow).where(FeedbackRow.question_id.in_(old)))
+            await session.execute(delete(CoverageRow).where(CoverageRow.question_id.in_(old)))
             result = await session.execute(delete(QuestionRow).where(QuestionRow.asked_at < cutoff))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
@@ -503,6 +544,7 @@ class Store:
                 )
             )
             votes = await session.execute(delete(FeedbackRow).where(FeedbackRow.voter == voter))
+            await self._forget_community(session, platform, list(chat_ids))
             if self.dialect == "sqlite":  # cascades run in SQLite only with foreign_keys on
                 await session.execute(
                     delete(DeliveryRow).where(
@@ -510,6 +552,112 @@ class Store:
                     )
                 )
             return int(gone.rowcount or 0) + int(votes.rowcount or 0)  # type: ignore[attr-defined]
+
+    @staticmethod
+    async def _forget_community(session: Any, platform: str, chat_ids: list[str]) -> None:
+        """`/forget` also drops coverage requests and the contact left with suggestions."""
+        await session.execute(
+            delete(CoverageRow).where(
+                CoverageRow.platform == platform, CoverageRow.chat_id.in_(chat_ids)
+            )
+        )
+        await session.execute(
+            update(SuggestionRow)
+            .where(SuggestionRow.platform == platform, SuggestionRow.contact.in_(chat_ids))
+            .values(contact=None)
+        )
+
+    # -- "tell me when this is covered" ---------------------------------------------------
+
+    async def request_coverage(self, question_id: int, platform: str, chat_id: str) -> bool | None:
+        """Remember who to tell; False if already asked, None if the question is gone."""
+        try:
+            async with self.session.begin() as session:
+                if await session.get(QuestionRow, question_id) is None:
+                    return None
+                session.add(
+                    CoverageRow(question_id=question_id, platform=platform, chat_id=chat_id)
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def open_coverage_requests(self) -> list[CoverageRequest]:
+        """Requests not yet answered, oldest first, with their question."""
+        query = (
+            select(CoverageRow, QuestionRow)
+            .join(QuestionRow, QuestionRow.id == CoverageRow.question_id)
+            .where(CoverageRow.notified_at.is_(None))
+            .order_by(CoverageRow.id)
+        )
+        async with self.session() as session:
+            rows = (await session.execute(query)).all()
+        return [
+            CoverageRequest(c.id, q.id, q.text, q.area_filter, c.platform, c.chat_id)
+            for c, q in rows
+        ]
+
+    async def mark_covered(self, request_id: int) -> None:
+        async with self.session.begin() as session:
+            await session.execute(
+                update(CoverageRow).where(CoverageRow.id == request_id).values(notified_at=utcnow())
+            )
+
+    # -- suggestions ----------------------------------------------------------------------
+
+    async def add_suggestion(
+        self,
+        platform: str,
+        contact: str | None,
+        kind: str,
+        passage_id: str | None,
+        text: str,
+        url: str | None,
+    ) -> int:
+        row = SuggestionRow(
+            platform=platform, contact=contact, kind=kind, passage_id=passage_id, text=text, url=url
+        )
+        async with self.session.begin() as session:
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def open_suggestions(self, limit: int = 5) -> list[Suggestion]:
+        async with self.session() as session:
+            rows = await session.scalars(
+                select(SuggestionRow)
+                .where(SuggestionRow.status == "open")
+                .order_by(SuggestionRow.id)
+                .limit(limit)
+            )
+            return [_suggestion(row) for row in rows]
+
+    async def suggestion(self, suggestion_id: int) -> Suggestion | None:
+        async with self.session() as session:
+            row = await session.get(SuggestionRow, suggestion_id)
+            return _suggestion(row) if row is not None else None
+
+    async def decide_suggestion(
+        self,
+        suggestion_id: int,
+        status: str,
+        actor: str,
+        reason: str | None = None,
+        draft: str | None = None,
+    ) -> Suggestion | None:
+        """Accept or reject an open suggestion; None if it is not open (decided by someone)."""
+        async with self.session.begin() as session:
+            result = await session.execute(
+                update(SuggestionRow)
+                .where(SuggestionRow.id == suggestion_id, SuggestionRow.status == "open")
+                .values(
+                    status=status, decided_by=actor, decided_at=utcnow(), reason=reason, draft=draft
+                )
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return None
+            row = await session.get(SuggestionRow, suggestion_id, populate_existing=True)
+            return _suggestion(row) if row is not None else None
 
     # -- publishing and the outbox ------------------------------------------------------
 

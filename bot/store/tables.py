@@ -162,3 +162,41 @@ class MetaRow(Base):
 
     key: Mapped[str] = mapped_column(String(40), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class CoverageRow(Base):
+    """Someone asked to be told when an unanswered question gets an answer (opt-in only).
+
+    The chat to tell is identity, so it exists only on that request; it goes with the
+    question (retention purge) and with `/forget`.
+    """
+
+    __tablename__ = "coverage_requests"
+    __table_args__ = (UniqueConstraint("question_id", "platform", "chat_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(16))
+    chat_id: Mapped[str] = mapped_column(String(64))  # the person's id: their private chat or DM
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    notified_at: Mapped[dt.datetime | None]
+
+
+class SuggestionRow(Base):
+    """A community suggestion waiting for (or decided by) a moderator."""
+
+    __tablename__ = "suggestions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    platform: Mapped[str] = mapped_column(String(16))
+    contact: Mapped[str | None] = mapped_column(String(64))  # the proposer, only with consent
+    kind: Mapped[str] = mapped_column(String(16))  # example, correction, source
+    passage_id: Mapped[str | None] = mapped_column(String(40))  # what a correction corrects
+    text: Mapped[str] = mapped_column(Text)
+    url: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    decided_at: Mapped[dt.datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(80))
+    reason: Mapped[str | None] = mapped_column(Text)
+    draft: Mapped[str | None] = mapped_column(Text)  # the draft file written on Accept
