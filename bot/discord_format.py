@@ -181,7 +181,9 @@ def reply_embed(reply: Reply) -> discord.Embed | None:
                 target = f" to {waiting.passage_id}" if waiting.passage_id else ""
                 link_ = f"\n{link(shorten(waiting.url, 200), waiting.url)}" if waiting.url else ""
                 value = shorten(f"{escape(waiting.text)}{link_}", FIELD_VALUE_MAX)
-                embed.add_field(name=f"#{waiting.id} {waiting.kind}{target}", value=value, inline=False)
+                embed.add_field(
+                    name=f"#{waiting.id} {waiting.kind}{target}", value=value, inline=False
+                )
             return embed
         case Notice():
             return None

@@ -319,7 +319,9 @@ def check_draft(path: Path, corpus: Corpus, replaces: str | None = None) -> list
         taken = corpus.by_id.get(passage.id)
         if taken is not None and passage.id != replaces:
             where = f"{Path(taken.file).name}:{taken.line}"
-            problems.append(Problem(str(path), passage.line, f"duplicate ID {passage.id} ({where})"))
+            problems.append(
+                Problem(str(path), passage.line, f"duplicate ID {passage.id} ({where})")
+            )
     return problems
 
 
