@@ -470,7 +470,12 @@ class IpbotCommands(commands.Cog):
     @app_commands.command(name="queue", description=DESCRIPTIONS["queue"])
     @app_commands.default_permissions(manage_guild=True)
     async def queue(self, interaction: discord.Interaction) -> None:
-        await self.run(interaction, "/queue")
+        """Shown to the moderator alone: the queue is not for the whole channel to read."""
+        reply = await self.assistant.handle(interaction_context(interaction), "/queue")
+        out = outgoing(reply)
+        if out is not None:
+            out.ephemeral = True
+        await respond(interaction, out)
 
     @subscribe.autocomplete("areas")
     @unsubscribe.autocomplete("areas")

@@ -18,7 +18,7 @@ from bot.sender import PersonalMessage, Sender
 from bot.settings import Settings
 from bot.store import Store
 from bot.subscriptions import Dissemination
-from bot.suggestions import Suggestions
+from bot.suggestions import Exchange, Exchanges, Suggestions, valid_url
 from bot.telegram import TelegramOutlet, build_application, polling
 from retrieval.abstention import AbstentionPolicy
 from retrieval.corpus import check_corpus, check_draft
@@ -272,3 +272,31 @@ async def test_a_researcher_cannot_open_the_queue(app: tuple[FakeTelegram, App])
     refused = await say(telegram, "/queue")
     assert "only moderators can use /queue" in refused.text
     assert len(await running.store.open_suggestions()) == 1
+
+
+def test_an_unfinished_exchange_expires_and_each_person_has_their_own() -> None:
+    now = [0.0]
+    exchanges = Exchanges(seconds=600, clock=lambda: now[0])
+    exchanges.put("telegram:1", Exchange("text", 0.0, kind="example"))
+    exchanges.put("telegram:2", Exchange("kind", 0.0))
+    now[0] = 599.0
+    assert exchanges.get("telegram:1") == Exchange("text", 600.0, kind="example")
+    exchanges.put("telegram:2", Exchange("url", 0.0))  # answering renews one's own clock
+    now[0] = 601.0
+    assert exchanges.get("telegram:1") is None, "forgotten after ten minutes"
+    assert exchanges.get("telegram:2") is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "valid"),
+    [
+        ("https://cpvo.europa.eu/en", True),
+        ("http://example.org/a?b=c", True),
+        ("www.example.org", False),
+        ("javascript:alert(1)", False),
+        ("https://exa mple.org", False),
+        ("https://localhost", False),
+    ],
+)
+def test_only_web_addresses_are_accepted_as_sources(url: str, valid: bool) -> None:
+    assert valid_url(url) is valid
