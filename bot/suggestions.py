@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
+import yaml
+
 from bot.replies import Context, Notice, SuggestionQueue
 from bot.sender import PersonalMessage
 from bot.store import Store, Suggestion
@@ -309,7 +311,6 @@ def draft_file(suggestion: Suggestion, corpus: Corpus, area: Area) -> str:
         if suggestion.url:
             fields.append(f"url: {suggestion.url}")
     text = " ".join(suggestion.text.split())
-    return (
-        f"---\nslug: {area.slug}\ntitle: {area.title}\ndescription: {area.description}\n---\n\n"
-        f"## {heading}\n" + "\n".join(fields) + f"\n\n{text}\n"
-    )
+    about = {"slug": area.slug, "title": area.title, "description": area.description}
+    front_matter = yaml.safe_dump(about, sort_keys=False, allow_unicode=True, width=10_000)
+    return f"---\n{front_matter}---\n\n## {heading}\n" + "\n".join(fields) + f"\n\n{text}\n"
