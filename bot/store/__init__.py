@@ -257,6 +257,21 @@ def _subscription(row: SubscriptionRow) -> Subscription:
     )
 
 
+def _notice_claim(row: NoticeRow) -> Claim:
+    return Claim(
+        delivery_ids=(row.id,),
+        subscription_id=None,
+        platform=row.platform,
+        chat_id=row.chat_id,
+        kind=PERSONAL_CHAT.get(row.platform, "private"),
+        update_ids=(),
+        nonce=row.nonce,
+        attempts=row.attempts + 1,
+        digest=False,
+        notice=row.text,
+    )
+
+
 def _next_digest(now: dt.datetime) -> dt.datetime:
     """Digests go out on Monday at 08:00 UTC."""
     monday = (now + dt.timedelta(days=(7 - now.weekday()) % 7)).replace(
@@ -792,16 +807,19 @@ class Store:
     async def claim(self, platforms: Iterable[str], limit: int = 50) -> list[Claim]:
         """Mark due pending rows `sending` and commit, before anything is sent.
 
-        Personal notices go first (someone is waiting for each), then updates. On PostgreSQL
-        `FOR UPDATE SKIP LOCKED` lets several senders claim without overlap. A digest
-        subscription's due rows are claimed together, as one message.
+        Personal notices go first (someone is waiting for each), then updates, in one
+        transaction. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets several senders claim without
+        overlap. A digest subscription's due rows are claimed together, as one message.
         """
-        platforms = list(platforms)
-        async with self._claim_lock:
-            notices = await self._claim_notices(platforms, limit)
-            if len(notices) >= limit:
-                return notices
-            return notices + await self._claim(platforms, limit - len(notices))
+        platforms, now = list(platforms), utcnow()
+        async with self._claim_lock, self.session.begin() as session:
+            notices = await self._take_due(session, NoticeRow, platforms, limit, now)
+            deliveries = []
+            if len(notices) < limit:
+                deliveries = await self._claim_deliveries(
+                    session, platforms, limit - len(notices), now
+                )
+        return [_notice_claim(row) for row in notices] + deliveries
 
     @staticmethod
     async def _take_due(
@@ -832,43 +850,24 @@ class Store:
         )
         return [d for d in found if d.id in claimed]
 
-    async def _claim_notices(self, platforms: list[str], limit: int) -> list[Claim]:
-        async with self.session.begin() as session:
-            rows = await self._take_due(session, NoticeRow, platforms, limit, utcnow())
-        return [
-            Claim(
-                delivery_ids=(row.id,),
-                subscription_id=None,
-                platform=row.platform,
-                chat_id=row.chat_id,
-                kind=PERSONAL_CHAT.get(row.platform, "private"),
-                update_ids=(),
-                nonce=row.nonce,
-                attempts=row.attempts + 1,
-                digest=False,
-                notice=row.text,
-            )
-            for row in rows
-        ]
-
-    async def _claim(self, platforms: list[str], limit: int) -> list[Claim]:
-        now = utcnow()
-        async with self.session.begin() as session:
-            rows = await self._take_due(session, DeliveryRow, platforms, limit, now)
-            if not rows:
-                return []
-            subs = {
-                sub.id: sub
-                for sub in await session.scalars(
-                    select(SubscriptionRow).where(
-                        SubscriptionRow.id.in_({d.subscription_id for d in rows})
-                    )
+    async def _claim_deliveries(
+        self, session: Any, platforms: list[str], limit: int, now: dt.datetime
+    ) -> list[Claim]:
+        rows = await self._take_due(session, DeliveryRow, platforms, limit, now)
+        if not rows:
+            return []
+        subs = {
+            sub.id: sub
+            for sub in await session.scalars(
+                select(SubscriptionRow).where(
+                    SubscriptionRow.id.in_({d.subscription_id for d in rows})
                 )
-            }
-            rows += await self._digest_companions(session, rows, subs, now)
-            for sub in subs.values():
-                if sub.digest:
-                    sub.next_digest_at = _next_digest(now)
+            )
+        }
+        rows += await self._digest_companions(session, rows, subs, now)
+        for sub in subs.values():
+            if sub.digest:
+                sub.next_digest_at = _next_digest(now)
         groups: dict[int, list[DeliveryRow]] = {}
         for delivery in rows:
             groups.setdefault(delivery.subscription_id, []).append(delivery)
