@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from bot.assistant import Assistant, configured_retriever
+from bot.coverage import answers_from, notify_covered
 from bot.refresh import Refresher
 from bot.sender import Outlet, Sender
 from bot.settings import Settings
 from bot.store import Store, open_store
 from bot.subscriptions import Dissemination, refresh_feeds
+from bot.suggestions import Suggestions
 from retrieval.index import Progress
 from retrieval.search import Retriever
 from retrieval.versions import Build
@@ -79,10 +81,19 @@ async def open_app(
     )
 
     async def after_swap(build: Build) -> str | None:
-        """A new version is served: the feeds follow its updates."""
+        """A new version is served: the feeds follow its updates, and whoever asked to be told
+        when their unanswered question is covered gets the new answer, once."""
         if feeds is not None:
             await refresh_feeds(store, feeds, build.corpus)
-        return None
+        covered = await notify_covered(store, answers_from(retriever, settings.top_k))
+        if covered.answered:
+            app.wake_sender()
+        if not covered.open:
+            return None
+        return (
+            f"Open unanswered questions that people asked to be told about: {covered.open}; "
+            f"now answered: {covered.answered} (they are told)."
+        )
 
     app.refresher = Refresher(
         store, retriever, settings.corpus_dir, settings.eval_file, on_swap=after_swap
@@ -95,6 +106,7 @@ async def open_app(
         moderators=frozenset(settings.moderators),
         dissemination=dissemination,
         refresher=app.refresher,
+        suggestions=Suggestions(store, retriever, settings.corpus_dir, on_notice=app.wake_sender),
     )
     await app.refresher.start()
     if feeds is not None:

@@ -12,11 +12,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from bot import metrics
 from bot.commands import Audience, Command, find, public_commands
 from bot.conversation import Conversations
+from bot.coverage import request_coverage
 from bot.moderation import DEFAULT_DAYS, MAX_DAYS, Moderation
 from bot.refresh import Refresher, versions_text
 from bot.replies import (
@@ -37,6 +39,7 @@ from bot.replies import (
 from bot.settings import Settings
 from bot.store import Store
 from bot.subscriptions import Dissemination, announce_token
+from bot.suggestions import Suggestions
 from retrieval.corpus import Passage
 from retrieval.embedder import MicroBatcher
 from retrieval.index import Progress
@@ -127,6 +130,7 @@ class Assistant:
         moderators: frozenset[str] = frozenset(),
         dissemination: Dissemination | None = None,
         refresher: Refresher | None = None,
+        suggestions: Suggestions | None = None,
     ):
         self.retriever = retriever
         self.refresher = refresher
@@ -138,6 +142,7 @@ class Assistant:
         self._batchers: dict[object, MicroBatcher] = {}  # one per model, made when first needed
         self.conversations = Conversations()
         self.moderation = Moderation(store, retriever)
+        self.suggestions = suggestions or Suggestions(store, retriever, retriever_corpus_dir())
 
     # -- questions ------------------------------------------------------------------------
 
@@ -320,6 +325,8 @@ class Assistant:
     async def handle(self, context: Context, text: str, working: Working | None = None) -> Reply:
         """A line typed by a user: a /command or, otherwise, a question."""
         stripped = text.strip()
+        if not stripped.startswith("/") and self.suggestions.waiting(context):
+            return await self.suggestions.reply(context, stripped)
         if not stripped.startswith("/"):
             return await self.ask(
                 context.user, stripped, working=working, conversation=context.conversation
@@ -386,6 +393,12 @@ class Assistant:
                 return await self.list_versions(context)
             case "reload" | "promote" | "rollback":
                 return await self.refresh(context, command.name, rest, working)
+            case "suggest":
+                return self.suggestions.start(context)
+            case "cancel":
+                return self.suggestions.cancel(context)
+            case "queue":
+                return await self.suggestions.queue(context)
         raise AssertionError(f"/{command.name} is registered but not handled")
 
     async def moderator_report(self, context: Context, name: str, rest: str) -> Notice:
@@ -434,6 +447,23 @@ class Assistant:
         if not self.is_moderator(context):
             return Notice("refused", REFUSED.format(who="moderators", name="announce"))
         return await self.dissemination.publish(token, context.user.key, context.chat)
+
+    async def follow(self, user: User, question_id: int) -> Notice:
+        """ "Tell me when this is covered" under an abstention: opt-in, once per person."""
+        return await request_coverage(self.store, user, question_id)
+
+    async def decide(self, context: Context, suggestion_id: int, accept: bool) -> Notice:
+        """Accept or Reject under /queue (moderators only); Reject asks for a reason first."""
+        if not self.is_moderator(context):
+            return Notice("refused", REFUSED.format(who="moderators", name="queue"))
+        if accept:
+            return await self.suggestions.accept(context, suggestion_id)
+        return self.suggestions.ask_reason(context, suggestion_id)
+
+
+def retriever_corpus_dir() -> Path:
+    """Where drafts go when no corpus folder is given: this checkout's corpus."""
+    return Path(__file__).resolve().parent.parent / "corpus"
 
 
 def configured_retriever(settings: Settings, progress: Progress = lambda _msg: None) -> Retriever:

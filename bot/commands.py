@@ -42,6 +42,8 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command("subscriptions", "/subscriptions", "what news this chat receives"),
     Command("updates", "/updates [AREA]", "the latest news of the Code of Practice"),
+    Command("suggest", "/suggest", "suggest an example, a correction or a source"),
+    Command("cancel", "/cancel", "stop a /suggest exchange"),
     Command("forget", "/forget", "delete everything I keep about you"),
     Command("about", "/about", "corpus version and when it was last indexed"),
     Command("help", "/help", "what I can do"),
@@ -67,6 +69,7 @@ COMMANDS: tuple[Command, ...] = (
         Audience.MODERATORS,
     ),
     Command("rollback", "/rollback", "return to the previous corpus version", Audience.MODERATORS),
+    Command("queue", "/queue", "community suggestions to accept or reject", Audience.MODERATORS),
 )
 ALIASES = {"start": "help"}
 BY_NAME = {c.name: c for c in COMMANDS}

@@ -29,6 +29,7 @@ from bot.replies import (
     Quiet,
     RefreshReply,
     Reply,
+    SuggestionQueue,
     UpdatesReply,
     User,
     problems_note,
@@ -156,6 +157,14 @@ def format_reply(reply: Reply, bold: bool = False, with_disclaimer: bool = True)
             )
             return (
                 f"Preview of {item.id}:\n{item.title}\n{_wrap(item.body, '')}\n{item.url}\n{state}"
+            )
+        case SuggestionQueue(items=items):
+            rows = [
+                f"#{s.id} {s.kind}: {s.text}" + (f"\n  {s.url}" if s.url else "") for s in items
+            ]
+            return (
+                "Suggestions waiting (Accept and Reject are buttons on Telegram and Discord):\n"
+                + "\n".join(rows)
             )
         case Notice(text=text):
             return text

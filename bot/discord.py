@@ -44,6 +44,7 @@ from bot.replies import (
     Quiet,
     RefreshReply,
     Reply,
+    SuggestionQueue,
     User,
 )
 from bot.sender import DeliveryResult, Outbound, Outcome, Target
@@ -251,6 +252,46 @@ class AnnounceButton(ReplyButton, template=r"^ann:(?P<token>[0-9a-f]{12}):(?P<ch
         )
 
 
+class CoverButton(ReplyButton, template=r"^cov:(?P<qid>\d{1,18})$"):
+    """ "Tell me when this is covered" under an abstention: opt-in, answered to the presser only."""
+
+    def __init__(self, question_id: int):
+        custom_id = f"cov:{question_id}"
+        label = "Tell me when this is covered"
+        super().__init__(discord.ui.Button(label=label, emoji="🔔", custom_id=custom_id))
+        self.question_id = question_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match):  # type: ignore[no-untyped-def, override]
+        return cls(int(match["qid"]))
+
+    async def pressed(self, interaction: discord.Interaction) -> None:
+        user = discord_user(interaction.user)
+        notice = await assistant_of(interaction).follow(user, self.question_id)
+        await respond(interaction, Outgoing(notice.text, ephemeral=True))
+
+
+class DecideButton(ReplyButton, template=r"^sg:(?P<sid>\d{1,18}):(?P<choice>[ar])$"):
+    """Accept or Reject under /queue; the assistant checks the presser is a moderator."""
+
+    def __init__(self, suggestion_id: int, accept: bool):
+        label = f"{'Accept' if accept else 'Reject'} #{suggestion_id}"
+        style = discord.ButtonStyle.success if accept else discord.ButtonStyle.secondary
+        custom_id = f"sg:{suggestion_id}:{'a' if accept else 'r'}"
+        super().__init__(discord.ui.Button(label=label, style=style, custom_id=custom_id))
+        self.suggestion_id, self.accept = suggestion_id, accept
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match):  # type: ignore[no-untyped-def, override]
+        return cls(int(match["sid"]), match["choice"] == "a")
+
+    async def pressed(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # a draft is written
+        context = interaction_context(interaction)
+        notice = await assistant_of(interaction).decide(context, self.suggestion_id, self.accept)
+        await respond(interaction, Outgoing(escape(notice.text), ephemeral=True))
+
+
 class ExpiredButton(discord.ui.Button):
     async def callback(self, interaction: discord.Interaction) -> None:
         await respond(interaction, Outgoing(EXPIRED, ephemeral=True))
@@ -279,6 +320,8 @@ def buttons_for(reply: Reply) -> discord.ui.View | None:
             view.add_item(
                 PageButton(area.slug, min(pages - 1, page + 1), "Next", page + 1 >= pages)
             )
+        case AnswerReply(answer=answer, question_id=int() as qid) if answer.offset == 0:
+            view.add_item(CoverButton(qid))
         case AnnouncePreview(token=token):
             view.add_item(AnnounceButton(token, confirm=True))
             view.add_item(AnnounceButton(token, confirm=False))
@@ -286,6 +329,10 @@ def buttons_for(reply: Reply) -> discord.ui.View | None:
             for title, token in offers[:MAX_OFFER_BUTTONS]:
                 label = shorten(f"Publish: {title}", BUTTON_LABEL_MAX)
                 view.add_item(AnnounceButton(token, confirm=True, label=label))
+        case SuggestionQueue(items=items):
+            for item in items[:10]:  # five rows of two buttons at most
+                view.add_item(DecideButton(item.id, accept=True))
+                view.add_item(DecideButton(item.id, accept=False))
     return view if view.children else None
 
 
@@ -442,6 +489,24 @@ class IpbotCommands(commands.Cog):
     async def rollback(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(thinking=True)
         await self.run(interaction, "/rollback")
+    @app_commands.command(name="suggest", description=DESCRIPTIONS["suggest"])
+    async def suggest(self, interaction: discord.Interaction) -> None:
+        """Started here; the answers are the person's next direct messages to the bot."""
+        await self.run(interaction, "/suggest")
+
+    @app_commands.command(name="cancel", description=DESCRIPTIONS["cancel"])
+    async def cancel(self, interaction: discord.Interaction) -> None:
+        await self.run(interaction, "/cancel")
+
+    @app_commands.command(name="queue", description=DESCRIPTIONS["queue"])
+    @app_commands.default_permissions(manage_guild=True)
+    async def queue(self, interaction: discord.Interaction) -> None:
+        """Shown to the moderator alone: the queue is not for the whole channel to read."""
+        reply = await self.assistant.handle(interaction_context(interaction), "/queue")
+        out = outgoing(reply)
+        if out is not None:
+            out.ephemeral = True
+        await respond(interaction, out)
 
     @subscribe.autocomplete("areas")
     @unsubscribe.autocomplete("areas")
@@ -485,7 +550,9 @@ class IpBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         await self.add_cog(IpbotCommands(self.assistant))
-        self.add_dynamic_items(MoreButton, VoteButton, PageButton, AnnounceButton)
+        self.add_dynamic_items(
+            MoreButton, VoteButton, PageButton, AnnounceButton, CoverButton, DecideButton
+        )
         self.add_view(ExpiredButtons())
         self.tree.error(self.on_app_command_error)
         await self.sync_commands()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import discord
 
 from bot.replies import (
+    DISCLAIMER,
     HELPDESK_URL,
     HUMAN_HELP,
     NOT_COVERED,
@@ -21,10 +22,11 @@ from bot.replies import (
     Notice,
     RefreshReply,
     Reply,
+    SuggestionQueue,
     UpdatesReply,
     problems_note,
 )
-from bot.sender import Bulletin, DeliveryReport, Outbound, UpdateItem
+from bot.sender import Bulletin, DeliveryReport, Outbound, PersonalMessage, UpdateItem
 from retrieval.corpus import Passage
 from retrieval.search import Answer, printable
 
@@ -184,6 +186,16 @@ def reply_embed(reply: Reply) -> discord.Embed | None:
         case RefreshReply(text=text, ok=ok):
             title = "Corpus refresh" if ok else "Corpus refresh: the live version is unchanged"
             return new_embed(title, shorten(escape(text), DESCRIPTION_MAX))
+        case SuggestionQueue(items=items):
+            embed = new_embed("Suggestions waiting")
+            for waiting in items[:FIELDS_MAX]:
+                target = f" to {waiting.passage_id}" if waiting.passage_id else ""
+                link_ = f"\n{link(shorten(waiting.url, 200), waiting.url)}" if waiting.url else ""
+                value = shorten(f"{escape(waiting.text)}{link_}", FIELD_VALUE_MAX)
+                embed.add_field(
+                    name=f"#{waiting.id} {waiting.kind}{target}", value=value, inline=False
+                )
+            return embed
         case Notice():
             return None
     raise TypeError(f"no Discord format for {type(reply).__name__}")
@@ -203,12 +215,25 @@ def add_updates(embed: discord.Embed, items: tuple[UpdateItem, ...]) -> discord.
 
 
 def outbound_embed(message: Outbound) -> discord.Embed:
-    """A broadcast or a moderator's delivery report as an embed."""
+    """A broadcast, a moderator's delivery report or a personal message as an embed."""
     if isinstance(message, Bulletin):
         title = "Your weekly ipbot digest" if message.digest else "ipbot update"
         footer = "/unsubscribe to stop these messages, /subscriptions to see what you receive."
         return add_updates(new_embed(title, footer=footer), message.items)
+    if isinstance(message, PersonalMessage):
+        return personal_embed(message)
     return report_embed(message)
+
+
+def personal_embed(message: PersonalMessage) -> discord.Embed:
+    """A message to one person; cited passages (a question now covered) look as in answers."""
+    lead = [f"**{shorten(escape(message.lead), 1000)}**"] if message.lead else []
+    footer = DISCLAIMER if message.hits else ""
+    embed = new_embed("ipbot", "\n\n".join([escape(message.text), *lead]), footer)
+    numbered = enumerate(message.hits, start=1)
+    return add_passages(
+        embed, [(f"{n}. {h.passage.title}", h.passage, h.highlight) for n, h in numbered]
+    )
 
 
 def report_embed(report: DeliveryReport) -> discord.Embed:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from bot.commands import Command
 from bot.conversation import chat_key
 from bot.sender import UpdateItem
+from bot.store import Suggestion
 from retrieval.corpus import Area, Passage
 from retrieval.search import Answer
 
@@ -172,6 +173,13 @@ class RefreshReply:
 
 
 @dataclass(frozen=True)
+class SuggestionQueue:
+    """Open community suggestions for a moderator, each with Accept and Reject buttons."""
+
+    items: tuple[Suggestion, ...]
+
+
+@dataclass(frozen=True)
 class Quiet:
     """Nothing to send, not even "typing...": the user is over the rate limit and was told."""
 
@@ -186,5 +194,6 @@ Reply = (
     | UpdatesReply
     | AnnouncePreview
     | RefreshReply
+    | SuggestionQueue
     | Quiet
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import time
 from collections import deque
@@ -21,7 +22,8 @@ from typing import Protocol
 from bot import metrics
 from bot.store import Claim, DeliveryStatus, Store, UpdateStatus
 from bot.store.tables import utcnow
-from retrieval.corpus import Area
+from retrieval.corpus import Area, Passage
+from retrieval.search import Hit
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
@@ -85,7 +87,42 @@ class DeliveryReport:
     status: UpdateStatus
 
 
-Outbound = Bulletin | DeliveryReport
+@dataclass(frozen=True)
+class PersonalMessage:
+    """A one-off message to one person: a question now covered, a suggestion's outcome.
+
+    It waits in the notices outbox as JSON (`stored`), so what is sent is what was queued,
+    whatever the corpus says by then; `hits` are cited passages, shown as answers show them.
+    """
+
+    kind: str
+    text: str
+    lead: str = ""
+    hits: tuple[Hit, ...] = ()
+
+    def stored(self) -> str:
+        hits = [
+            {"highlight": hit.highlight, **{k: getattr(hit.passage, k) for k in PASSAGE_FIELDS}}
+            for hit in self.hits
+        ]
+        return json.dumps({"kind": self.kind, "text": self.text, "lead": self.lead, "hits": hits})
+
+    @classmethod
+    def from_stored(cls, stored: str) -> PersonalMessage:
+        """The message as queued; text that is not JSON is a plain message."""
+        try:
+            data = json.loads(stored)
+        except ValueError:
+            return cls("notice", stored)
+        hits = tuple(
+            Hit(Passage(**{k: h[k] for k in PASSAGE_FIELDS}), 0.0, h["highlight"])
+            for h in data.get("hits", ())
+        )
+        return cls(data["kind"], data["text"], data.get("lead", ""), hits)
+
+
+PASSAGE_FIELDS = ("id", "area", "kind", "title", "text", "citation", "url")
+Outbound = Bulletin | DeliveryReport | PersonalMessage
 
 
 async def published_items(store: Store, areas: Iterable[Area]) -> list[UpdateItem]:
@@ -287,15 +324,20 @@ class Sender:
 
     async def _deliver(self, claim: Claim) -> None:
         outlet, pacer = self.outlets[claim.platform], self.pacers[claim.platform]
-        message = await self._bulletin(claim)
+        message = await self._message(claim)
         if message is None:
             await self.store.finish(
-                claim.delivery_ids, DeliveryStatus.FAILED, error="update not found"
+                claim.delivery_ids,
+                DeliveryStatus.FAILED,
+                error="update not found",
+                outbox=claim.outbox,
             )
             return
         target = Target(claim.platform, claim.chat_id, claim.kind)
         if not await self._turn_before_stop(pacer, claim):
-            await self.store.finish(claim.delivery_ids, DeliveryStatus.PENDING, error=None)
+            await self.store.finish(
+                claim.delivery_ids, DeliveryStatus.PENDING, error=None, outbox=claim.outbox
+            )
             return
         try:
             result = await outlet.send(target, message, nonce=claim.nonce)
@@ -317,6 +359,11 @@ class Sender:
         turn.cancel()
         return False
 
+    async def _message(self, claim: Claim) -> Outbound | None:
+        if claim.notice is not None:
+            return PersonalMessage.from_stored(claim.notice)
+        return await self._bulletin(claim)
+
     async def _bulletin(self, claim: Claim) -> Bulletin | None:
         """The updates of a claim as they were published (the corpus file may have changed)."""
         if not set(claim.update_ids) <= set(self._published):
@@ -328,30 +375,39 @@ class Sender:
         return Bulletin(tuple(sorted(items, key=lambda i: i.date)), digest=claim.digest)
 
     async def _record(self, claim: Claim, result: DeliveryResult, pacer: Pacer) -> None:
-        ids = claim.delivery_ids
+        ids, outbox, subscription = claim.delivery_ids, claim.outbox, claim.subscription_id
         metrics.record_delivery(claim.platform, result.outcome.value)
         match result.outcome:
             case Outcome.DELIVERED:
-                await self.store.finish(ids, DeliveryStatus.SENT, message_id=result.message_id)
+                await self.store.finish(
+                    ids, DeliveryStatus.SENT, message_id=result.message_id, outbox=outbox
+                )
             case Outcome.BLOCKED:
-                await self.store.finish(ids, DeliveryStatus.BLOCKED, error=result.detail)
-                await self.store.deactivate(claim.subscription_id, result.detail or "blocked")
-            case Outcome.MOVED if result.new_chat_id:
-                await self.store.move_chat(claim.subscription_id, result.new_chat_id)
+                await self.store.finish(
+                    ids, DeliveryStatus.BLOCKED, error=result.detail, outbox=outbox
+                )
+                if subscription is not None:
+                    await self.store.deactivate(subscription, result.detail or "blocked")
+            case Outcome.MOVED if result.new_chat_id and subscription is not None:
+                await self.store.move_chat(subscription, result.new_chat_id)
                 await self.store.finish(ids, DeliveryStatus.PENDING, error="chat moved")
             case Outcome.RETRY if result.retry_after is not None:
                 pacer.pause(result.retry_after)  # flood control holds the whole platform
                 retry_at = utcnow() + dt.timedelta(seconds=result.retry_after)
                 await self.store.finish(
-                    ids, DeliveryStatus.PENDING, error=result.detail, retry_at=retry_at
-                )
+                    ids, DeliveryStatus.PENDING, error=result.detail, retry_at=retry_at,
+                    outbox=outbox,
+                )  # fmt: skip
             case Outcome.RETRY if claim.attempts < MAX_ATTEMPTS:
                 backoff = dt.timedelta(seconds=min(2**claim.attempts, 60))
                 await self.store.finish(
-                    ids, DeliveryStatus.PENDING, error=result.detail, retry_at=utcnow() + backoff
-                )
+                    ids, DeliveryStatus.PENDING, error=result.detail,
+                    retry_at=utcnow() + backoff, outbox=outbox,
+                )  # fmt: skip
             case _:
-                await self.store.finish(ids, DeliveryStatus.FAILED, error=result.detail or "failed")
+                await self.store.finish(
+                    ids, DeliveryStatus.FAILED, error=result.detail or "failed", outbox=outbox
+                )
 
     async def refresh_reports(self, force: bool = False) -> None:
         """Edit each moderator's delivery report, at most every few seconds, until done."""

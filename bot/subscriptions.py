@@ -201,7 +201,8 @@ class Dissemination:
         log.info("forget: %d records deleted", removed)
         return Notice(
             "forgotten",
-            "Done. I deleted your own subscription and your votes, if there were any. "
+            "Done. I deleted your own subscription, your votes, your requests to be told when "
+            "a question is covered, and your contact on suggestions, if there were any. "
             "Questions are kept without who asked them, so nothing else links to you. "
             "Group and channel subscriptions belong to their chat: an administrator can "
             "/unsubscribe them.",

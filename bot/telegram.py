@@ -68,6 +68,8 @@ from bot.settings import Settings, SettingsError
 from bot.telegram_format import (
     ANNOUNCE,
     AREA,
+    COVER,
+    DECIDE,
     MORE,
     SOURCES,
     VOTE,
@@ -194,15 +196,13 @@ async def on_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
 
 
 async def on_private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """In a private chat any message is a question (a photo's caption too; a sticker gets help)."""
+    """In a private chat any message is a question (a photo's caption too; a sticker gets help),
+    or the next step of an exchange such as /suggest."""
     message = update.effective_message
     assert message is not None
     question = message.text or message.caption or ""
-    reply = await assistant_of(context).ask(
-        user_of(update),
-        question,
-        working=typing_in(message),
-        conversation=chat_key("telegram", message.chat_id),
+    reply = await assistant_of(context).handle(
+        context_of(update, context), question, typing_in(message)
     )
     await send(context, message.chat_id, render(reply), quote=message)
 
@@ -288,6 +288,24 @@ async def on_announce(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     await query.answer()
     with unless_unchanged():
         await query.edit_message_reply_markup(None)
+    if update.effective_chat is not None:
+        await send(context, update.effective_chat.id, render(notice))
+
+
+async def on_cover(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """ "Tell me when this is covered": stored on this opt-in only, then confirmed."""
+    query, (question_id,) = pressed(update, context)
+    notice = await assistant_of(context).follow(user_of(update), int(question_id))
+    await query.answer(notice.text, show_alert=True)
+
+
+async def on_decide(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Accept or Reject under /queue (moderators only): the outcome comes as a message."""
+    query, (suggestion_id, choice) = pressed(update, context)
+    notice = await assistant_of(context).decide(
+        context_of(update, context), int(suggestion_id), choice == "a"
+    )
+    await query.answer()
     if update.effective_chat is not None:
         await send(context, update.effective_chat.id, render(notice))
 
@@ -433,6 +451,8 @@ def build_application(
             CallbackQueryHandler(on_browse, pattern=AREA),
             CallbackQueryHandler(on_vote, pattern=VOTE),
             CallbackQueryHandler(on_announce, pattern=ANNOUNCE),
+            CallbackQueryHandler(on_cover, pattern=COVER),
+            CallbackQueryHandler(on_decide, pattern=DECIDE),
             CallbackQueryHandler(on_expired_button),
             InlineQueryHandler(on_inline_query),
         ]

@@ -21,6 +21,7 @@ from telegram import (
 from telegram.constants import MessageLimit
 
 from bot.replies import (
+    DISCLAIMER,
     HELPDESK_URL,
     HUMAN_HELP,
     NOT_COVERED,
@@ -34,10 +35,11 @@ from bot.replies import (
     Quiet,
     RefreshReply,
     Reply,
+    SuggestionQueue,
     UpdatesReply,
     problems_note,
 )
-from bot.sender import Bulletin, DeliveryReport, Outbound, UpdateItem
+from bot.sender import Bulletin, DeliveryReport, Outbound, PersonalMessage, UpdateItem
 from retrieval.corpus import Passage
 from retrieval.search import Answer, Hit
 
@@ -72,11 +74,22 @@ def announce_data(token: str, confirm: bool) -> str:
     return f"ann:{token}:{'y' if confirm else 'n'}"
 
 
+def cover_data(question_id: int) -> str:
+    return f"cov:{question_id}"
+
+
+def decide_data(suggestion_id: int, accept: bool) -> str:
+    return f"sg:{suggestion_id}:{'a' if accept else 'r'}"
+
+
 MORE = r"^more:(\d{1,18}):(\d{1,4})$"
 SOURCES = r"^src:(\d{1,18}):(\d{1,4})$"
 AREA = r"^area:([a-z-]{1,40}):(\d{1,3}):([01])$"
 VOTE = r"^fb:(\d{1,18}):([+-])$"
 ANNOUNCE = r"^ann:([0-9a-f]{12}):([yn])$"
+COVER = r"^cov:(\d{1,18})$"
+DECIDE = r"^sg:(\d{1,18}):([ar])$"
+COVER_LABEL = "🔔 Tell me when this is covered"
 
 
 @dataclass(frozen=True)
@@ -183,6 +196,8 @@ def button(text: str, data: str) -> InlineKeyboardButton:
 def answer_keyboard(answer: Answer, question_id: int | None) -> InlineKeyboardMarkup | None:
     if not answer.answered:
         browse = [[button(f"Browse: {a.title}", area_data(a.slug))] for a in answer.suggestions]
+        if question_id is not None and answer.offset == 0:
+            browse.append([button(COVER_LABEL, cover_data(question_id))])
         return InlineKeyboardMarkup(browse) if browse else None
     rows: list[list[InlineKeyboardButton]] = []
     if question_id is not None:
@@ -275,6 +290,8 @@ def render(reply: Reply) -> Outgoing:
             return render_updates(reply)
         case AnnouncePreview():
             return render_preview(reply)
+        case SuggestionQueue():
+            return render_queue(reply)
         case AreaList():
             return render_areas(reply)
         case AreaPage():
@@ -317,6 +334,26 @@ def render_preview(preview: AnnouncePreview) -> Outgoing:
         ]
     )
     return Outgoing((text,), keyboard)
+
+
+def render_queue(queue: SuggestionQueue) -> Outgoing:
+    """Open suggestions, oldest first, each with Accept and Reject."""
+    blocks = ["<b>Suggestions waiting</b>"]
+    rows = []
+    for s in queue.items:
+        about = f" to {escape(s.passage_id)}" if s.passage_id else ""
+        link = f'\n🔗 <a href="{escape(s.url)}">{escape(clip(s.url, 200))}</a>' if s.url else ""
+        blocks.append(
+            f"<b>#{s.id}</b> {escape(s.kind)}{about} · {s.created_at:%d %b %Y}\n"
+            f"{escape(clip(s.text, 600))}{link}"
+        )
+        rows.append(
+            [
+                button(f"✅ Accept #{s.id}", decide_data(s.id, True)),
+                button(f"✖ Reject #{s.id}", decide_data(s.id, False)),
+            ]
+        )
+    return Outgoing((pack(blocks)[0],), InlineKeyboardMarkup(rows))
 
 
 def inline_results(reply: AnswerReply | Notice) -> list[InlineQueryResultArticle]:
@@ -368,5 +405,22 @@ def render_report(report: DeliveryReport) -> str:
     )
 
 
+def render_personal(message: PersonalMessage) -> str:
+    """A message to one person; cited passages (a question now covered) look as in answers."""
+    blocks = [escape(message.text)]
+    if message.lead:
+        blocks.append(f"<b>{escape(message.lead)}</b>")
+    blocks += [format_hit(number, hit) for number, hit in enumerate(message.hits, start=1)]
+    if message.hits:
+        blocks.append(f"<i>{escape(DISCLAIMER)}</i>")
+    return pack(blocks)[0]
+
+
 def render_message(message: Outbound) -> str:
-    return render_bulletin(message) if isinstance(message, Bulletin) else render_report(message)
+    """What the sender sends: an update, a moderator's delivery report, a personal message."""
+    match message:
+        case Bulletin():
+            return render_bulletin(message)
+        case PersonalMessage():
+            return render_personal(message)
+    return render_report(message)

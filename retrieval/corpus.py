@@ -32,6 +32,7 @@ AREA_PREFIXES: dict[str, str] = {
 AREA_SLUGS: tuple[str, ...] = tuple(AREA_PREFIXES)
 GLOSSARY_FILE = "glossary.md"
 NOT_AREA_FILES = ("readme.md", GLOSSARY_FILE)
+DRAFTS_DIR = "drafts"  # accepted suggestions; never loaded: only top-level *.md are areas
 Kind = Literal["recommendation", "example", "definition"]
 KINDS: tuple[str, ...] = ("recommendation", "example", "definition")
 MIN_WORDS, MAX_WORDS = 40, 150
@@ -310,7 +311,23 @@ def _read_lines(path: Path) -> tuple[list[str], list[Problem]]:
         return [], [Problem(str(path), line, message)]
 
 
-def _parse_area_file(path: Path) -> tuple[Area | None, list[Passage], list[Problem]]:
+def check_draft(path: Path, corpus: Corpus, replaces: str | None = None) -> list[Problem]:
+    """A draft passage file's problems: the corpus rules, and an ID nobody uses yet (unless
+    the draft corrects the passage with that ID)."""
+    _area, passages, problems = _parse_area_file(path, draft=True)
+    for passage in passages:
+        taken = corpus.by_id.get(passage.id)
+        if taken is not None and passage.id != replaces:
+            where = f"{Path(taken.file).name}:{taken.line}"
+            problems.append(
+                Problem(str(path), passage.line, f"duplicate ID {passage.id} ({where})")
+            )
+    return problems
+
+
+def _parse_area_file(
+    path: Path, draft: bool = False
+) -> tuple[Area | None, list[Passage], list[Problem]]:
     name = str(path)
     lines, problems = _read_lines(path)
     if problems:
@@ -318,14 +335,16 @@ def _parse_area_file(path: Path) -> tuple[Area | None, list[Passage], list[Probl
     meta, body_start, problems = _split_front_matter(lines, name)
     if meta is None:
         return None, [], problems
-    area, problems = _area_from_front_matter(meta, path)
+    area, problems = _area_from_front_matter(meta, path, named_by_slug=not draft)
     if area is None:
         return None, [], problems
     passages, passage_problems = _parse_passages(lines, body_start, area.slug, name)
     return area, passages, problems + passage_problems
 
 
-def _area_from_front_matter(meta: dict, path: Path) -> tuple[Area | None, list[Problem]]:
+def _area_from_front_matter(
+    meta: dict, path: Path, named_by_slug: bool = True
+) -> tuple[Area | None, list[Problem]]:
     name = str(path)
     problems = [
         Problem(name, 2, f"malformed front matter: '{key}' is missing")
@@ -339,7 +358,7 @@ def _area_from_front_matter(meta: dict, path: Path) -> tuple[Area | None, list[P
         return None, [
             Problem(name, 2, f"unknown area '{slug}'; expected one of: {', '.join(AREA_SLUGS)}")
         ]
-    if path.stem != slug:
+    if named_by_slug and path.stem != slug:
         problems.append(Problem(name, 2, f"file name should be {slug}.md to match its slug"))
     area = Area(slug, str(meta["title"]).strip(), " ".join(str(meta["description"]).split()))
     return area, problems

@@ -278,7 +278,22 @@ async def test_off_topic_question_gets_not_covered_with_closest_areas(fake: Fake
     embed = followup.body["embeds"][0]
     assert embed["title"] == "Not covered"
     assert NOT_COVERED in embed["description"] and "Closest areas:" in embed["description"]
-    assert not followup.body.get("components"), "no feedback buttons on an abstention"
+    [button] = custom_ids(followup.body)  # no feedback buttons on an abstention
+    assert button.startswith("cov:"), "only the offer to tell when it is covered"
+
+
+async def test_tell_me_when_covered_is_confirmed_to_the_presser_alone(
+    fake: FakeDiscord, assistant: Assistant
+) -> None:
+    _, followup = await slash(fake, "ask", question=OFF_TOPIC)
+    mark = len(fake.calls)
+    token = await fake.click(followup.message_id, custom_ids(followup.body)[0])
+    callback = await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
+
+    assert "private message" in callback.body["data"]["content"]
+    assert callback.body["data"]["flags"] & FLAG_EPHEMERAL
+    [request] = await assistant.store.open_coverage_requests()
+    assert request.platform == "discord" and request.question == OFF_TOPIC
 
 
 async def test_everyone_in_a_question_cannot_ping(fake: FakeDiscord) -> None:

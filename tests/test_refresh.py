@@ -300,3 +300,43 @@ async def test_a_crash_during_the_build_leaves_the_live_version_answering(served
     assert served.retriever.index.build == before
     assert cited(await served.say(SOMEONE, "How does the cost approach value a patent?"))
     assert (await served.store.live_version()).build == before  # type: ignore[union-attr]
+
+
+async def test_a_promoted_refresh_tells_who_asked_to_be_told_once(
+    tmp_path: Path, data_dir: Path, retriever: Retriever
+) -> None:
+    from bot.app import close_app, open_app
+    from bot.settings import load_settings
+    from tests.test_community import PLANTS, QUESTION, write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus")
+    settings = load_settings(
+        corpus_dir=corpus,
+        data_dir=fresh_data(tmp_path, data_dir),
+        database_url=f"sqlite:///{tmp_path / 'ipbot.db'}",
+        multilingual=False,
+        eval_file=tmp_path / "no-eval.yaml",  # no test questions: the moderator promotes
+        moderators=[MODERATOR.key],
+    )
+    app = await open_app(settings)
+    worker = asyncio.create_task(app.refresher.run())  # type: ignore[union-attr]
+    try:
+        asker = User("telegram", "77")
+        asked = await app.assistant.handle_text(asker, QUESTION)
+        assert isinstance(asked, AnswerReply) and not asked.answer.answered
+        assert asked.question_id is not None
+        await app.assistant.follow(asker, asked.question_id)
+
+        (corpus / "valuation.md").write_text((corpus / "valuation.md").read_text() + PLANTS)
+        held = await app.assistant.handle_text(MODERATOR, "/reload")
+        assert isinstance(held, RefreshReply) and "no test questions" in held.text
+        number = held.text.split("/promote ")[1].split()[0]
+        promoted = await app.assistant.handle_text(MODERATOR, f"/promote {number}")
+        assert isinstance(promoted, RefreshReply) and promoted.ok, promoted
+        assert "now answered: 1" in promoted.text
+        [claim] = await app.store.claim(["telegram"])
+        assert claim.chat_id == "77" and claim.notice is not None
+    finally:
+        app.refresher.stop()  # type: ignore[union-attr]
+        await worker
+        await close_app(app)

@@ -6,9 +6,11 @@ import asyncio
 import datetime as dt
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 
 from bot.store import DeliveryStatus, Store, StoreError, async_url
-from bot.store.tables import QuestionRow, SubscriptionRow, utcnow
+from bot.store.tables import Base, QuestionRow, SubscriptionRow, utcnow
 
 AREAS = ("valuation", "open-science", "industry-academia")
 
@@ -33,8 +35,18 @@ async def test_migrations_run_twice_without_harm(database_url: str) -> None:
     store = await open_(database_url)
     await store.close()
     store = await open_(database_url)
-    assert await store.check_revision() == "0001"
+    assert await store.check_revision() == "0004_versions"
     await store.close()
+
+
+async def test_the_migrations_build_exactly_the_tables_the_code_declares(database_url: str) -> None:
+    store = await open_(database_url)
+    async with store.engine.connect() as connection:
+        differences = await connection.run_sync(
+            lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+        )
+    await store.close()
+    assert differences == [], "a table changed in tables.py needs a migration"
 
 
 async def test_a_store_opened_without_migrating_says_to_upgrade(database_url: str) -> None:

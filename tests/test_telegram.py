@@ -199,8 +199,10 @@ async def test_off_topic_question_is_not_covered_and_offers_areas(telegram: Fake
 
     assert html.escape(NOT_COVERED) in reply.text
     assert not PASSAGE_HEADING.search(reply.text), "an abstention must not show random passages"
-    assert reply.button_texts and all(t.startswith("Browse: ") for t in reply.button_texts)
-    telegram.press(reply.result, reply.button_texts[0])
+    *browse, offer = reply.button_texts
+    assert browse and all(t.startswith("Browse: ") for t in browse)
+    assert offer == "🔔 Tell me when this is covered"
+    telegram.press(reply.result, browse[0])
     page = await telegram.next_call("sendMessage")
     assert "Page 1 of" in page.text and html.escape(reply.button_texts[0][8:]) in page.text
 

@@ -29,13 +29,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from bot.store.tables import (
     AuditRow,
+    CoverageRow,
     DeliveryRow,
     DeliveryStatus,
     FeedbackRow,
     MetaRow,
+    NoticeRow,
     QuestionRow,
     RefreshRequestRow,
     SubscriptionRow,
+    SuggestionRow,
     UpdateRow,
     VersionRow,
     VersionStatus,
@@ -46,7 +49,11 @@ __all__ = [
     "ALL_AREAS",
     "AskedQuestion",
     "Claim",
+    "CoverageRequest",
+    "Suggestion",
     "DeliveryStatus",
+    "DELIVERIES",
+    "NOTICES",
     "Published",
     "QuestionRecord",
     "RefreshRequest",
@@ -64,6 +71,13 @@ ALL_AREAS = "all"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK = 0x1B07_0001  # PostgreSQL advisory lock key: one replica migrates at a time
 DIGEST_PERIOD = dt.timedelta(days=7)
+DELIVERIES, NOTICES = "deliveries", "notices"  # the two outboxes the sender empties
+OutboxRow = DeliveryRow | NoticeRow
+OUTBOXES: dict[str, type[DeliveryRow] | type[NoticeRow]] = {
+    DELIVERIES: DeliveryRow,
+    NOTICES: NoticeRow,
+}
+PERSONAL_CHAT = {"discord": "dm"}  # a person's own chat: a Discord DM, a Telegram private chat
 
 
 @dataclass(frozen=True)
@@ -138,10 +152,11 @@ class AskedQuestion:
 
 @dataclass(frozen=True)
 class Claim:
-    """Outbox rows claimed for one chat: one update, or several for a weekly digest."""
+    """Outbox rows claimed for one chat: one update, several for a weekly digest, or one
+    personal notice (then `notice` holds its stored text and the ids are the notices')."""
 
     delivery_ids: tuple[int, ...]
-    subscription_id: int
+    subscription_id: int | None
     platform: str
     chat_id: str
     kind: str
@@ -149,6 +164,47 @@ class Claim:
     nonce: str
     attempts: int
     digest: bool
+    notice: str | None = None
+
+    @property
+    def outbox(self) -> str:
+        return NOTICES if self.notice is not None else DELIVERIES
+
+
+@dataclass(frozen=True)
+class CoverageRequest:
+    """An open request to be told when a stored question gets an answer."""
+
+    id: int
+    question_id: int
+    question: str
+    area_filter: str | None
+    platform: str
+    chat_id: str
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A community suggestion as moderators see it."""
+
+    id: int
+    created_at: dt.datetime
+    platform: str
+    contact: str | None
+    kind: str
+    passage_id: str | None
+    text: str
+    url: str | None
+    status: str
+    reason: str | None = None
+    draft: str | None = None
+
+
+def _suggestion(row: SuggestionRow) -> Suggestion:
+    return Suggestion(
+        row.id, row.created_at, row.platform, row.contact, row.kind, row.passage_id, row.text,
+        row.url, row.status, row.reason, row.draft,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -233,6 +289,21 @@ def _join_areas(areas: Iterable[str] | None) -> str:
 def _subscription(row: SubscriptionRow) -> Subscription:
     return Subscription(
         row.id, row.platform, row.chat_id, row.kind, _split_areas(row.areas), row.digest, row.active
+    )
+
+
+def _notice_claim(row: NoticeRow) -> Claim:
+    return Claim(
+        delivery_ids=(row.id,),
+        subscription_id=None,
+        platform=row.platform,
+        chat_id=row.chat_id,
+        kind=PERSONAL_CHAT.get(row.platform, "private"),
+        update_ids=(),
+        nonce=row.nonce,
+        attempts=row.attempts + 1,
+        digest=False,
+        notice=row.text,
     )
 
 
@@ -482,6 +553,7 @@ class Store:
         async with self.session.begin() as session:
             old = select(QuestionRow.id).where(QuestionRow.asked_at < cutoff)
             await session.execute(delete(FeedbackRow).where(FeedbackRow.question_id.in_(old)))
+            await session.execute(delete(CoverageRow).where(CoverageRow.question_id.in_(old)))
             result = await session.execute(delete(QuestionRow).where(QuestionRow.asked_at < cutoff))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
@@ -522,6 +594,7 @@ class Store:
                 )
             )
             votes = await session.execute(delete(FeedbackRow).where(FeedbackRow.voter == voter))
+            await self._forget_community(session, platform, list(chat_ids))
             if self.dialect == "sqlite":  # cascades run in SQLite only with foreign_keys on
                 await session.execute(
                     delete(DeliveryRow).where(
@@ -529,6 +602,112 @@ class Store:
                     )
                 )
             return int(gone.rowcount or 0) + int(votes.rowcount or 0)  # type: ignore[attr-defined]
+
+    @staticmethod
+    async def _forget_community(session: Any, platform: str, chat_ids: list[str]) -> None:
+        """`/forget` also drops coverage requests and the contact left with suggestions."""
+        await session.execute(
+            delete(CoverageRow).where(
+                CoverageRow.platform == platform, CoverageRow.chat_id.in_(chat_ids)
+            )
+        )
+        await session.execute(
+            update(SuggestionRow)
+            .where(SuggestionRow.platform == platform, SuggestionRow.contact.in_(chat_ids))
+            .values(contact=None)
+        )
+
+    # -- "tell me when this is covered" ---------------------------------------------------
+
+    async def request_coverage(self, question_id: int, platform: str, chat_id: str) -> bool | None:
+        """Remember who to tell; False if already asked, None if the question is gone."""
+        try:
+            async with self.session.begin() as session:
+                if await session.get(QuestionRow, question_id) is None:
+                    return None
+                session.add(
+                    CoverageRow(question_id=question_id, platform=platform, chat_id=chat_id)
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def open_coverage_requests(self) -> list[CoverageRequest]:
+        """Requests not yet answered, oldest first, with their question."""
+        query = (
+            select(CoverageRow, QuestionRow)
+            .join(QuestionRow, QuestionRow.id == CoverageRow.question_id)
+            .where(CoverageRow.notified_at.is_(None))
+            .order_by(CoverageRow.id)
+        )
+        async with self.session() as session:
+            rows = (await session.execute(query)).all()
+        return [
+            CoverageRequest(c.id, q.id, q.text, q.area_filter, c.platform, c.chat_id)
+            for c, q in rows
+        ]
+
+    async def mark_covered(self, request_id: int) -> None:
+        async with self.session.begin() as session:
+            await session.execute(
+                update(CoverageRow).where(CoverageRow.id == request_id).values(notified_at=utcnow())
+            )
+
+    # -- suggestions ----------------------------------------------------------------------
+
+    async def add_suggestion(
+        self,
+        platform: str,
+        contact: str | None,
+        kind: str,
+        passage_id: str | None,
+        text: str,
+        url: str | None,
+    ) -> int:
+        row = SuggestionRow(
+            platform=platform, contact=contact, kind=kind, passage_id=passage_id, text=text, url=url
+        )
+        async with self.session.begin() as session:
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def open_suggestions(self, limit: int = 5) -> list[Suggestion]:
+        async with self.session() as session:
+            rows = await session.scalars(
+                select(SuggestionRow)
+                .where(SuggestionRow.status == "open")
+                .order_by(SuggestionRow.id)
+                .limit(limit)
+            )
+            return [_suggestion(row) for row in rows]
+
+    async def suggestion(self, suggestion_id: int) -> Suggestion | None:
+        async with self.session() as session:
+            row = await session.get(SuggestionRow, suggestion_id)
+            return _suggestion(row) if row is not None else None
+
+    async def decide_suggestion(
+        self,
+        suggestion_id: int,
+        status: str,
+        actor: str,
+        reason: str | None = None,
+        draft: str | None = None,
+    ) -> Suggestion | None:
+        """Accept or reject an open suggestion; None if it is not open (decided by someone)."""
+        async with self.session.begin() as session:
+            result = await session.execute(
+                update(SuggestionRow)
+                .where(SuggestionRow.id == suggestion_id, SuggestionRow.status == "open")
+                .values(
+                    status=status, decided_by=actor, decided_at=utcnow(), reason=reason, draft=draft
+                )
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return None
+            row = await session.get(SuggestionRow, suggestion_id, populate_existing=True)
+            return _suggestion(row) if row is not None else None
 
     # -- publishing and the outbox ------------------------------------------------------
 
@@ -635,81 +814,95 @@ class Store:
         )
 
     async def recover(self, platforms: Iterable[str], resendable: Iterable[str]) -> int:
-        """After a crash: rows of `platforms` left `sending` are resent where the platform
-        deduplicates (`resendable`), and marked `uncertain` elsewhere. Returns the uncertain count."""
+        """After a crash: rows of `platforms` left `sending` (in both outboxes) are resent where
+        the platform deduplicates (`resendable`), and marked `uncertain` elsewhere. Returns the
+        uncertain count."""
         platforms, resendable = list(platforms), list(resendable)
-        stuck = (DeliveryRow.status == DeliveryStatus.SENDING, DeliveryRow.platform.in_(platforms))
+        uncertain = 0
         async with self.session.begin() as session:
-            await session.execute(
-                update(DeliveryRow)
-                .where(*stuck, DeliveryRow.platform.in_(resendable))
-                .values(status=DeliveryStatus.PENDING, changed_at=utcnow())
-            )
-            result = await session.execute(
-                update(DeliveryRow)
-                .where(*stuck, DeliveryRow.platform.not_in(resendable))
-                .values(
-                    status=DeliveryStatus.UNCERTAIN,
-                    error="interrupted while sending",
-                    changed_at=utcnow(),
+            for table in OUTBOXES.values():
+                stuck = (table.status == DeliveryStatus.SENDING, table.platform.in_(platforms))
+                await session.execute(
+                    update(table)
+                    .where(*stuck, table.platform.in_(resendable))
+                    .values(status=DeliveryStatus.PENDING, changed_at=utcnow())
                 )
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+                result = await session.execute(
+                    update(table)
+                    .where(*stuck, table.platform.not_in(resendable))
+                    .values(
+                        status=DeliveryStatus.UNCERTAIN,
+                        error="interrupted while sending",
+                        changed_at=utcnow(),
+                    )
+                )
+                uncertain += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return uncertain
 
     async def claim(self, platforms: Iterable[str], limit: int = 50) -> list[Claim]:
         """Mark due pending rows `sending` and commit, before anything is sent.
 
-        On PostgreSQL `FOR UPDATE SKIP LOCKED` lets several senders claim without overlap.
-        A digest subscription's due rows are claimed together, as one message.
+        Personal notices go first (someone is waiting for each), then updates, in one
+        transaction. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets several senders claim without
+        overlap. A digest subscription's due rows are claimed together, as one message.
         """
-        async with self._claim_lock:
-            return await self._claim(list(platforms), limit)
+        platforms, now = list(platforms), utcnow()
+        async with self._claim_lock, self.session.begin() as session:
+            notices = await self._take_due(session, NoticeRow, platforms, limit, now)
+            deliveries = []
+            if len(notices) < limit:
+                deliveries = await self._claim_deliveries(
+                    session, platforms, limit - len(notices), now
+                )
+        return [_notice_claim(row) for row in notices] + deliveries
 
-    async def _claim(self, platforms: list[str], limit: int) -> list[Claim]:
-        now = utcnow()
-        async with self.session.begin() as session:
-            due = (
-                select(DeliveryRow)
-                .where(
-                    DeliveryRow.status == DeliveryStatus.PENDING,
-                    DeliveryRow.platform.in_(platforms),
-                    DeliveryRow.due_at <= now,
-                )
-                .order_by(DeliveryRow.due_at, DeliveryRow.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
+    @staticmethod
+    async def _take_due(
+        session: Any, table: type[OutboxRow], platforms: list[str], limit: int, now: dt.datetime
+    ) -> list[Any]:
+        """Due pending rows of one outbox, locked, marked `sending`; the rows this claim won."""
+        due = (
+            select(table)
+            .where(
+                table.status == DeliveryStatus.PENDING,
+                table.platform.in_(platforms),
+                table.due_at <= now,
             )
-            found = list(await session.scalars(due))
-            if not found:
-                return []
-            claimed = set(
-                await session.scalars(
-                    update(DeliveryRow)
-                    .where(
-                        DeliveryRow.id.in_([d.id for d in found]),
-                        DeliveryRow.status == DeliveryStatus.PENDING,
-                    )
-                    .values(
-                        status=DeliveryStatus.SENDING,
-                        attempts=DeliveryRow.attempts + 1,
-                        changed_at=now,
-                    )
-                    .returning(DeliveryRow.id)
+            .order_by(table.due_at, table.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        found = list(await session.scalars(due))
+        if not found:
+            return []
+        claimed = set(
+            await session.scalars(
+                update(table)
+                .where(table.id.in_([d.id for d in found]), table.status == DeliveryStatus.PENDING)
+                .values(status=DeliveryStatus.SENDING, attempts=table.attempts + 1, changed_at=now)
+                .returning(table.id)
+            )
+        )
+        return [d for d in found if d.id in claimed]
+
+    async def _claim_deliveries(
+        self, session: Any, platforms: list[str], limit: int, now: dt.datetime
+    ) -> list[Claim]:
+        rows = await self._take_due(session, DeliveryRow, platforms, limit, now)
+        if not rows:
+            return []
+        subs = {
+            sub.id: sub
+            for sub in await session.scalars(
+                select(SubscriptionRow).where(
+                    SubscriptionRow.id.in_({d.subscription_id for d in rows})
                 )
             )
-            rows = [d for d in found if d.id in claimed]
-            subs = {
-                sub.id: sub
-                for sub in await session.scalars(
-                    select(SubscriptionRow).where(
-                        SubscriptionRow.id.in_({d.subscription_id for d in rows})
-                    )
-                )
-            }
-            rows += await self._digest_companions(session, rows, subs, now)
-            for sub in subs.values():
-                if sub.digest:
-                    sub.next_digest_at = _next_digest(now)
+        }
+        rows += await self._digest_companions(session, rows, subs, now)
+        for sub in subs.values():
+            if sub.digest:
+                sub.next_digest_at = _next_digest(now)
         groups: dict[int, list[DeliveryRow]] = {}
         for delivery in rows:
             groups.setdefault(delivery.subscription_id, []).append(delivery)
@@ -766,6 +959,7 @@ class Store:
         message_id: str | None = None,
         error: str | None = None,
         retry_at: dt.datetime | None = None,
+        outbox: str = DELIVERIES,
     ) -> None:
         """Record a send's outcome; `pending` with `retry_at` tries again later."""
         values: dict[str, Any] = {"status": status, "changed_at": utcnow(), "error": error}
@@ -773,20 +967,52 @@ class Store:
             values["message_id"] = message_id
         if retry_at is not None:
             values["due_at"] = retry_at
+        table = OUTBOXES[outbox]
         async with self.session.begin() as session:
             await session.execute(
-                update(DeliveryRow).where(DeliveryRow.id.in_(list(delivery_ids))).values(**values)
+                update(table).where(table.id.in_(list(delivery_ids))).values(**values)
             )
 
     async def next_due(self, platforms: Iterable[str]) -> dt.datetime | None:
-        """When the earliest pending row falls due, so the sender can sleep until then."""
+        """When the earliest pending row of either outbox falls due, so the sender can sleep."""
+        platforms = list(platforms)
         async with self.session() as session:
-            return await session.scalar(
-                select(func.min(DeliveryRow.due_at)).where(
-                    DeliveryRow.status == DeliveryStatus.PENDING,
-                    DeliveryRow.platform.in_(list(platforms)),
+            times = [
+                await session.scalar(
+                    select(func.min(table.due_at)).where(
+                        table.status == DeliveryStatus.PENDING, table.platform.in_(platforms)
+                    )
                 )
-            )
+                for table in OUTBOXES.values()
+            ]
+        return min((t for t in times if t is not None), default=None)
+
+    # -- personal notices -------------------------------------------------------------------
+
+    async def enqueue_notice(
+        self, platform: str, chat_id: str, kind: str, text: str, key: str
+    ) -> bool:
+        """Queue a one-off message to one person; False when a notice with this key exists."""
+        try:
+            async with self.session.begin() as session:
+                session.add(
+                    NoticeRow(
+                        key=key[:200],
+                        platform=platform,
+                        chat_id=chat_id,
+                        kind=kind,
+                        text=text,
+                        nonce=secrets.token_hex(9),
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def notice_status(self, key: str) -> str | None:
+        """Where the notice with this key stands (pending, sent, ...), or None if unknown."""
+        async with self.session() as session:
+            return await session.scalar(select(NoticeRow.status).where(NoticeRow.key == key))
 
     async def reports_in_progress(self) -> list[str]:
         """Updates with a live report whose deliveries are not all settled."""

@@ -98,7 +98,20 @@ class UpdateRow(Base):
     report_message: Mapped[str | None] = mapped_column(String(64))
 
 
-class DeliveryRow(Base):
+class OutboxColumns:
+    """What every outbox row has, so deliveries and personal notices share one claim path."""
+
+    platform: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    due_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(default=0)
+    message_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    nonce: Mapped[str] = mapped_column(String(25))
+    changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class DeliveryRow(OutboxColumns, Base):
     """The outbox: one row per (update, subscription), written with the publish."""
 
     __tablename__ = "deliveries"
@@ -110,14 +123,23 @@ class DeliveryRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     update_id: Mapped[str] = mapped_column(ForeignKey("updates.id", ondelete="CASCADE"))
     subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
-    platform: Mapped[str] = mapped_column(String(16))  # the subscription's, for one-table claims
-    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
-    due_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    attempts: Mapped[int] = mapped_column(default=0)
-    message_id: Mapped[str | None] = mapped_column(String(64))
-    error: Mapped[str | None] = mapped_column(Text)
-    nonce: Mapped[str] = mapped_column(String(25))
-    changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class NoticeRow(OutboxColumns, Base):
+    """The outbox of one-off personal messages (to one person's private chat or DM).
+
+    `key` names what the notice is about, so the same notice is never queued twice.
+    """
+
+    __tablename__ = "notices"
+    __table_args__ = (Index("ix_notices_due", "status", "platform", "due_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    chat_id: Mapped[str] = mapped_column(String(64))  # the person's id: their private chat or DM
+    kind: Mapped[str] = mapped_column(String(32))  # what about: covered, suggestion, ...
+    text: Mapped[str] = mapped_column(Text)  # the message as stored (see bot.sender.Personal)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class AuditRow(Base):
@@ -188,3 +210,39 @@ class RefreshRequestRow(Base):
     result: Mapped[str] = mapped_column(Text, default="")  # the summary the moderator reads
     offers: Mapped[str] = mapped_column(Text, default="")  # update ids offered for publishing
     finished_at: Mapped[dt.datetime | None]
+class CoverageRow(Base):
+    """Someone asked to be told when an unanswered question gets an answer (opt-in only).
+
+    The chat to tell is identity, so it exists only on that request; it goes with the
+    question (retention purge) and with `/forget`.
+    """
+
+    __tablename__ = "coverage_requests"
+    __table_args__ = (UniqueConstraint("question_id", "platform", "chat_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(16))
+    chat_id: Mapped[str] = mapped_column(String(64))  # the person's id: their private chat or DM
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    notified_at: Mapped[dt.datetime | None]
+
+
+class SuggestionRow(Base):
+    """A community suggestion waiting for (or decided by) a moderator."""
+
+    __tablename__ = "suggestions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    platform: Mapped[str] = mapped_column(String(16))
+    contact: Mapped[str | None] = mapped_column(String(64))  # the proposer, only with consent
+    kind: Mapped[str] = mapped_column(String(16))  # example, correction, source
+    passage_id: Mapped[str | None] = mapped_column(String(40))  # what a correction corrects
+    text: Mapped[str] = mapped_column(Text)
+    url: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    decided_at: Mapped[dt.datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(80))
+    reason: Mapped[str | None] = mapped_column(Text)
+    draft: Mapped[str | None] = mapped_column(Text)  # the draft file written on Accept
