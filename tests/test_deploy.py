@@ -50,6 +50,8 @@ def test_runtime_image_serves_without_pytorch_as_a_user_with_a_healthcheck() -> 
     assert not re.search(r"torch|sentence.transformers|\[build", runtime_text)
     user = [line.split()[1] for line in runtime if line.startswith("USER ")]
     assert user and user[-1].split(":")[0] not in ("0", "root")
+    seed = [line for line in runtime if line.startswith("COPY ") and "/seed" in line]
+    assert seed and f"--chown={user[-1]}" in seed[0], "the index files are private to root"
     health = [line for line in runtime if line.startswith("HEALTHCHECK ")]
     assert health and "/healthz" in health[0] and "IPBOT_HTTP_PORT" in health[0]
     assert "IPBOT_HTTP_PORT=8080" in runtime_text and "EXPOSE 8080" in runtime
