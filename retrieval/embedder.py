@@ -10,6 +10,7 @@ exported this way run through sentence-transformers directly.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -79,8 +80,14 @@ class _TorchBackend:
     """sentence-transformers itself: the reference, and the fallback for any model."""
 
     def __init__(self, path: str):
-        from sentence_transformers import SentenceTransformer  # heavy: import only when needed
-
+        try:
+            from sentence_transformers import SentenceTransformer  # heavy: only when needed
+        except ImportError as exc:  # a serving install: it answers from an export made elsewhere
+            raise ModelNotFoundError(
+                f"no ONNX export of the model in {path} to serve from, and PyTorch is not "
+                "installed: run `ipbot index build` once into this data folder from an install "
+                "with the 'build' extra (pip install 'ipbot[build]')"
+            ) from exc
         self.model = SentenceTransformer(path, device="cpu", local_files_only=True)
         self.dimension = int(self.model.get_embedding_dimension() or 0)
 
@@ -153,13 +160,16 @@ class _OnnxBackend:
         return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
 
 
+@functools.lru_cache(maxsize=8)
 def _export_key(path: str) -> str:
-    """Identifies a model folder's contents cheaply (names, sizes, times of its files)."""
-    digest = hashlib.sha256(f"{EXPORT_FORMAT}|{Path(path).resolve()}".encode())
+    """Identifies a model by its files' names and contents, not where they are or when they were
+    copied: a fresh virtualenv (or a serving image) with the same model reuses the export."""
+    digest = hashlib.sha256(f"{EXPORT_FORMAT}".encode())
     for file in sorted(Path(path).rglob("*")):
         if file.is_file():
-            stat = file.stat()
-            digest.update(f"{file.relative_to(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+            with file.open("rb") as content:
+                file_hash = hashlib.file_digest(content, "sha256").hexdigest()
+            digest.update(f"|{file.relative_to(path).as_posix()}|{file_hash}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -279,6 +289,8 @@ def _load_backend(path: str, cache_dir: Path | None, int8: bool = False) -> _Bac
             log.info("exporting the embedding model to ONNX (once) in %s", folder)
         export_onnx(path, folder)
         return _checked_onnx(folder, int8)
+    except ModelNotFoundError:  # no export and no PyTorch: nothing to fall back to
+        raise
     except Exception as exc:  # any export problem: the reference path still works
         log.warning("running the model with PyTorch (ONNX unavailable: %s)", exc)
         return _TorchBackend(path)

@@ -14,6 +14,7 @@ from retrieval.embedder import (
     Embedder,
     MicroBatcher,
     ModelNotFoundError,
+    _export_key,
     _TorchBackend,
     resolve_model_path,
 )
@@ -108,3 +109,42 @@ def test_a_damaged_onnx_export_is_exported_again(
     assert "damaged" in caplog.text
     vectors = embedder.embed(TEXTS[:2])
     assert np.allclose(vectors, fp32.embed(TEXTS[:2]), atol=1e-5)
+
+
+def _copy_model(source: Path, target: Path) -> Path:
+    """A copy with new file times, as a fresh virtualenv installing the same package has."""
+    return Path(shutil.copytree(source, target, copy_function=shutil.copyfile))
+
+
+def test_two_copies_of_a_model_share_one_export(tmp_path: Path) -> None:
+    source = Path(resolve_model_path("all-MiniLM-L6-v2"))
+    first = _copy_model(source, tmp_path / "venv-a" / "model")
+    second = _copy_model(source, tmp_path / "venv-b" / "model")
+    (second / "config.json").touch()
+
+    assert _export_key(str(first)) == _export_key(str(second)) == _export_key(str(source))
+
+
+def test_a_changed_model_file_gets_its_own_export(tmp_path: Path) -> None:
+    source = Path(resolve_model_path("all-MiniLM-L6-v2"))
+    changed = _copy_model(source, tmp_path / "model")
+    with (changed / "config.json").open("a") as config:
+        config.write("\n")
+
+    assert _export_key(str(changed)) != _export_key(str(source))
+
+
+@pytest.mark.slow
+def test_a_copied_model_runs_from_the_existing_export(
+    data_dir: Path, tmp_path: Path, fp32: Embedder
+) -> None:
+    models = data_dir / "models"
+    exports_before = {p: p.stat().st_mtime_ns for p in models.glob("onnx-*/model.onnx")}
+    copy = _copy_model(Path(resolve_model_path("all-MiniLM-L6-v2")), tmp_path / "model")
+
+    embedder = Embedder(str(copy), cache_dir=models, int8=False)
+
+    assert embedder.backend == "onnx"
+    exports_after = {p: p.stat().st_mtime_ns for p in models.glob("onnx-*/model.onnx")}
+    assert exports_after == exports_before, "a copy of the same model was exported again"
+    assert np.allclose(embedder.embed(TEXTS[:2]), fp32.embed(TEXTS[:2]), atol=1e-6)
