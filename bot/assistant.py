@@ -43,7 +43,7 @@ from bot.suggestions import Suggestions
 from retrieval.corpus import Passage
 from retrieval.embedder import MicroBatcher
 from retrieval.index import Progress
-from retrieval.search import Retriever, UserInputError, open_retriever
+from retrieval.search import Retriever, UserInputError, open_retriever, printable
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,10 @@ class Assistant:
     # -- commands -------------------------------------------------------------------------
 
     def is_moderator(self, context: Context) -> bool:
-        """Listed in IPBOT_MODERATORS by user id, or holding a listed Discord role."""
+        """Listed in IPBOT_MODERATORS by user id, or holding a listed Discord role; the
+        console's user is whoever runs ipbot on this machine, who can edit its files anyway."""
+        if context.user.platform == "console":
+            return True
         roles = {f"{context.user.platform}-role:{role}" for role in context.roles}
         return context.user.key in self.moderators or bool(roles & self.moderators)
 
@@ -323,8 +326,12 @@ class Assistant:
         return True
 
     async def handle(self, context: Context, text: str, working: Working | None = None) -> Reply:
-        """A line typed by a user: a /command or, otherwise, a question."""
-        stripped = text.strip()
+        """A line typed by a user: a /command or, otherwise, a question.
+
+        Control characters and lone surrogates are removed first: a reply that echoes them
+        (an unknown command, an unknown area) could not even be encoded to be sent.
+        """
+        stripped = printable(text).strip()
         if not stripped.startswith("/") and self.suggestions.waiting(context):
             return await self.suggestions.reply(context, stripped)
         if not stripped.startswith("/"):

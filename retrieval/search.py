@@ -282,7 +282,7 @@ class Retriever:
         """The question cleaned, notes for the user, and the area to search: the checks every
         way in shares before embedding. Raises UserInputError for input a user must correct."""
         text, notes = clean_question(question)
-        return text, notes, self.resolve_area(area) if area else None
+        return text, notes, self.resolve_area(printable(area)) if area else None
 
     def answer(
         self,

@@ -5,6 +5,8 @@ Votes are counted once per person per answer by the store (tests/test_store.py).
 
 from __future__ import annotations
 
+import pytest
+
 from bot.assistant import Assistant, RateLimiter
 from bot.replies import Notice, Quiet, User
 
@@ -72,3 +74,12 @@ async def test_no_typing_for_a_question_over_the_limit(assistant: Assistant) -> 
         await assistant.ask(User("discord", "7"), QUESTION, working=typing)
 
     assert shown == [1]
+
+
+@pytest.mark.parametrize("line", ["/area \ud800", "/more\ud800", "/subscribe \udfff x", "\ud800"])
+async def test_replies_never_echo_text_that_cannot_be_sent(assistant: Assistant, line: str) -> None:
+    """A lone surrogate in a command would make the echoed reply impossible to encode."""
+    reply = await assistant.handle_text(User("telegram", "42"), line)
+    text = getattr(reply, "text", "")
+    text.encode("utf-8")  # raises on a lone surrogate
+    assert "\ud800" not in text and "\udfff" not in text
