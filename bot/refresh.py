@@ -165,17 +165,7 @@ class Refresher:
         before = await self._live_figures()
         after = await asyncio.to_thread(self._figures, candidate)
         changes = corpus_changes(live.corpus, candidate.corpus)
-        number = await self.store.record_version(
-            candidate.name,
-            candidate.translated_name,
-            candidate.corpus.version,
-            candidate.corpus.hash,
-            len(candidate.corpus.passages),
-            VersionStatus.HELD,
-            actor,
-            after,
-            changes,
-        )
+        number = await self._record(candidate, VersionStatus.HELD, actor, after, changes)
         lines = [changes_line(changes), *figures_lines(before, after)]
         worse = regressions(before, after) if before and after else ["no test questions found"]
         if worse:
@@ -259,6 +249,27 @@ class Refresher:
         log.info("now serving version %s (%s)", build.name, build.corpus.version)
         return await self.on_swap(build) if self.on_swap is not None else None
 
+    async def _record(
+        self,
+        build: Build,
+        status: VersionStatus,
+        actor: str,
+        figures: dict[str, Any] | None = None,
+        changes: dict[str, list[str]] | None = None,
+    ) -> int:
+        corpus = build.corpus
+        return await self.store.record_version(
+            build.name,
+            build.translated_name,
+            corpus.version,
+            corpus.hash,
+            len(corpus.passages),
+            status,
+            actor,
+            figures,
+            dict(changes) if changes else None,
+        )
+
     async def _open(self, info: VersionInfo) -> Build | None:
         versions = self.versions
         if versions is None:
@@ -291,15 +302,7 @@ class Refresher:
                 await asyncio.to_thread(self.versions.activate, build)  # type: ignore[union-attr]
                 await self._swap(build)
                 return
-        number = await self.store.record_version(
-            served.name,
-            served.translated_name,
-            served.corpus.version,
-            served.corpus.hash,
-            len(served.corpus.passages),
-            VersionStatus.LIVE,
-            "start-up",
-        )
+        number = await self._record(served, VersionStatus.LIVE, "start-up")
         await self.store.make_live(number)
 
     async def _follow_live(self) -> None:
