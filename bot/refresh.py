@@ -98,7 +98,15 @@ class Refresher:
         await self._settle_live()
 
     async def run(self) -> None:
-        """Handle requests one at a time, and follow the live version set elsewhere."""
+        """Handle requests one at a time, and follow the live version set elsewhere.
+
+        First the live version's test figures are measured (in a thread, once per eval file),
+        so that /versions shows them before any reload.
+        """
+        try:
+            await self._live_figures()
+        except Exception:
+            log.exception("refresh worker: the live version's test figures failed")
         while not self._stopping:
             try:
                 request = await self.store.claim_refresh()
