@@ -164,7 +164,7 @@ class Refresher:
         if problems:
             return Outcome(False, problems_text(problems))
         live = self._live_build()
-        if corpus.hash == live.corpus.hash:
+        if corpus.hash == live.corpus.hash and corpus.updates == live.corpus.updates:
             return Outcome(True, "The corpus has not changed; the live version keeps answering.")
         try:
             candidate = await asyncio.to_thread(versions.candidate, self.corpus_dir)

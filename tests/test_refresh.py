@@ -340,3 +340,32 @@ async def test_a_promoted_refresh_tells_who_asked_to_be_told_once(
         app.refresher.stop()  # type: ignore[union-attr]
         await worker
         await close_app(app)
+
+
+async def test_a_moderator_reloads_on_telegram_and_publishes_the_new_update_from_the_summary(
+    served: Served,
+) -> None:
+    from bot.settings import Settings
+    from bot.telegram import build_application, polling
+    from tests.fakes.telegram_server import FakeTelegram
+
+    update = sorted((CORPUS_DIR / "updates").glob("*.md"))[0]
+    (served.corpus / "updates").mkdir()
+    shutil.copy(update, served.corpus / "updates")
+    await served.store.subscribe("telegram", "4001", "private", None)
+    async with FakeTelegram() as telegram:
+        settings = Settings(
+            telegram_token=telegram.token, telegram_api_url=telegram.base_url, _env_file=None
+        )
+        async with polling(build_application(served.assistant, settings)):
+            telegram.private_message("/reload", int(MODERATOR.id))
+            summary = await telegram.next_call("sendMessage", timeout=120)
+            assert "is now live" in summary.text, summary.text
+            [button] = [
+                b["text"] for row in summary.result["reply_markup"]["inline_keyboard"] for b in row
+            ]
+            assert button.startswith("📣 Publish:")
+            telegram.press(summary.result, button, int(MODERATOR.id))
+            started = await telegram.next_call("sendMessage", timeout=30)
+    assert "Publishing" in started.text, started.text
+    assert await served.store.is_published(update.stem)
