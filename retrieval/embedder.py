@@ -90,15 +90,17 @@ class _TorchBackend:
             ) from exc
         self.model = SentenceTransformer(path, device="cpu", local_files_only=True)
         self.dimension = int(self.model.get_embedding_dimension() or 0)
+        self.lock = threading.Lock()
 
     def embed(self, texts: list[str], batch_size: int) -> np.ndarray:
-        return self.model.encode(
-            texts,
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        with self.lock:  # the fallback: one call at a time
+            return self.model.encode(
+                texts,
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
 
 
 class _OnnxBackend:
@@ -124,6 +126,7 @@ class _OnnxBackend:
             str(folder / model_file), options, providers=["CPUExecutionProvider"]
         )
         self.inputs = {i.name for i in self.session.get_inputs()}
+        self.lock = threading.Lock()  # per batch, not per call: see Embedder.embed
 
     def embed(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Embed in batches of similar length and bounded size: fast, and memory stays flat."""
@@ -151,7 +154,8 @@ class _OnnxBackend:
             mask[row, : len(e.ids)] = 1
             types[row, : len(e.ids)] = e.type_ids
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        tokens = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
+        with self.lock:  # one inference at a time: the session is tuned for a single thread
+            tokens = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
         if self.pooling == "cls":
             vectors = tokens[:, 0]
         else:
@@ -324,25 +328,19 @@ class Embedder:
         quantized = int8 and self.backend == "onnx"
         self.name = f"{model} (int8)" if quantized else model  # int8 vectors: their own index
         self.dimension = self._backend.dimension
-        self._lock = threading.Lock()
 
     def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Embed texts as float32 rows of unit length.
 
-        One batch runs at a time (the session is tuned for a single thread), and the lock is
-        taken per batch: a question waits for one batch of an index build, never the whole build.
-        Texts are batched by length, so short ones are not padded to the longest.
+        The backend runs one batch at a time and locks per batch, so a question waits for one
+        batch of an index build, never the whole build.
         """
-        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            with self._lock:
-                vectors[rows] = self._backend.embed([texts[i] for i in rows], batch_size)
-        return vectors
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.ascontiguousarray(self._backend.embed(texts, batch_size), dtype=np.float32)
 
     def model_for_benchmark(self):
-        """The bare model, without the lock: for `ipbot bench`'s batch floor, not for serving."""
+        """The bare model (its lock is never contended there): for `ipbot bench`'s batch floor."""
         return lambda texts: self._backend.embed(texts, len(texts))
 
 
