@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from bot.assistant import Assistant, configured_retriever
 from bot.coverage import answers_from, notify_covered
+from bot.leadership import while_leading
 from bot.refresh import Refresher
 from bot.sender import Outlet, Sender
 from bot.settings import Settings
@@ -26,6 +27,7 @@ from retrieval.search import Retriever
 from retrieval.versions import Build
 
 log = logging.getLogger(__name__)
+SEEN_UPDATES_KEPT = dt.timedelta(days=1)  # platforms redeliver an update within minutes
 
 
 @dataclass
@@ -39,6 +41,13 @@ class App:
     sender: Sender | None = None
     outlets: list[Outlet] = field(default_factory=list)
     refresher: Refresher | None = None
+    sending: asyncio.Event = field(default_factory=asyncio.Event)  # set: stop sending
+
+    def stop_sending(self) -> None:
+        """Stop claiming broadcasts; sends in flight finish and are recorded."""
+        self.sending.set()
+        if self.sender is not None:
+            self.sender.stop()
 
     def wake_sender(self) -> None:
         """Something was published in this process: deliver it now, not at the next poll."""
@@ -128,11 +137,12 @@ async def purge_old_questions(app: App) -> None:
 
 
 async def housekeeping(app: App, every: float = 3600.0) -> None:
-    """Jobs that run while the bot runs: the retention purge, hourly."""
+    """Jobs that run while the bot runs, hourly: the retention purge, old update ids."""
     while True:
         await asyncio.sleep(every)
         try:
             await purge_old_questions(app)
+            await app.store.forget_seen(SEEN_UPDATES_KEPT)
         except Exception:
             log.exception("housekeeping failed; trying again later")
 
@@ -157,7 +167,10 @@ async def running_sender(app: App) -> AsyncIterator[None]:
     chores = [asyncio.create_task(housekeeping(app), name="housekeeping")]
     if app.refresher is not None:
         chores.append(asyncio.create_task(app.refresher.run(), name="refresh"))
-    task = asyncio.create_task(app.sender.run(), name="sender") if app.sender else None
+    task = None
+    if app.sender is not None:
+        sending = while_leading(app.store, "sender", app.sender.run_until, app.sending)
+        task = asyncio.create_task(sending, name="sender")
     try:
         yield
     finally:
@@ -165,8 +178,8 @@ async def running_sender(app: App) -> AsyncIterator[None]:
             app.refresher.stop()
         for chore in chores:
             chore.cancel()
-        if app.sender is not None and task is not None:
-            app.sender.stop()
+        if task is not None:
+            app.stop_sending()
             with contextlib.suppress(Exception):
                 await task
 

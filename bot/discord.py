@@ -539,12 +539,16 @@ class IpBot(commands.Bot):
     """Slash commands, plus questions by mention, by DM and inside threads the bot started."""
 
     def __init__(self, assistant: Assistant, settings: Settings, intents: discord.Intents):
+        sharding: dict[str, Any] = (
+            {"shard_count": settings.discord_shards} if settings.discord_shards else {}
+        )
         super().__init__(
             command_prefix=commands.when_mentioned,  # unused: no text commands
             help_command=None,
             intents=intents,
             allowed_mentions=NO_MENTIONS,
             guild_ready_timeout=GUILD_READY_TIMEOUT,
+            **sharding,
         )
         self.assistant, self.settings = assistant, settings
 
@@ -661,6 +665,11 @@ class IpBot(commands.Bot):
 # -- running ----------------------------------------------------------------------------
 
 
+
+class ShardedIpBot(IpBot, commands.AutoShardedBot):
+    """IpBot over IPBOT_DISCORD_SHARDS gateway shards, all in this process (for very large
+    bots; Discord requires sharding from 2,500 servers). Replicas still run one gateway."""
+
 def point_library_at(settings: Settings) -> None:
     """Use the configured REST and gateway URLs (Discord's own, or a local fake in tests)."""
     discord.http.Route.BASE = settings.discord_api_url.rstrip("/")
@@ -703,7 +712,8 @@ async def run_discord(assistant: Assistant, settings: Settings, stop: asyncio.Ev
     point_library_at(settings)
     try:
         intents = await choose_intents(token)
-        async with IpBot(assistant, settings, intents) as bot:
+        bot_class = ShardedIpBot if settings.discord_shards else IpBot
+        async with bot_class(assistant, settings, intents) as bot:
             await serve_until(bot, token, stop)
     except discord.LoginFailure:
         raise SettingsError("Discord rejected IPBOT_DISCORD_TOKEN") from None

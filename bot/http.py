@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot import metrics
+from bot.leadership import LEASES
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -74,9 +75,12 @@ async def readiness(
         checks["database"] = "ok"
     except Exception as exc:  # whatever the driver raises, the answer is the same: not ready
         checks["database"] = f"unreachable ({type(exc).__name__})"
+    replicas = app.store.dialect == "postgresql"  # SQLite: this one process holds every job
     for platform in platforms:
         since = liveness.silent_for(platform)
-        if since is None:
+        if replicas and LEASES.standby(platform, app.settings.telegram_webhook_url is None):
+            checks[platform] = "standby"  # another replica holds its one connection
+        elif since is None:
             checks[platform] = "not connected yet"
         elif since > CONNECTED_WITHIN:
             checks[platform] = f"no contact for {since:.0f} s"
@@ -110,8 +114,8 @@ class Front:
     async def readyz(self, request: web.Request) -> web.Response:
         """Index loaded, database reachable, each configured platform heard from recently."""
         checks = await readiness(self.app, configured_platforms(self.app), self.liveness)
-        failed = [name for name, state in checks.items() if state != "ok"]
-        body = {"ready": not failed, "failed": failed, "checks": checks}
+        failed = [name for name, state in checks.items() if state not in ("ok", "standby")]
+        body = {"ready": not failed, "failed": failed, "checks": checks, "runs": LEASES.running}
         return web.json_response(body, status=503 if failed else 200)
 
     async def prometheus(self, request: web.Request) -> web.Response:

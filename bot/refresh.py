@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import tarfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 from bot.store import RefreshRequest, Store, VersionInfo, VersionStatus
 from retrieval.corpus import Corpus, CorpusError, Passage, check_corpus
 from retrieval.evaluate import GATE, gate_figures, regressions
+from retrieval.index import KEEP_BUILDS
 from retrieval.multilingual import LanguageDetector, Multilingual
 from retrieval.search import Retriever
 from retrieval.versions import Build, Versions, VersionUnavailableError
@@ -83,6 +85,7 @@ class Refresher:
         self.on_swap = on_swap
         self._wake = asyncio.Event()
         self._stopping = False
+        self._unavailable: str | None = None  # a live build this process could not open
 
     @property
     def versions(self) -> Versions | None:
@@ -266,6 +269,7 @@ class Refresher:
         changes: dict[str, list[str]] | None = None,
     ) -> int:
         corpus = build.corpus
+        await self._share(build)
         return await self.store.record_version(
             build.name,
             build.translated_name,
@@ -278,15 +282,38 @@ class Refresher:
             dict(changes) if changes else None,
         )
 
+    async def _share(self, build: Build) -> None:
+        """On PostgreSQL, replicas may not share a disk: the build files go to the database,
+        and a replica that lacks them fetches them there (see `_open`)."""
+        versions = self.versions
+        if versions is None or self.store.dialect != "postgresql":
+            return
+        if not await self.store.has_artefact(build.name):
+            await self.store.save_artefact(build.name, await asyncio.to_thread(versions.pack, build))
+        kept = [v.build for v in await self.store.versions(KEEP_BUILDS + 1)]
+        live = await self.store.live_version()
+        await self.store.prune_artefacts([*kept, build.name, *([live.build] if live else [])])
+
     async def _open(self, info: VersionInfo) -> Build | None:
+        """A recorded version from this disk, or from the database if another replica built it."""
         versions = self.versions
         if versions is None:
             return None
         try:
             return await asyncio.to_thread(versions.open, info.build, info.translated_build)
         except VersionUnavailableError as exc:
-            log.warning("%s", exc)
+            archive = await self.store.artefact(info.build)
+            if archive is None:
+                log.warning("%s", exc)
+                return None
+        try:
+            await asyncio.to_thread(versions.unpack, archive)
+            build = await asyncio.to_thread(versions.open, info.build, info.translated_build)
+        except (VersionUnavailableError, OSError, tarfile.TarError) as exc:
+            log.warning("version %d cannot be fetched from the database: %s", info.id, exc)
             return None
+        log.info("fetched version %d (%s) from the database", info.id, info.build)
+        return build
 
     async def _settle_live(self) -> None:
         """At start: the version served becomes the recorded live one, unless it is a version
@@ -295,6 +322,12 @@ class Refresher:
         live = await self.store.live_version()
         if live is not None and live.build == served.name:
             return
+        if live is not None and live.corpus_hash == served.corpus.hash:
+            build = await self._open(live)  # another replica built these files first
+            if build is not None:
+                await asyncio.to_thread(self.versions.activate, build)  # type: ignore[union-attr]
+                await self._swap(build)
+                return
         turned_away = {
             v.corpus_hash
             for v in await self.store.versions(50)
@@ -316,11 +349,13 @@ class Refresher:
     async def _follow_live(self) -> None:
         """Another process (a replica, or this bot before a restart) changed the live version."""
         live = await self.store.live_version()
-        if live is None or live.build == self.retriever.state.index.build:
+        if live is None or live.build in (self.retriever.state.index.build, self._unavailable):
             return
         build = await self._open(live)
-        if build is not None:
-            await self._swap(build)
+        if build is None:  # said once in the log; tried again when the live version changes
+            self._unavailable = live.build
+            return
+        await self._swap(build)
 
     # -- the quality gate ----------------------------------------------------------------
 

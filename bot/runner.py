@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from bot.app import App, close_app, configured_outlets, open_app, running_sender
 from bot.assistant import Assistant
 from bot.http import WebhookSlot, http_front
+from bot.leadership import GATEWAY_JOB, POLLING_JOB, while_leading
 from bot.settings import Settings, SettingsError
 from retrieval.index import Progress
 
@@ -48,12 +49,30 @@ def configured_adapters(
     if settings.telegram_token:
         from bot.telegram import run_telegram
 
-        adapters["Telegram"] = functools.partial(run_telegram, webhook=webhook)
+        # polling: Telegram serves one getUpdates per bot; a webhook reaches every replica
+        adapters["Telegram"] = (
+            functools.partial(run_telegram, webhook=webhook)
+            if webhook is not None
+            else leading(POLLING_JOB, run_telegram)
+        )
     if settings.discord_token:
         from bot.discord import run_discord
 
-        adapters["Discord"] = run_discord
+        adapters["Discord"] = leading(GATEWAY_JOB, run_discord)
     return adapters
+
+
+def leading(name: str, adapter: Adapter) -> Adapter:
+    """An adapter that runs in one replica at a time: Discord allows one gateway connection
+    per bot (per shard), so the replicas that do not hold it stand by to take over."""
+
+    async def run(assistant: Assistant, settings: Settings, stop: asyncio.Event) -> None:
+        async def connected(end: asyncio.Event) -> None:
+            await adapter(assistant, settings, end)
+
+        await while_leading(assistant.store, name, connected, stop)
+
+    return run
 
 
 def run_bots(settings: Settings, progress: Progress) -> int:
@@ -130,8 +149,7 @@ async def serve(app: App, adapters: dict[str, Adapter]) -> None:
         ]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         stop.set()  # a stop signal, or a platform that cannot work: stop the others too
-        if app.sender is not None:
-            app.sender.stop()  # sends in flight finish while the adapters close
+        app.stop_sending()  # sends in flight finish while the adapters close
         _, stuck = await asyncio.wait(tasks, timeout=STOP_GRACE)
         for task in stuck:  # e.g. still connecting to an unreachable host
             log.warning("%s: not stopped after %.0f s; cancelled", task.get_name(), STOP_GRACE)

@@ -246,8 +246,22 @@ class Sender:
         self._stopping.set()
         self._wake.set()
 
+    async def run_until(self, end: asyncio.Event) -> None:
+        """Deliver while this process holds the sender's lease (see bot.leadership)."""
+        self._stopping.clear()
+        ender = asyncio.create_task(end.wait())
+        ender.add_done_callback(lambda _: self.stop())
+        try:
+            await self.run()
+        finally:
+            ender.cancel()
+
     async def run(self) -> None:
-        """Deliver until stopped; returns only when nothing claimed is left unrecorded."""
+        """Deliver until stopped; returns only when nothing claimed is left unrecorded.
+
+        It starts by settling what a previous holder (this process before a crash, or a
+        replica that died) left `sending`.
+        """
         if not self.outlets:
             return
         resendable = [p for p, o in self.outlets.items() if o.resends_safely]

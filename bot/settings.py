@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     feeds: bool = True  # Atom feeds of published updates in the data folder
     eval_file: Path = DEFAULT_EVAL_FILE  # the test questions a /reload must not answer worse
     discord_dm_limit: int = Field(1000, ge=0)  # Discord DM subscriptions, at most
+    discord_shards: int | None = Field(None, ge=1)  # gateway shards, all run by one process
     question_retention_days: int = Field(90, ge=1)  # stored questions are deleted after this
     moderators: Annotated[list[str], NoDecode] = Field(default_factory=list)
     database_url: str | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import logging
 import re
@@ -62,9 +63,11 @@ from bot.assistant import EXPIRED, Assistant
 from bot.commands import ALIASES, COMMANDS, public_commands
 from bot.conversation import chat_key
 from bot.http import Receiver, WebhookSlot
+from bot.leadership import once_among_replicas
 from bot.replies import AnswerReply, Chat, Context, Notice, Quiet, User
 from bot.sender import DeliveryResult, Outbound, Outcome, Target
 from bot.settings import Settings, SettingsError
+from bot.store import Store
 from bot.telegram_format import (
     ANNOUNCE,
     AREA,
@@ -491,11 +494,13 @@ async def polling(application: Application) -> AsyncIterator[Application]:
             await application.stop()
 
 
-def webhook_receiver(application: Application, secret: str) -> Receiver:
+def webhook_receiver(application: Application, secret: str, store: Store) -> Receiver:
     """The aiohttp handler for Telegram's POSTs: checks the secret, then queues the update.
 
     A request without the secret Telegram was given at setWebhook is refused (403) before
-    anything in it is read: only Telegram knows the secret.
+    anything in it is read: only Telegram knows the secret. An update already taken (by
+    this replica or another: Telegram retries a slow answer, a load balancer may repeat a
+    request) is acknowledged and not answered again.
     """
 
     async def receive(request: web.Request) -> web.Response:
@@ -508,15 +513,43 @@ def webhook_receiver(application: Application, secret: str) -> Receiver:
         except (ValueError, TypeError, KeyError, AttributeError):
             return web.json_response({"error": "not an update"}, status=400)
         metrics.LIVENESS.seen("telegram")
+        if not await first_sight(store, update):
+            return web.json_response({"ok": True})
         await application.update_queue.put(update)  # answered like a polled update
         return web.json_response({"ok": True})
 
     return receive
 
 
+SETUP_JOB = "telegram-setup"
+
+
+def setup_digest(settings: Settings) -> str:
+    """What the webhook set-up registers: the bot (token), URL, secret and command menu."""
+    parts = [
+        settings.telegram_token.get_secret_value() if settings.telegram_token else "",
+        settings.telegram_webhook_url or "",
+        settings.telegram_webhook_secret.get_secret_value()
+        if settings.telegram_webhook_secret
+        else "",
+        *(f"{c.name}={c.description}" for c in public_commands()),
+        ",".join(ALLOWED_UPDATES),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+async def first_sight(store: Store, update: Update) -> bool:
+    """Whether this update is new to every replica; with the database down, answer anyway."""
+    try:
+        return await store.first_sight("telegram", str(update.update_id))
+    except Exception as exc:
+        log.warning("Telegram: cannot check for a repeated update (%s)", type(exc).__name__)
+        return True
+
+
 @contextlib.asynccontextmanager
 async def receiving_webhook(
-    application: Application, settings: Settings, slot: WebhookSlot
+    application: Application, settings: Settings, slot: WebhookSlot, store: Store
 ) -> AsyncIterator[Application]:
     """Initialise, register the menu and the webhook, and receive through `slot`.
 
@@ -527,16 +560,13 @@ async def receiving_webhook(
     assert settings.telegram_webhook_url and settings.telegram_webhook_secret
     secret = settings.telegram_webhook_secret.get_secret_value()
     async with application:
-        await register_menu(application)
-        await application.bot.set_webhook(
-            settings.telegram_webhook_url,
-            secret_token=secret,
-            allowed_updates=ALLOWED_UPDATES,
-            drop_pending_updates=False,
-        )
+        async with once_among_replicas(store, SETUP_JOB, setup_digest(settings)) as due:
+            if due:  # one replica registers the menu and the webhook, once per configuration
+                await register_menu(application)
+                await set_webhook(application, settings)
         metrics.LIVENESS.seen("telegram")
         await application.start()
-        slot.attach(webhook_receiver(application, secret))
+        slot.attach(webhook_receiver(application, secret, store))
         try:
             yield application
         finally:
@@ -544,13 +574,27 @@ async def receiving_webhook(
             await application.stop()
 
 
-async def watch_webhook(application: Application, stop: asyncio.Event) -> None:
+async def set_webhook(application: Application, settings: Settings) -> None:
+    assert settings.telegram_webhook_url and settings.telegram_webhook_secret
+    await application.bot.set_webhook(
+        settings.telegram_webhook_url,
+        secret_token=settings.telegram_webhook_secret.get_secret_value(),
+        allowed_updates=ALLOWED_UPDATES,
+        drop_pending_updates=False,
+    )
+
+
+async def watch_webhook(application: Application, settings: Settings, stop: asyncio.Event) -> None:
     """Ask Telegram how the webhook fares, every minute, until `stop`: its last error is logged,
-    each answer counts as contact for /readyz, and a revoked token ends the adapter."""
+    each answer counts as contact for /readyz, a webhook removed or changed elsewhere is set
+    again, and a revoked token ends the adapter."""
     reported = None
     while not stop.is_set():
         try:
             info = await application.bot.get_webhook_info()
+            if info.url != settings.telegram_webhook_url:
+                log.warning("Telegram: the webhook was removed or changed elsewhere; setting it")
+                await set_webhook(application, settings)
         except (InvalidToken, Forbidden):
             raise
         except TelegramError as exc:
@@ -598,10 +642,12 @@ async def serve_until_stopped(
         application = build_application(assistant, settings, updates)
         try:
             if slot is not None:
-                async with receiving_webhook(application, settings, slot):
+                async with receiving_webhook(application, settings, slot, assistant.store):
                     log.info("Telegram: answering as @%s by webhook", application.bot.username)
-                    await watch_webhook(application, stop)
+                    await watch_webhook(application, settings, stop)
                 return
+            with contextlib.suppress(Exception):  # polling removes the webhook: set it again later
+                await assistant.store.set_meta(SETUP_JOB, "polling")
             async with polling(application):
                 log.info("Telegram: answering as @%s", application.bot.username)
                 await first_of(stop, updates.token_rejected)

@@ -8,7 +8,11 @@ rollback, or a start while the corpus on disk is broken, serves what was answere
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +109,35 @@ class Versions:
         except VersionUnavailableError as exc:
             log.warning("%s", exc)
             return None
+
+    def pack(self, build: Build) -> bytes:
+        """The version's build folders as one archive, for a replica that lacks them."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as archive:
+            archive.add(self.english.builds / build.name, arcname=f"english/{build.name}")
+            if self.translated is not None and build.translated_name is not None:
+                folder = self.translated.builds / build.translated_name
+                archive.add(folder, arcname=f"multilingual/{build.translated_name}")
+        return buffer.getvalue()
+
+    def unpack(self, archive: bytes) -> None:
+        """Put an archive made by `pack` in place; builds already on disk are left alone.
+
+        Each build folder appears whole or not at all (extracted aside, then renamed).
+        """
+        stores = {"english": self.english, "multilingual": self.translated}
+        self.english.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.english.root) as staging:
+            with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+                tar.extractall(staging, filter="data")
+            for kind, store in stores.items():
+                folder = Path(staging) / kind
+                if store is None or not folder.is_dir():
+                    continue
+                store.builds.mkdir(parents=True, exist_ok=True)
+                for build in folder.iterdir():
+                    if not (store.builds / build.name).exists():
+                        os.replace(build, store.builds / build.name)
 
     def _snapshot_corpus(self, name: str) -> Corpus:
         return load_corpus(self.english.snapshot(name))

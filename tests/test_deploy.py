@@ -103,26 +103,33 @@ def compose() -> dict:
     return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
 
 
-def test_compose_runs_ipbot_on_postgresql_15(compose: dict) -> None:
-    ipbot, db = compose["services"]["ipbot"], compose["services"]["db"]
+def test_compose_runs_ipbot_on_postgresql_15_after_a_one_shot_migration(compose: dict) -> None:
+    services = compose["services"]
+    ipbot, db, migrate = services["ipbot"], services["db"], services["migrate"]
 
     assert db["image"].startswith("postgres:15")
-    url = ipbot["environment"]["IPBOT_DATABASE_URL"]
-    assert re.match(r"postgresql://ipbot:\$\{POSTGRES_PASSWORD[^}]*\}@db:5432/ipbot$", url), url
+    for service in (ipbot, migrate):
+        url = service["environment"]["IPBOT_DATABASE_URL"]
+        assert re.match(r"postgresql://ipbot:\$\{POSTGRES_PASSWORD[^}]*\}@db:5432/ipbot$", url)
+        assert service["env_file"] == ".env" and service["image"] == ipbot["image"]
+    assert migrate["command"] == ["ipbot", "db", "upgrade"] and migrate["restart"] == "no"
+    assert migrate["depends_on"]["db"]["condition"] == "service_healthy"
     assert ipbot["depends_on"]["db"]["condition"] == "service_healthy"
-    assert ipbot["env_file"] == ".env"
+    assert ipbot["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert ipbot["deploy"]["replicas"] == "${IPBOT_REPLICAS:-1}"
 
 
-def test_compose_keeps_data_in_volumes_and_restarts(compose: dict) -> None:
+def test_compose_shares_the_corpus_not_the_data_and_restarts(compose: dict) -> None:
     services = compose["services"]
     mounts = {m.split(":")[1]: m.split(":")[0] for m in services["ipbot"]["volumes"]}
 
-    assert mounts[DATA_IN_IMAGE] in compose["volumes"]
+    assert mounts == {"/opt/ipbot/corpus": "../corpus"}  # each replica: its own data volume
     assert any(m.endswith(":/var/lib/postgresql/data") for m in services["db"]["volumes"])
-    for name, service in services.items():
-        assert service["restart"] in ("always", "unless-stopped"), name
-        assert service["healthcheck"]["test"], name
+    for name in ("ipbot", "db"):
+        assert services[name]["restart"] in ("always", "unless-stopped"), name
+        assert services[name]["healthcheck"]["test"], name
     assert "/healthz" in " ".join(services["ipbot"]["healthcheck"]["test"])
+    assert f'VOLUME ["{DATA_IN_IMAGE}"]' in (DEPLOY / "Dockerfile").read_text()
 
 
 def test_compose_has_no_secret_written_into_it(compose: dict) -> None:
@@ -177,3 +184,16 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     )
 
     assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), done.stderr
+
+
+def test_env_example_documents_every_setting() -> None:
+    from bot.settings import Settings
+
+    documented = (DEPLOY / ".env.example").read_text()
+    missing = [
+        name
+        for name in Settings.model_fields
+        if not re.search(rf"^#? ?IPBOT_{name.upper()}=", documented, re.M)
+    ]
+    assert missing == []
+    assert "POSTGRES_PASSWORD=" in documented and "IPBOT_REPLICAS=" in documented

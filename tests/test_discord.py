@@ -581,3 +581,19 @@ async def test_a_moderator_role_opens_the_moderator_commands(
 
     assert "only moderators" in refused.body["data"]["content"]
     assert "No questions in the last 30 days" in allowed.body["data"]["content"]
+
+
+async def test_shards_set_by_the_setting_all_connect_from_this_process(
+    assistant: Assistant,
+) -> None:
+    server = FakeDiscord()
+    stop, task = await start_bot(server, assistant, discord_shards=2)
+    try:
+        await server.wait_until(lambda: len(server.shards) >= 2, timeout=30)
+        assert sorted(server.shards) == [[0, 2], [1, 2]]
+        mark = len(server.calls)
+        dm = await server.post_message("Who owns the results of a joint research project?", dm=True)
+        reply = await server.next_call(mark, "POST", rf"/channels/{dm['channel_id']}/messages")
+        assert reply.message and reply.message["embeds"]
+    finally:
+        await stop_bot(server, stop, task)

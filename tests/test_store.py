@@ -35,7 +35,7 @@ async def test_migrations_run_twice_without_harm(database_url: str) -> None:
     store = await open_(database_url)
     await store.close()
     store = await open_(database_url)
-    assert await store.check_revision() == "0004_versions"
+    assert await store.check_revision() == "0005_replicas"
     await store.close()
 
 

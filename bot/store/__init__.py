@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from bot.store.tables import (
+    ArtefactRow,
     AuditRow,
     CoverageRow,
     DeliveryRow,
@@ -37,6 +38,7 @@ from bot.store.tables import (
     NoticeRow,
     QuestionRow,
     RefreshRequestRow,
+    SeenUpdateRow,
     SubscriptionRow,
     SuggestionRow,
     UpdateRow,
@@ -276,6 +278,27 @@ def _revision(connection: Connection) -> tuple[str | None, str | None]:
     current = MigrationContext.configure(connection).get_current_revision()
     head = ScriptDirectory.from_config(_alembic_config(connection)).get_current_head()
     return current, head
+
+
+LEASE_CHECK_SECONDS = 2.0  # how often a lease holder makes sure its connection still stands
+
+
+def lease_key(job: str) -> int:
+    """The advisory lock key of a job: stable across processes and versions."""
+    return int.from_bytes(hashlib.sha256(f"ipbot:{job}".encode()).digest()[:8], "big", signed=True)
+
+
+async def _watch_lease(connection: Any, lost: asyncio.Event) -> None:
+    """A lease lasts while its connection answers; when it stops answering, say so once."""
+    while True:
+        await asyncio.sleep(LEASE_CHECK_SECONDS)
+        try:
+            await asyncio.wait_for(connection.execute(text("SELECT 1")), LEASE_CHECK_SECONDS * 2)
+            await connection.commit()
+        except Exception as exc:
+            log.warning("lost the database connection that held a lease (%s)", type(exc).__name__)
+            lost.set()
+            return
 
 
 def _split_areas(value: str) -> tuple[str, ...] | None:
@@ -1210,6 +1233,93 @@ class Store:
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
+
+    # -- replicas ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lease(self, job: str) -> AsyncIterator[asyncio.Event | None]:
+        """Hold `job` for this process while the block runs, or yield None if another holds it.
+
+        On PostgreSQL the lease is a session advisory lock on a connection of its own: the
+        server releases it when this process dies, however it dies, so another replica can
+        take over. The yielded event is set if the connection (and so the lease) is lost.
+        SQLite serves one process (`ipbot run` locks the file), which always holds every job.
+        """
+        lost = asyncio.Event()
+        if self.dialect != "postgresql":
+            yield lost
+            return
+        key = lease_key(job)
+        async with self.engine.connect() as connection:
+            held = await connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
+            await connection.commit()
+            if not held:
+                yield None
+                return
+            watch = asyncio.create_task(_watch_lease(connection, lost), name=f"lease-{job}")
+            try:
+                yield lost
+            finally:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+                with contextlib.suppress(Exception):
+                    if lost.is_set():  # broken: the server ended the session and its lock
+                        await connection.invalidate()
+                    else:
+                        await connection.execute(
+                            text("SELECT pg_advisory_unlock(:k)"), {"k": key}
+                        )
+                        await connection.commit()
+
+    async def meta(self, key: str) -> str | None:
+        async with self.session() as session:
+            row = await session.get(MetaRow, key)
+        return None if row is None else row.value
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self.session.begin() as session:
+            await session.merge(MetaRow(key=key, value=value))
+
+    async def first_sight(self, platform: str, update_id: str) -> bool:
+        """True for the first process to see this update; every later delivery of it is False."""
+        try:
+            async with self.session.begin() as session:
+                session.add(SeenUpdateRow(platform=platform, update_id=update_id))
+        except IntegrityError:
+            return False
+        return True
+
+    async def forget_seen(self, older_than: dt.timedelta) -> int:
+        """Platforms redeliver within minutes; a day of update ids is plenty."""
+        async with self.session.begin() as session:
+            result = await session.execute(
+                delete(SeenUpdateRow).where(SeenUpdateRow.seen_at < utcnow() - older_than)
+            )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def save_artefact(self, build: str, archive: bytes) -> None:
+        """Keep a version's build files for replicas that lack them (once per build)."""
+        async with self.session.begin() as session:
+            if await session.get(ArtefactRow, build) is None:
+                session.add(ArtefactRow(build=build, archive=archive))
+
+    async def artefact(self, build: str) -> bytes | None:
+        async with self.session() as session:
+            row = await session.get(ArtefactRow, build)
+        return None if row is None else bytes(row.archive)
+
+    async def has_artefact(self, build: str) -> bool:
+        async with self.session() as session:
+            found = await session.scalar(
+                select(ArtefactRow.build).where(ArtefactRow.build == build)
+            )
+        return found is not None
+
+    async def prune_artefacts(self, keep: Iterable[str]) -> None:
+        """Archives go with the versions whose files are no longer kept."""
+        async with self.session.begin() as session:
+            await session.execute(delete(ArtefactRow).where(ArtefactRow.build.not_in(list(keep))))
 
 
 def _version_info(row: VersionRow) -> VersionInfo:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -246,3 +246,25 @@ class SuggestionRow(Base):
     decided_by: Mapped[str | None] = mapped_column(String(80))
     reason: Mapped[str | None] = mapped_column(Text)
     draft: Mapped[str | None] = mapped_column(Text)  # the draft file written on Accept
+
+
+class SeenUpdateRow(Base):
+    """A platform update already taken by one replica: Telegram may deliver an update twice
+    (a webhook retry, two replicas behind a load balancer), and it must be answered once."""
+
+    __tablename__ = "seen_updates"
+
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    update_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ArtefactRow(Base):
+    """A corpus version's build files (index and corpus snapshot) as one archive, so that a
+    replica without them on its disk can serve the version another replica built."""
+
+    __tablename__ = "build_artefacts"
+
+    build: Mapped[str] = mapped_column(String(120), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    archive: Mapped[bytes] = mapped_column(LargeBinary)

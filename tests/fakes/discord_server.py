@@ -107,6 +107,9 @@ class FakeDiscord:
         self._nonces: dict[tuple[int, str], int] = {}
         self._sends = 0
         self.identifies = 0
+        self.connections = 0  # gateway connections open now
+        self.most_connections = 0  # the most ever open at once
+        self.shards: list[list[int]] = []  # the shard of each IDENTIFY that named one
 
     # -- identities -----------------------------------------------------------------------
 
@@ -303,13 +306,21 @@ class FakeDiscord:
         socket = web.WebSocketResponse()
         await socket.prepare(request)
         self._socket = socket
-        await socket.send_json({"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}})
-        async for frame in socket:
-            if frame.type is not WSMsgType.TEXT:
-                break
-            await self._on_gateway_frame(json.loads(frame.data))
-        if self._socket is socket:
-            self._socket = None
+        self.connections += 1
+        self.most_connections = max(self.most_connections, self.connections)
+        try:
+            await socket.send_json(
+                {"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}}
+            )
+            async for frame in socket:
+                if frame.type is not WSMsgType.TEXT:
+                    break
+                await self._on_gateway_frame(json.loads(frame.data))
+        finally:
+            self.connections -= 1
+            if self._socket is socket:
+                self._socket = None
+            await self._notify()
         return socket
 
     async def _on_gateway_frame(self, frame: dict) -> None:
@@ -320,6 +331,8 @@ class FakeDiscord:
         elif op == 2:  # identify
             self.identify = frame["d"]
             self.identifies += 1
+            if "shard" in frame["d"]:
+                self.shards.append(list(frame["d"]["shard"]))
             await self.dispatch("READY", self._ready())
             await self.dispatch("GUILD_CREATE", self._guild())
         elif op == 6:  # resume
@@ -335,6 +348,7 @@ class FakeDiscord:
             "resume_gateway_url": self.gateway_url,
             "guilds": [{"id": str(self.guild_id), "unavailable": True}],
             "application": {"id": str(self.application_id), "flags": self._application_flags()},
+            **({"shard": self.identify["shard"]} if "shard" in self.identify else {}),
         }
 
     def _guild(self) -> dict:

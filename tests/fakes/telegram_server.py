@@ -183,6 +183,12 @@ class FakeTelegram:
 
     def press(self, message: dict[str, Any], button_text: str, user_id: int = USER_ID) -> None:
         """Tap a button of a message the bot sent, as that message looks now."""
+        self._queue(**self.press_update(message, button_text, user_id))
+
+    def press_update(
+        self, message: dict[str, Any], button_text: str, user_id: int = USER_ID
+    ) -> dict[str, Any]:
+        """The update a tap on a button makes, as Telegram would POST it to a webhook."""
         current = self.messages[(message["chat"]["id"], message["message_id"])]
         buttons = [
             b for row in current.get("reply_markup", {}).get("inline_keyboard", []) for b in row
@@ -191,12 +197,15 @@ class FakeTelegram:
         if not matches:
             shown = [b["text"] for b in buttons]
             raise AssertionError(f"no button {button_text!r} under the message; it shows {shown}")
-        self.press_data(current, matches[0]["callback_data"], user_id)
+        return self._callback(current, matches[0]["callback_data"], user_id)
 
     def press_data(self, message: dict[str, Any], data: str, user_id: int = USER_ID) -> None:
         """A callback query with any payload, as a tap on an old or forged button sends."""
+        self._queue(**self._callback(message, data, user_id))
+
+    def _callback(self, message: dict[str, Any], data: str, user_id: int) -> dict[str, Any]:
         query = {"id": f"cq{next(self._ids)}", "from": self._user(user_id), "data": data}
-        self._queue(callback_query={**query, "chat_instance": "ci", "message": message})
+        return {"callback_query": {**query, "chat_instance": "ci", "message": message}}
 
     def inline_query(self, query: str, user_id: int = USER_ID, offset: str = "") -> None:
         """`@bot query` typed in any chat."""
@@ -278,7 +287,7 @@ class FakeTelegram:
         return web.json_response(body, status=body.get("error_code", 200))
 
     def _queue(self, **payload: Any) -> None:
-        self._updates.append({"update_id": next(self._ids), **payload})
+        self._updates.append(self.update(**payload))
         self._changed()
 
     def _changed(self) -> None:
@@ -303,6 +312,10 @@ class FakeTelegram:
         message = self._message(text, chat, user_id, reply_to)
         self._queue(message=message)
         return message
+
+    def update(self, **payload: Any) -> dict[str, Any]:
+        """An update with a new id around `payload` (a message, a callback query...)."""
+        return {"update_id": next(self._ids), **payload}
 
     def private_update(self, text: str, user_id: int = USER_ID) -> dict[str, Any]:
         """An update as Telegram would POST it to a webhook (not served to getUpdates)."""
