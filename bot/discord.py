@@ -358,6 +358,13 @@ def role_ids(member: discord.abc.User) -> frozenset[str]:
 # -- slash commands ---------------------------------------------------------------------
 
 
+DM_OPENED = "I have sent you a direct message: answer there to make your suggestion."
+DM_CLOSED = (
+    "I could not send you a direct message. Allow direct messages from this server's members "
+    "(Privacy settings), or send /suggest to me directly."
+)
+
+
 class IpbotCommands(commands.Cog):
     """The slash commands; names and descriptions come from the command registry."""
 
@@ -491,8 +498,25 @@ class IpbotCommands(commands.Cog):
         await self.run(interaction, "/rollback")
     @app_commands.command(name="suggest", description=DESCRIPTIONS["suggest"])
     async def suggest(self, interaction: discord.Interaction) -> None:
-        """Started here; the answers are the person's next direct messages to the bot."""
-        await self.run(interaction, "/suggest")
+        """In a server the exchange moves to a direct message (it is between the person and
+        the moderators), opened on this explicit request; in a DM it starts where it is."""
+        if interaction.guild is None:
+            await self.run(interaction, "/suggest")
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        user = discord_user(interaction.user)
+        private = Context(user, Chat("discord", user.id, "dm"))
+        out = outgoing(await self.assistant.handle(private, "/suggest"))
+        try:
+            channel = await interaction.user.create_dm()
+            if out is not None:
+                await channel.send(**out.kwargs())
+        except discord.HTTPException as exc:
+            log.info("Discord: cannot open a DM for /suggest: %s", exc)
+            await self.assistant.handle(private, "/cancel")
+            await interaction.followup.send(DM_CLOSED, ephemeral=True)
+            return
+        await interaction.followup.send(DM_OPENED, ephemeral=True)
 
     @app_commands.command(name="cancel", description=DESCRIPTIONS["cancel"])
     async def cancel(self, interaction: discord.Interaction) -> None:

@@ -597,3 +597,41 @@ async def test_shards_set_by_the_setting_all_connect_from_this_process(
         assert reply.message and reply.message["embeds"]
     finally:
         await stop_bot(server, stop, task)
+
+
+async def test_suggest_starts_with_the_slash_command_and_continues_in_direct_messages(
+    retriever: Retriever, store: Store, tmp_path
+) -> None:
+    from bot.suggestions import Suggestions
+
+    assistant = Assistant(retriever, store, suggestions=Suggestions(store, retriever, tmp_path))
+    server = FakeDiscord()
+    stop, task = await start_bot(server, assistant)
+    try:
+        mark = len(server.calls)
+        _, followup = await slash(server, "suggest")
+        assert followup is not None and "sent you a direct message" in str(followup.body)
+        opened = await server.next_call(mark, "POST", rf"/channels/{server.dm_channel_id}/messages")
+        assert "1, 2 or 3" in str(opened.body), opened.body
+
+        async def say(text: str) -> str:
+            mark = len(server.calls)
+            await server.post_message(text, dm=True)
+            reply = await server.next_call(
+                mark, "POST", rf"/channels/{server.dm_channel_id}/messages"
+            )
+            return str(reply.body)
+
+        assert "Which passage" in await say("2")
+        assert "what should change" in await say("VAL-R1")
+        await say("The estimate should also mention market studies of similar assets.")
+        assert "yes / no" in await say("https://eur-lex.europa.eu/eli/reco/2023/499/oj")
+        done = await say("no")
+        assert "#1" in done and "queue" in done, done
+        [waiting] = await store.open_suggestions()
+        assert (waiting.platform, waiting.kind, waiting.passage_id) == (
+            "discord", "correction", "VAL-R1",
+        )  # fmt: skip
+        assert waiting.contact is None  # no consent, no contact kept
+    finally:
+        await stop_bot(server, stop, task)
