@@ -395,3 +395,35 @@ def format_language_reports(reports: list[LanguageReport], threshold: float | No
     if threshold is not None:
         lines.append(f"calibrated multilingual threshold: {threshold}")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class HighlightReport:
+    """How often the highlighted sentence is one a reader judged to answer the question."""
+
+    judged: int  # passages shown (top 3) for which a reader marked answering sentences
+    right: int
+    misses: tuple[tuple[str, str, str], ...]  # question, passage id, the sentence highlighted
+
+    @property
+    def accuracy(self) -> float:
+        return self.right / self.judged if self.judged else 0.0
+
+
+def highlight_accuracy(retriever: Retriever, path: Path) -> HighlightReport:
+    """Score highlights against sentences marked by reading (see tests/data/*highlights.yaml).
+
+    Only passages that appear in the answer and that the reader found an answering sentence
+    in are judged, so ranking changes move the count but not the measure.
+    """
+    judged, misses = 0, []
+    for item in yaml.safe_load(Path(path).read_text(encoding="utf-8")) or []:
+        answering: dict[str, list[str]] = item["answering"]
+        for hit in retriever.answer(item["q"]).hits:
+            good = answering.get(hit.passage.id)
+            if not good:
+                continue
+            judged += 1
+            if hit.highlight not in good:
+                misses.append((item["q"], hit.passage.id, hit.highlight))
+    return HighlightReport(judged, judged - len(misses), tuple(misses))

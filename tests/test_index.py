@@ -131,3 +131,23 @@ def test_build_folder_without_manifest_is_never_current(
     (half / "vectors.npy").write_bytes(b"partial")
     assert store.current.resolve() != half
     assert store.load(load_corpus(small_corpus), retriever.embedder.name) is not None
+
+
+def test_a_version_packed_on_one_machine_opens_on_another(
+    retriever: Retriever, tmp_path: Path
+) -> None:
+    """What a replica without the build files does with the archive from the database."""
+    from retrieval.versions import Versions
+
+    here = retriever.versions
+    assert here is not None and here.multilingual is not None
+    build = here.open(retriever.index.build, retriever.state.translated.build)  # type: ignore[union-attr]
+    archive = here.pack(build)
+    there = Versions(tmp_path, "flat", here.embedder, here.multilingual)
+    there.unpack(archive)
+    there.unpack(archive)  # a second copy of the same archive changes nothing
+    opened = there.open(build.name, build.translated_name)
+    assert opened.corpus.hash == build.corpus.hash
+    assert [p.id for p in opened.index.passages] == [p.id for p in build.index.passages]
+    assert opened.translated is not None and opened.translated.build == build.translated_name
+    assert not list(tmp_path.glob("index/tmp*")), "no staging folder is left behind"
