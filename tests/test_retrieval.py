@@ -69,6 +69,16 @@ def test_highlight_is_the_sentence_that_answers(retriever: Retriever) -> None:
     )
 
 
+def test_highlights_on_the_tuning_questions_mark_a_sentence_a_reader_marked(
+    retriever: Retriever,
+) -> None:
+    from retrieval.evaluate import highlight_accuracy
+
+    report = highlight_accuracy(retriever, EVAL.parent / "eval_highlights.yaml")
+    assert report.judged >= 100
+    assert report.accuracy >= 0.58, f"tuning highlights right: {report.accuracy:.3f}"
+
+
 def test_area_filter_keeps_results_in_that_area(retriever: Retriever) -> None:
     answer = retriever.answer(
         "can we share the data from our project?", area="open-science", top_k=5
