@@ -89,7 +89,8 @@ def names_ip_concept(english_terms: list[str]) -> bool:
     """Whether terms bridged from another language name an IP concept, leaving out the words
     that academic life shares with IP."""
     words = (w for t in english_terms for w in _WORD.findall(t.lower()))
-    return names_ip_term(" ".join(w for w in words if w not in SHARED_WITH_ACADEMIC_LIFE), Glossary())
+    kept = " ".join(w for w in words if w not in SHARED_WITH_ACADEMIC_LIFE)
+    return names_ip_term(kept, Glossary())
 
 
 def names_ip_term(question: str, glossary: Glossary) -> bool:

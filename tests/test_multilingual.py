@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from bot.assistant import Assistant, User
+from retrieval.abstention import names_ip_concept
 from retrieval.evaluate import (
     DEFAULT_EVAL_FILE,
     TRANSLATED_EVAL_FILE,
@@ -16,7 +17,7 @@ from retrieval.evaluate import (
     load_translated_sets,
 )
 from retrieval.multilingual import MODEL_NAME, NOTES, multilingual_store, passages_note
-from retrieval.search import ENGLISH_NOTE, Retriever, open_retriever
+from retrieval.search import ENGLISH_NOTE, Retriever, bridge_terms, open_retriever
 from tests.conftest import CORPUS_DIR
 
 LANGUAGES = list(load_translated_sets(TRANSLATED_EVAL_FILE))
@@ -70,6 +71,24 @@ def test_off_topic_questions_in_other_languages_are_abstained(
     assert report.abstention_recall >= OFF_TOPIC_ABSTAINED, (
         f"in {language}, {1 - report.abstention_recall:.0%} of off-topic questions got passages"
     )
+
+
+def test_glossary_bridges_a_foreign_question_to_english_terms(retriever: Retriever) -> None:
+    question = "Mennyit ér a szabadalmunk, mielőtt licencbe adjuk egy spin-off cégnek?"
+    terms, ip_concept = bridge_terms(retriever.state, question, "hu")
+    assert {"patent", "licence licensing", "spin-off company"} <= set(terms)
+    assert ip_concept
+
+
+def test_acronyms_are_bridged_only_as_the_glossary_writes_them(retriever: Retriever) -> None:
+    terms, _ = bridge_terms(retriever.state, "Wat zet je in een NDA met een bedrijf?", "nl")
+    assert "non-disclosure agreement" in terms
+    assert "Enterprise Europe Network" not in terms  # Dutch "een" is not EEN
+
+
+def test_words_academic_life_shares_with_ip_do_not_vouch_for_an_answer() -> None:
+    assert not names_ip_concept(["agreement contract", "partners", "database"])
+    assert names_ip_concept(["agreement contract", "patent"])
 
 
 def test_every_english_eval_question_keeps_the_english_path(retriever: Retriever) -> None:
