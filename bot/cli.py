@@ -468,8 +468,8 @@ def _eval_translated(retriever, file: Path | None, calibrate: bool) -> int:
     if retriever.multilingual is None:
         raise UserInputError("the multilingual path is off (IPBOT_MULTILINGUAL=false)")
     reports = evaluate_languages(retriever, file or TRANSLATED_EVAL_FILE)
-    threshold = calibrate_translated(reports) if calibrate else None
-    print(format_language_reports(reports, threshold))
+    thresholds = calibrate_translated(reports) if calibrate else None
+    print(format_language_reports(reports, thresholds))
     return 0
 
 

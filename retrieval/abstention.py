@@ -71,11 +71,26 @@ IP_PHRASES = (
     "give away",
 )
 _WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+# IP words that questions in other languages about academic life name as often as IP ones (a
+# grant agreement, project partners, a literature database, a trip abroad): bridged from a
+# translation they help the ranking but do not vouch for an answer (tuning set, near-domain)
+SHARED_WITH_ACADEMIC_LIFE = frozenset(
+    "agreement agreements contract consortium database databases partner partners security "
+    "foreign".split()
+)
 
 
 def specific_terms(text: str) -> list[str]:
     """The question's search terms without the generic academic ones."""
     return [t for t in tokenize(text) if t not in GENERIC_TERMS]
+
+
+def names_ip_concept(english_terms: list[str]) -> bool:
+    """Whether terms bridged from another language name an IP concept, leaving out the words
+    that academic life shares with IP."""
+    words = (w for t in english_terms for w in _WORD.findall(t.lower()))
+    kept = " ".join(w for w in words if w not in SHARED_WITH_ACADEMIC_LIFE)
+    return names_ip_term(kept, Glossary())
 
 
 def names_ip_term(question: str, glossary: Glossary) -> bool:

@@ -196,6 +196,7 @@ def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
     problems += update_problems
     glossary, glossary_problems = _load_glossary(corpus_dir / GLOSSARY_FILE)
     problems += glossary_problems
+    problems += _unknown_english_terms(corpus_dir / GLOSSARY_FILE, glossary, passages)
     version = corpus_version(corpus_dir)
     areas.sort(key=lambda a: AREA_SLUGS.index(a.slug))
     corpus = Corpus(
@@ -520,6 +521,21 @@ def _load_glossary(path: Path) -> tuple[Glossary, list[Problem]]:
         return Glossary(), []
     glossary, problems = parse_glossary(path.read_text(encoding="utf-8"))
     return glossary, [Problem(str(path), line, message) for line, message in problems]
+
+
+def _unknown_english_terms(
+    path: Path, glossary: Glossary, passages: list[Passage]
+) -> list[Problem]:
+    """A translation bridges to English words for BM25: a word no passage uses finds nothing."""
+    used = set(re.findall(r"\w+", " ".join(p.search_text.lower() for p in passages)))
+    problems = []
+    for english, line in dict.fromkeys((t.english, t.line) for t in glossary.translations):
+        unknown = [w for w in re.findall(r"\w+", english.lower()) if w not in used]
+        if unknown:
+            problems.append(
+                Problem(str(path), line, f"no passage uses {', '.join(unknown)} ('{english}')")
+            )
+    return problems
 
 
 def _load_updates(folder: Path) -> tuple[list[Update], list[Problem]]:

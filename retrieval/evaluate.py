@@ -16,7 +16,14 @@ import yaml
 
 from retrieval.abstention import AbstentionPolicy, Mode, Signals
 from retrieval.multilingual import rank_dense
-from retrieval.search import MODES, Answer, Retriever, abstention_signals, without_restatements
+from retrieval.search import (
+    MODES,
+    Answer,
+    Retriever,
+    abstention_signals,
+    bridge_terms,
+    without_restatements,
+)
 
 DEFAULT_EVAL_FILE = Path(__file__).resolve().parent.parent / "tests" / "data" / "eval.yaml"
 KS = (1, 3, 5)
@@ -292,8 +299,10 @@ class LanguageReport:
     recall: dict[int, float]
     false_abstention: float
     abstention_recall: float
-    best_scores: tuple[float, ...]  # best multilingual score of each real question
-    off_topic_best: tuple[float, ...]
+    # per real and per off-topic question: the best multilingual score, whether it names an
+    # IP concept the glossary recognises (the abstention signals, whatever the thresholds)
+    best_scores: tuple[tuple[float, bool], ...]
+    off_topic_best: tuple[tuple[float, bool], ...]
 
 
 def load_translated_sets(path: Path) -> dict[str, EvalSet]:
@@ -311,9 +320,11 @@ def load_translated_sets(path: Path) -> dict[str, EvalSet]:
     }
 
 
-def _answers(retriever: Retriever, texts: list[str]) -> tuple[list[Answer], list[float], float]:
-    """Answers as users get them (each question through its detected path), the best
-    multilingual score of each whatever the threshold (for calibration), and the share of
+def _answers(
+    retriever: Retriever, texts: list[str]
+) -> tuple[list[Answer], list[tuple[float, bool]], float]:
+    """Answers as users get them (each question through its detected path), the multilingual
+    abstention signals of each whatever the thresholds (for calibration), and the share of
     questions the multilingual path took."""
     multilingual, translated = retriever.multilingual, retriever.state.translated
     if multilingual is None or translated is None:
@@ -329,8 +340,12 @@ def _answers(retriever: Retriever, texts: list[str]) -> tuple[list[Answer], list
         retriever.answer_with_vector(t, v, None, max(KS), language=lang)
         for t, v, lang in zip(texts, vectors, languages, strict=True)
     ]
-    best = [rank_dense(translated, v).best for v in other]
-    return answers, best, 1 - len(english_rows) / max(1, len(texts))
+    state = retriever.state
+    signals = [
+        (rank_dense(translated, v).best, bridge_terms(state, t, lang)[1])
+        for t, v, lang in zip(texts, other, languages, strict=True)
+    ]
+    return answers, signals, 1 - len(english_rows) / max(1, len(texts))
 
 
 def evaluate_language(retriever: Retriever, language: str, data: EvalSet) -> LanguageReport:
@@ -364,23 +379,37 @@ def evaluate_languages(retriever: Retriever, path: Path) -> list[LanguageReport]
     ]
 
 
-def calibrate_translated(reports: list[LanguageReport], most_wrong: float = 0.05) -> float:
-    """The multilingual threshold that turns away the most off-topic questions while wrongly
-    abstaining on at most `most_wrong` of the real ones, over all languages together."""
-    real = np.array([s for r in reports for s in r.best_scores])
-    off = np.array([s for r in reports for s in r.off_topic_best])
-    if not len(real):
-        return 0.0
-    candidates = np.round(np.arange(0.70, 0.90, 0.0025), 4)
-    feasible = [t for t in candidates if (real < t).mean() <= most_wrong]
+def calibrate_translated(
+    reports: list[LanguageReport], most_wrong: float = 0.03
+) -> tuple[float, float]:
+    """The multilingual thresholds (min_score, confident_score) that turn away the most
+    off-topic questions while wrongly abstaining on at most `most_wrong` of the real ones, over
+    all languages together; of equally good pairs the middle one, with room on both sides."""
+    real = [s for r in reports for s in r.best_scores]
+    off = [s for r in reports for s in r.off_topic_best]
+    if not real:
+        return 0.0, 0.0
+    steps = np.round(np.arange(0.70, 0.90, 0.0025), 4)
+    pairs = [(float(lo), float(hi)) for lo in steps for hi in steps if hi >= lo]
+
+    def abstained(scores: list[tuple[float, bool]], lo: float, hi: float) -> float:
+        return sum(b < lo or (not ip and b < hi) for b, ip in scores) / max(1, len(scores))
+
+    feasible = [
+        (abstained(off, lo, hi), lo, hi)
+        for lo, hi in pairs
+        if abstained(real, lo, hi) <= most_wrong
+    ]
     if not feasible:
-        return float(candidates[0])
-    caught = [(off < t).mean() for t in feasible]
-    best = [t for t, c in zip(feasible, caught, strict=True) if c == max(caught)]
-    return float(best[0])
+        return float(steps[0]), float(steps[0])
+    top = max(caught for caught, _, _ in feasible)
+    best = [(lo, hi) for caught, lo, hi in feasible if caught == top]
+    return best[len(best) // 2]
 
 
-def format_language_reports(reports: list[LanguageReport], threshold: float | None) -> str:
+def format_language_reports(
+    reports: list[LanguageReport], thresholds: tuple[float, float] | None
+) -> str:
     lines = [
         f"{'language':<10}{'questions':>10}{'routed':>8}"
         + "".join(f"{f'recall@{k}':>10}" for k in KS)
@@ -392,8 +421,11 @@ def format_language_reports(reports: list[LanguageReport], threshold: float | No
             + "".join(f"{r.recall[k]:>10.3f}" for k in KS)
             + f"{r.false_abstention:>19.3f}{r.abstention_recall:>21.3f}"
         )
-    if threshold is not None:
-        lines.append(f"calibrated multilingual threshold: {threshold}")
+    if thresholds is not None:
+        lines.append(
+            f"calibrated multilingual thresholds: min_score={thresholds[0]} "
+            f"confident_score={thresholds[1]}"
+        )
     return "\n".join(lines)
 
 

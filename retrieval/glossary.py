@@ -1,16 +1,24 @@
 """The moderators' glossary: acronyms and synonyms that widen a question before it is searched.
 
 "MTA" alone shares no word with "material transfer agreement" and embeds as noise; writing the
-meaning next to the user's own words lets both BM25 and the embedding find the passage.
+meaning next to the user's own words lets both BM25 and the embedding find the passage. Its
+translations of the core IP terms bridge a question in another language to the English rankers.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 MAX_TERM_CHARS = 40
+# the official EU languages besides English: the languages a translation may be written in
+LANGUAGES = frozenset(
+    "bg cs da de el es et fi fr ga hr hu it lt lv mt nl pl pt ro sk sl sv".split()
+)
 _ENTRY = re.compile(r"^-\s+(?P<term>[^:]+?)\s*:\s*(?P<meanings>.*?)\s*$")
+_TRANSLATION = re.compile(r"^-\s+(?P<english>[^:=]+?)\s*=\s*(?P<languages>.*?)\s*$")
+_NOT_WORD = re.compile(r"[^\w*]+|_+")  # a `*` is kept: the wildcard of translations
 
 
 @dataclass(frozen=True)
@@ -23,21 +31,75 @@ class GlossaryEntry:
 
 
 @dataclass(frozen=True)
+class Translation:
+    """An English term and its words in one language, e.g. `patent` <- German `Patent*`."""
+
+    english: str
+    language: str
+    words: tuple[str, ...]
+    line: int = 0
+
+    def pattern(self) -> str:
+        """A regular expression over `folded` text; a word's trailing `*` is any ending."""
+        words = []
+        for word in self.words:
+            parts = [_word_part(part) for part in folded(word).split()]
+            words.append(" ".join(parts))
+        return rf"(?<!\w)(?:{'|'.join(words)})(?!\w)"
+
+
+def folded(text: str) -> str:
+    """Lower case, no accents, words separated by single spaces (a `*` survives): the form in
+    which questions and translations are compared, so "Propriété" matches "propriete"."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(_NOT_WORD.sub(" ", plain).split())
+
+
+def _word_part(part: str) -> str:
+    return re.escape(part.rstrip("*")) + (r"\w*" if part.endswith("*") else "")
+
+
+@dataclass(frozen=True)
 class Glossary:
-    """All entries, matched case-insensitively as whole words (a plural 's' allowed)."""
+    """All entries, matched case-insensitively as whole words (a plural 's' allowed), and the
+    translations of core terms, matched without case or accents."""
 
     entries: tuple[GlossaryEntry, ...] = ()
+    translations: tuple[Translation, ...] = ()
     _pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
     _by_term: dict[str, GlossaryEntry] = field(default_factory=dict, compare=False, repr=False)
+    _by_language: dict[str, list[tuple[re.Pattern[str], str]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
-    def of(cls, entries: tuple[GlossaryEntry, ...]) -> Glossary:
+    def of(
+        cls, entries: tuple[GlossaryEntry, ...], translations: tuple[Translation, ...] = ()
+    ) -> Glossary:
+        by_language: dict[str, list[tuple[re.Pattern[str], str]]] = {}
+        for t in translations:
+            by_language.setdefault(t.language, []).append((re.compile(t.pattern()), t.english))
         if not entries:
-            return cls()
+            return cls((), translations, _by_language=by_language)
         terms = sorted((e.term for e in entries), key=len, reverse=True)
         alternatives = "|".join(re.escape(t) for t in terms)
         pattern = re.compile(rf"(?<![\w-])({alternatives})s?(?![\w-])", re.I)
-        return cls(entries, pattern, {e.term.lower(): e for e in entries})
+        return cls(
+            entries, translations, pattern, {e.term.lower(): e for e in entries}, by_language
+        )
+
+    def english_terms(self, question: str, language: str) -> list[str]:
+        """The English terms whose words in `language` the question uses, in glossary order.
+
+        A language without translations is looked up in all of them: a question taken for
+        Danish may well be Swedish or Norwegian.
+        """
+        text = folded(question)
+        pairs = self._by_language.get(language) or [
+            pair for pairs in self._by_language.values() for pair in pairs
+        ]
+        return list(dict.fromkeys(english for pattern, english in pairs if pattern.search(text)))
 
     def matches(self, question: str) -> list[GlossaryEntry]:
         """Entries whose term the question uses and whose meaning it does not already spell out."""
@@ -64,13 +126,20 @@ class Glossary:
 
 
 def parse_glossary(text: str) -> tuple[Glossary, list[tuple[int, str]]]:
-    """Entries from `- TERM: meaning; other meaning` lines, with (line, message) problems."""
+    """Entries from `- TERM: meaning; other meaning` lines and translations from
+    `- english = de: Wort*, Wort; fr: mot*` lines, with (line, message) problems."""
     entries: list[GlossaryEntry] = []
+    translations: list[Translation] = []
     problems: list[tuple[int, str]] = []
     first_line: dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
+            continue
+        if _TRANSLATION.match(line):
+            found, line_problems = _translations(line, number)
+            translations += found
+            problems += [(number, p) for p in line_problems]
             continue
         entry, problem = _entry(line, number)
         if problem:
@@ -85,7 +154,63 @@ def parse_glossary(text: str) -> tuple[Glossary, list[tuple[int, str]]]:
             continue
         first_line[key] = number
         entries.append(entry)
-    return Glossary.of(tuple(entries)), problems
+    problems += _repeated_words(translations)
+    return Glossary.of(tuple(entries), tuple(translations)), sorted(problems)
+
+
+def _translations(line: str, number: int) -> tuple[list[Translation], list[str]]:
+    """One English term's translations; each language once, each word well formed."""
+    match = _TRANSLATION.match(line)
+    assert match is not None
+    english = match["english"].strip()
+    found: list[Translation] = []
+    problems: list[str] = []
+    for part in (p.strip() for p in match["languages"].split(";") if p.strip()):
+        language, _, words_text = part.partition(":")
+        language = language.strip().lower()
+        words = tuple(w.strip() for w in words_text.split(",") if w.strip())
+        if language not in LANGUAGES:
+            problems.append(f"'{language}' is not the code of an official EU language but English")
+        elif any(t.language == language for t in found):
+            problems.append(f"'{language}' appears twice for '{english}'")
+        elif not words:
+            problems.append(f"no words after '{language}:' for '{english}'")
+        else:
+            problems += [f"'{w}': {p}" for w in words if (p := _word_problem(w))]
+            found.append(Translation(english, language, words, number))
+    if not found and not problems:
+        problems.append(f"'{english}' has no translations after the '='")
+    return found, problems
+
+
+def _word_problem(word: str) -> str | None:
+    if len(word) > MAX_TERM_CHARS:
+        return f"too long ({len(word)} characters, at most {MAX_TERM_CHARS})"
+    if any("*" in part.rstrip("*") for part in folded(word).split()):
+        return "'*' may only end a word"
+    if len(folded(word).replace("*", "").replace(" ", "")) < 2:
+        return "needs at least two letters"
+    return None
+
+
+def _repeated_words(translations: list[Translation]) -> list[tuple[int, str]]:
+    """A word of one language given for two English terms: one meaning a word, or BM25 gets
+    both every time."""
+    seen: dict[tuple[str, str], Translation] = {}
+    problems = []
+    for t in translations:
+        for word in t.words:
+            key = (t.language, folded(word))
+            first = seen.setdefault(key, t)
+            if first is not t:
+                problems.append(
+                    (
+                        t.line,
+                        f"'{word}' ({t.language}) already means '{first.english}' "
+                        f"on line {first.line}",
+                    )
+                )
+    return problems
 
 
 def _entry(line: str, number: int) -> tuple[GlossaryEntry | None, str | None]:

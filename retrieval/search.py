@@ -21,6 +21,7 @@ from retrieval.abstention import (
     AbstentionPolicy,
     Mode,
     Signals,
+    names_ip_concept,
     names_ip_term,
     specific_terms,
 )
@@ -35,7 +36,9 @@ from retrieval.index import (
     tokenize,
 )
 from retrieval.multilingual import (
+    BRIDGE_WEIGHT,
     ENGLISH,
+    DenseRanking,
     LanguageDetector,
     Multilingual,
     MultilingualModel,
@@ -150,12 +153,15 @@ class Ranking:
         return self.order_scores[row] / top if top else 0.0
 
 
-def fuse_scores(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
-    """Reciprocal-rank fusion: each item scores the sum of 1 / (k + rank) over the rankings."""
+def fuse_scores(
+    rankings: Sequence[Sequence[int]], k: int = RRF_K, weights: Sequence[float] | None = None
+) -> dict[int, float]:
+    """Reciprocal-rank fusion: each item scores the sum of weight / (k + rank) over the
+    rankings (every weight 1 unless given)."""
     scores: dict[int, float] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
         for rank, item in enumerate(ranking):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank + 1)
+            scores[item] = scores.get(item, 0.0) + weight / (k + rank + 1)
     return scores
 
 
@@ -320,7 +326,9 @@ class Retriever:
         state = self._state
         if language != ENGLISH and state.translated is not None and self.multilingual:
             notes = (*notes, passages_note(language))
-            return self._answer_translated(state, question, vector, area, top_k, offset, notes)
+            return self._answer_translated(
+                state, question, vector, area, (top_k, offset), notes, language
+            )
         if known_word_share(question, state.index.lexical.vocab_dict) < MIN_KNOWN_WORDS:
             notes = (*notes, ENGLISH_NOTE)
         ranking = self.rank(state, question, vector, area, mode)
@@ -349,22 +357,27 @@ class Retriever:
         question: str,
         vector: np.ndarray,
         area: Area | None,
-        top_k: int,
-        offset: int,
+        window: tuple[int, int],
         notes: tuple[str, ...],
+        language: str,
     ) -> Answer:
-        """The multilingual path: dense-only ranking and its own abstention threshold."""
+        """The multilingual path: the model's ranking fused with BM25 over the English terms
+        the glossary recognises, and this path's own abstention."""
         assert state.translated is not None and self.multilingual is not None
-        index = state.translated
+        index, ml = state.translated, self.multilingual
         allowed = None if area is None else np.array([p.area == area.slug for p in index.passages])
         ranking = rank_dense(index, vector, allowed)
-        if abstains_translated(ranking, self.multilingual.min_score):
+        terms, ip_term = bridge_terms(state, question, language)
+        ip_term = ip_term or area is not None  # a chosen area says the topic is IP
+        if abstains_translated(ranking, ip_term, ml.min_score, ml.confident_score):
             suggestions = self._closest_areas(state.corpus, index, ranking.scores)
             return Answer(question, False, area, suggestions=suggestions, notes=notes)
-        rows = [int(r) for r in ranking.rows]
+        fused = _bridged(state, ranking, terms, allowed)
+        top_k, offset = window
+        rows = sorted(fused, key=lambda row: (-fused[row], row))
         best_area = area or state.corpus.area(index.passages[rows[0]].area)
         hits = tuple(
-            Hit(index.passages[r], float(ranking.scores[r]), best_sentence(index, r, vector))
+            Hit(index.passages[r], fused[r] / fused[rows[0]], best_sentence(index, r, vector))
             for r in rows[offset : offset + top_k]
         )
         has_more = len(rows) > offset + top_k
@@ -456,6 +469,32 @@ def expanded_question(state: _State, question: str) -> str:
         vocabulary = state.index.lexical.vocab_dict
         entries = [e for e in entries if not all(t in vocabulary for t in tokenize(e.term))]
     return glossary.expand(question, entries)
+
+
+def bridge_terms(state: _State, question: str, language: str) -> tuple[list[str], bool]:
+    """The English terms a question in another language names (the glossary's translations it
+    uses and the meanings of its acronyms: FTO, NDA, PCT), and whether they name an IP concept
+    (abstention)."""
+    glossary = state.corpus.glossary
+    # acronyms as the glossary writes them: Dutch "een" is no EEN, French "ca" no CA
+    typed = [e for e in glossary.matches(question) if e.term in question]
+    acronyms = [m for entry in typed for m in entry.meanings]
+    terms = list(dict.fromkeys([*glossary.english_terms(question, language), *acronyms]))
+    return terms, names_ip_concept(terms)
+
+
+def _bridged(
+    state: _State, ranking: DenseRanking, terms: list[str], allowed: np.ndarray | None
+) -> dict[int, float]:
+    """The model's top candidates fused with BM25's over the bridged English terms.
+
+    Each is a ranking of the same passages (the two indexes hold them in the same rows); BM25
+    sees only the terms, never the foreign words, which match English by accident.
+    """
+    by_model = [int(r) for r in ranking.rows[:CANDIDATES]]
+    lexical = _lexical_scores(state.index, tokenize(" ".join(terms)))
+    eligible = lexical > 0 if allowed is None else (lexical > 0) & allowed
+    return fuse_scores([by_model, _top_rows(lexical, eligible)], weights=[1.0, BRIDGE_WEIGHT])
 
 
 def without_restatements(index: SearchIndex, rows: Sequence[int], needed: int) -> list[int]:

@@ -240,6 +240,35 @@ def test_glossary_mistakes_are_reported_as_file_line_message(tmp_path: Path) -> 
     assert f"{glossary}:5: 'NDA' has no meaning after the colon" in problems
 
 
+def test_glossary_translation_mistakes_are_reported(tmp_path: Path) -> None:
+    write_area(tmp_path, PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS))
+    (tmp_path / "glossary.md").write_text(
+        "- word = de: Wort*; xx: mot; fr: mo*t\n"
+        "- other = de: wort*\n"
+        "- gibberishword = de: Kauderwelsch\n"
+    )
+    problems = problems_in(tmp_path)
+    glossary = f"{tmp_path}/glossary.md"
+    assert any(p.startswith(f"{glossary}:1: 'xx' is not the code") for p in problems)
+    assert f"{glossary}:1: 'mo*t': '*' may only end a word" in problems
+    assert f"{glossary}:2: 'wort*' (de) already means 'word' on line 1" in problems
+    assert f"{glossary}:3: no passage uses gibberishword ('gibberishword')" in problems
+
+
+def test_translations_bridge_inflected_words_to_english_terms() -> None:
+    glossary, problems = parse_glossary(
+        "- patent = hu: szabadalm*, szabadalom; de: Patent*\n"
+        "- intellectual property = fr: propriété intellectuelle\n"
+    )
+    assert not problems
+    assert glossary.english_terms("Mennyit ér a szabadalmunk?", "hu") == ["patent"]
+    assert glossary.english_terms("PROPRIETE INTELLECTUELLE et brevets", "fr") == [
+        "intellectual property"
+    ]
+    assert glossary.english_terms("Patentanwalt gesucht", "fr") == []  # only French words
+    assert glossary.english_terms("Patentanwalt gesucht", "da") == ["patent"]  # no Danish: all
+
+
 def test_glossary_adds_meanings_after_the_users_own_words() -> None:
     glossary, problems = parse_glossary(
         "- NDA: non-disclosure agreement; confidentiality agreement"

@@ -23,10 +23,11 @@ from retrieval.search import Retriever
 DATA = Path(__file__).resolve().parent / "data"
 HELDOUT = DATA / "heldout.yaml"
 TRANSLATED = DATA / "heldout_translated.yaml"
-# recall@3 reached per language on the held-out translations (38 questions each), less one
+# recall@3 reached per language on the held-out translations (38 questions each) with the
+# glossary bridge, less one question; the target is 0.85 (met in French only)
 RECALL_AT_3 = {
-    "de": 0.71, "fr": 0.86, "es": 0.81, "it": 0.76, "pl": 0.68, "nl": 0.63,
-    "pt": 0.78, "sv": 0.63, "cs": 0.60, "el": 0.65, "hu": 0.50,
+    "de": 0.76, "fr": 0.84, "es": 0.73, "it": 0.78, "pl": 0.71, "nl": 0.71,
+    "pt": 0.81, "sv": 0.65, "cs": 0.65, "el": 0.76, "hu": 0.78,
 }  # fmt: skip
 
 

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from bot.assistant import Assistant, User
+from retrieval.abstention import names_ip_concept
 from retrieval.evaluate import (
     DEFAULT_EVAL_FILE,
     TRANSLATED_EVAL_FILE,
@@ -16,25 +17,27 @@ from retrieval.evaluate import (
     load_translated_sets,
 )
 from retrieval.multilingual import MODEL_NAME, NOTES, multilingual_store, passages_note
-from retrieval.search import ENGLISH_NOTE, Retriever, open_retriever
+from retrieval.search import ENGLISH_NOTE, Retriever, bridge_terms, open_retriever
 from tests.conftest import CORPUS_DIR
 
 LANGUAGES = list(load_translated_sets(TRANSLATED_EVAL_FILE))
-# recall@3 per language reached on the tuning set (42 questions each), less one question of
+# recall@3 per language reached on the tuning set (56 questions each), less one question of
 # slack for the engine's CPU-specific build; below this, users of that language lose answers
 RECALL_AT_3 = {
-    "de": 0.88,
-    "fr": 0.85,
-    "es": 0.85,
-    "it": 0.83,
-    "pl": 0.88,
-    "nl": 0.90,
-    "pt": 0.90,
-    "sv": 0.76,  # 0.79 once the corpus grew to 233 passages (more close neighbours)
-    "cs": 0.80,
-    "el": 0.71,
+    "de": 0.87,
+    "fr": 0.82,
+    "es": 0.82,
+    "it": 0.82,
+    "pl": 0.83,
+    "nl": 0.85,
+    "pt": 0.83,
+    "sv": 0.85,
+    "cs": 0.76,
+    "el": 0.73,
+    "hu": 0.80,
 }
-OFF_TOPIC_ABSTAINED = 0.8  # of 12 per language: 10 or more (reached: 10 in French, 11-12 elsewhere)
+# of 32 per language (12 easy, 20 near-domain): reached 19 in French, 25-29 elsewhere; less one
+OFF_TOPIC_ABSTAINED = 0.56
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +46,10 @@ def reports(retriever: Retriever) -> dict[str, LanguageReport]:
     return {lang: evaluate_language(retriever, lang, data) for lang, data in sets.items()}
 
 
-def test_tuning_set_covers_ten_languages_with_forty_questions_each() -> None:
+def test_tuning_set_covers_eleven_languages_with_fifty_questions_each() -> None:
     sets = load_translated_sets(TRANSLATED_EVAL_FILE)
-    assert len(sets) >= 10
-    assert all(len(s.questions) >= 40 and len(s.off_topic) >= 10 for s in sets.values())
+    assert len(sets) >= 11
+    assert all(len(s.questions) >= 50 and len(s.off_topic) >= 30 for s in sets.values())
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -68,6 +71,24 @@ def test_off_topic_questions_in_other_languages_are_abstained(
     assert report.abstention_recall >= OFF_TOPIC_ABSTAINED, (
         f"in {language}, {1 - report.abstention_recall:.0%} of off-topic questions got passages"
     )
+
+
+def test_glossary_bridges_a_foreign_question_to_english_terms(retriever: Retriever) -> None:
+    question = "Mennyit ér a szabadalmunk, mielőtt licencbe adjuk egy spin-off cégnek?"
+    terms, ip_concept = bridge_terms(retriever.state, question, "hu")
+    assert {"patent", "licence licensing", "spin-off company"} <= set(terms)
+    assert ip_concept
+
+
+def test_acronyms_are_bridged_only_as_the_glossary_writes_them(retriever: Retriever) -> None:
+    terms, _ = bridge_terms(retriever.state, "Wat zet je in een NDA met een bedrijf?", "nl")
+    assert "non-disclosure agreement" in terms
+    assert "Enterprise Europe Network" not in terms  # Dutch "een" is not EEN
+
+
+def test_words_academic_life_shares_with_ip_do_not_vouch_for_an_answer() -> None:
+    assert not names_ip_concept(["agreement contract", "partners", "database"])
+    assert names_ip_concept(["agreement contract", "patent"])
 
 
 def test_every_english_eval_question_keeps_the_english_path(retriever: Retriever) -> None:
