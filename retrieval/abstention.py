@@ -18,7 +18,8 @@ Mode = Literal["hybrid", "dense", "lexical"]
 
 # Words of academic life in general (careers, publishing, administration and funding calls,
 # methods, lab life). They appear in the corpus too, so BM25 rewards them, but sharing them
-# says nothing about whether a question is about intellectual property.
+# says nothing about whether a question is about intellectual property: the scope model reads
+# the BM25 score of the question's other words. Extend `corpus/scope.yaml`, not this list.
 GENERIC_ACADEMIC_WORDS = """
     phd phds postdoc postdocs postdoctoral doctoral doctorate doctor research researcher
     researchers university universities paper papers conference conferences lab labs
@@ -41,10 +42,10 @@ GENERIC_ACADEMIC_WORDS = """
     reports request requests extension author authors coauthor
 """
 GENERIC_TERMS = frozenset(tokenize(GENERIC_ACADEMIC_WORDS))
-# Words and phrases that make a question about intellectual property whatever else it says,
-# matched as typed (not stemmed: "owns" is about IP, "my own lab" is not). A word belongs
-# here only if off-topic questions of academic life rarely use it: not "publish", "results",
-# "company", "open access" or "data management".
+# Words and phrases that name an IP concept, matched as typed (not stemmed: "owns" is about
+# IP, "my own lab" is not); one signal the scope model weighs, not a rule ("a MATLAB licence"
+# names one and is still off-topic). A word belongs here only if off-topic questions of
+# academic life rarely use it: not "publish", "results", "company" or "data management".
 IP_WORDS = frozenset(
     """
     patent patents patenting patented licence license licences licenses licensing licensed

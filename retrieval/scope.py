@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 
 SCOPE_FILE = "scope.yaml"
-REGULARISATION = 0.03  # L2 weight; chosen by cross-validation (`ipbot eval --calibrate`)
+REGULARISATION = 0.1  # L2 weight; chosen by cross-validation (`ipbot eval --calibrate`)
 NEWTON_STEPS = 25  # at most; it converges in about eight on a few hundred examples
 CONVERGED = 1e-6  # largest weight change at which the fit stops
 _SET_KEYS = ("questions", "off_topic", "near_domain", "gaps")  # gaps: not answerable yet, unused
