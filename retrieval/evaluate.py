@@ -213,9 +213,12 @@ def cross_validate_scope(
     texts, labels = texts + scope_texts, np.concatenate([labels, scope_labels])
     near = set(data.near_domain) | set(retriever.corpus.scope.near_domain)
     is_near = np.array([t in near for t in texts])
-    vectors = retriever.embedder.embed([retriever.search_text(q) for q in texts])
+    searched = [retriever.search_text(q) for q in texts]
+    vectors = retriever.embedder.embed(searched)
     state = retriever.state
-    x = np.stack([scope_signals(state, q, v)[1] for q, v in zip(texts, vectors, strict=True)])
+    x = np.stack(
+        [scope_signals(state, q, t, v)[1] for q, t, v in zip(texts, searched, vectors, strict=True)]
+    )
     too_far = x[:, BEST_FEATURE] < retriever.policy.min_score
     trials = []
     for regularisation in REGULARISATIONS:

@@ -216,20 +216,23 @@ def _serving(corpus: Corpus, index: SearchIndex, translated: SearchIndex | None)
     if index.scope_vectors is None or not trainable(labels):
         return state
     features = np.stack(
-        [scope_signals(state, q, v)[1] for q, v in zip(texts, index.scope_vectors, strict=True)]
+        [
+            scope_signals(state, q, expanded_question(state, q), v)[1]
+            for q, v in zip(texts, index.scope_vectors, strict=True)
+        ]
     )
     return replace(state, scope=ScopeModel.fit(features, labels))
 
 
 def scope_signals(
-    state: _State, question: str, vector: np.ndarray, dense: np.ndarray | None = None
+    state: _State, question: str, text: str, vector: np.ndarray, dense: np.ndarray | None = None
 ) -> tuple[tuple[float, bool], np.ndarray]:
     """The specific-word score and IP-term flag of a question, and the scope model's features.
 
-    `dense` is the question's similarities where the ranking computed them; without it (a
-    scope example) they are computed over every passage, which finds the same best one.
+    `text` is the question as searched (`expanded_question`), `vector` its embedding. `dense`
+    is the question's similarities where the ranking computed them; without it (a scope
+    example) they are computed over every passage, which finds the same best one.
     """
-    text = expanded_question(state, question)
     specific = float(_lexical_scores(state.index, specific_terms(text)).max(initial=0.0))
     ip_term = names_ip_term(question, state.corpus.glossary)
     best = float(np.max(dense if dense is not None else state.index.vectors @ vector))
@@ -431,7 +434,7 @@ class Retriever:
             lexical[[p.area != area.slug for p in state.index.passages]] = 0.0
         by_dense = _top_rows(dense, dense > -1.0)
         by_lexical = _top_rows(lexical, lexical > 0)
-        (specific, ip_term), features = scope_signals(state, question, vector, dense)
+        (specific, ip_term), features = scope_signals(state, question, text, vector, dense)
         in_scope = state.scope.probability(features) if state.scope is not None else 1.0
         if mode != "hybrid":
             rows = by_dense if mode == "dense" else by_lexical
