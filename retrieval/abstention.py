@@ -101,10 +101,7 @@ class Signals:
     """What abstention looks at: how close the best passage is and whether the question is IP."""
 
     best: float  # highest cosine of any candidate passage
-    margin: float  # best minus the mean of the next five
-    lexical: float  # best BM25 score of the whole question
-    specific: float  # best BM25 score of the question's specific words only
-    ip_term: bool = False  # the question names an IP concept (see `names_ip_term`)
+    lexical: float  # best BM25 score of the whole question (the lexical-only baseline)
     in_scope: float = 1.0  # the scope model's probability that the question is about IP
 
 

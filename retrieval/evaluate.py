@@ -217,7 +217,7 @@ def cross_validate_scope(
     vectors = retriever.embedder.embed(searched)
     state = retriever.state
     x = np.stack(
-        [scope_signals(state, q, t, v)[1] for q, t, v in zip(texts, searched, vectors, strict=True)]
+        [scope_signals(state, q, t, v) for q, t, v in zip(texts, searched, vectors, strict=True)]
     )
     too_far = x[:, BEST_FEATURE] < retriever.policy.min_score
     trials = []

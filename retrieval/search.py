@@ -2,7 +2,7 @@
 
 Dense vectors find paraphrases, BM25 finds exact terms (acronyms, regulation numbers); their
 rankings are fused by reciprocal rank. Whether to answer at all is decided on the dense
-similarity of the best passage and how far it stands out, calibrated on the eval set.
+similarity of the best passage and the scope model's view of the question (`retrieval.scope`).
 """
 
 from __future__ import annotations
@@ -142,8 +142,6 @@ class Ranking:
     lexical: np.ndarray
     mode: Mode
     order_scores: dict[int, float]
-    specific: float = 0.0  # best BM25 score of the question's specific words (abstention)
-    ip_term: bool = False  # the question names an IP concept (abstention)
     in_scope: float = 1.0  # the scope model's probability that the question is about IP
 
     def score(self, row: int) -> float:
@@ -217,7 +215,7 @@ def _serving(corpus: Corpus, index: SearchIndex, translated: SearchIndex | None)
         return state
     features = np.stack(
         [
-            scope_signals(state, q, expanded_question(state, q), v)[1]
+            scope_signals(state, q, expanded_question(state, q), v)
             for q, v in zip(texts, index.scope_vectors, strict=True)
         ]
     )
@@ -226,8 +224,8 @@ def _serving(corpus: Corpus, index: SearchIndex, translated: SearchIndex | None)
 
 def scope_signals(
     state: _State, question: str, text: str, vector: np.ndarray, dense: np.ndarray | None = None
-) -> tuple[tuple[float, bool], np.ndarray]:
-    """The specific-word score and IP-term flag of a question, and the scope model's features.
+) -> np.ndarray:
+    """What the scope model reads of a question (see `retrieval.scope.scope_features`).
 
     `text` is the question as searched (`expanded_question`), `vector` its embedding. `dense`
     is the question's similarities where the ranking computed them; without it (a scope
@@ -236,7 +234,7 @@ def scope_signals(
     specific = float(_lexical_scores(state.index, specific_terms(text)).max(initial=0.0))
     ip_term = names_ip_term(question, state.corpus.glossary)
     best = float(np.max(dense if dense is not None else state.index.vectors @ vector))
-    return (specific, ip_term), scope_features(vector, best, ip_term, specific)
+    return scope_features(vector, best, ip_term, specific)
 
 
 class Retriever:
@@ -434,7 +432,7 @@ class Retriever:
             lexical[[p.area != area.slug for p in state.index.passages]] = 0.0
         by_dense = _top_rows(dense, dense > -1.0)
         by_lexical = _top_rows(lexical, lexical > 0)
-        (specific, ip_term), features = scope_signals(state, question, text, vector, dense)
+        features = scope_signals(state, question, text, vector, dense)
         in_scope = state.scope.probability(features) if state.scope is not None else 1.0
         if mode != "hybrid":
             rows = by_dense if mode == "dense" else by_lexical
@@ -442,7 +440,7 @@ class Retriever:
         else:
             scores = fuse_scores([by_dense, by_lexical])
             rows = sorted(scores, key=lambda row: (-scores[row], row))
-        return Ranking(rows, dense, lexical, mode, scores, specific, ip_term, in_scope)
+        return Ranking(rows, dense, lexical, mode, scores, in_scope)
 
     def _abstains(self, ranking: Ranking, area: Area | None) -> bool:
         """Whether to say "not covered"; a user who chose an area has said the topic is IP."""
@@ -506,14 +504,12 @@ def source_key(passage: Passage) -> str:
 
 
 def abstention_signals(ranking: Ranking) -> Signals:
-    """Best dense similarity, its margin over the next five, and the best BM25 scores."""
+    """Best dense similarity, best BM25 score and the scope model's probability."""
     if not ranking.rows:
-        return Signals(0.0, 0.0, 0.0, 0.0)
-    top_dense = np.sort(ranking.dense[ranking.rows])[::-1]
-    best = float(top_dense[0])
-    margin = best - float(np.mean(top_dense[1:6])) if len(top_dense) > 1 else best
+        return Signals(0.0, 0.0, ranking.in_scope)
+    best = float(np.max(ranking.dense[ranking.rows]))
     lexical = float(np.max(ranking.lexical[ranking.rows]))
-    return Signals(best, margin, lexical, ranking.specific, ranking.ip_term, ranking.in_scope)
+    return Signals(best, lexical, ranking.in_scope)
 
 
 def _prefix_of(area: Area) -> str:
