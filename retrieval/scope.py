@@ -57,7 +57,11 @@ def parse_eval_set(text: str) -> tuple[EvalSet, list[tuple[int, str]]]:
         return EvalSet((), ()), [((mark.line + 1) if mark else 0, f"not valid YAML: {exc}")]
     if not isinstance(data, dict):
         return EvalSet((), ()), [(1, "expected the keys questions, near_domain and off_topic")]
-    problems = [(1, f"unknown key '{key}'") for key in data if key not in _SET_KEYS]
+    problems = [
+        (line_of(text, f"{key}:") or 1, f"unknown key '{key}'")
+        for key in data
+        if key not in _SET_KEYS
+    ]
     questions = []
     for item in _as_list(data.get("questions")):
         question = _eval_question(item)

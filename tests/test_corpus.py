@@ -271,7 +271,7 @@ def test_scope_examples_are_checked_and_mistakes_located(tmp_path: Path) -> None
     scope = f"{tmp_path}/scope.yaml"
     assert f"{scope}:5: unknown passage ID VAL-R9 for 'how do we value a licence'" in problems
     assert f"{scope}:7: unknown area 'designs' for 'who owns a design'" in problems
-    assert f"{scope}:1: unknown key 'look_alikes'" in problems
+    assert f"{scope}:11: unknown key 'look_alikes'" in problems
 
 
 def test_shipped_scope_examples_cover_both_kinds_and_every_area() -> None:
