@@ -90,9 +90,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(10, ge=1)
     stale_after_days: int = Field(STALE_AFTER_DAYS, ge=1)
     abstain_min_score: float = Field(AbstentionPolicy.min_score, ge=-1, le=1)
-    abstain_confident_score: float = Field(AbstentionPolicy.confident_score, ge=-1, le=1)
-    abstain_min_lexical: float = Field(AbstentionPolicy.min_lexical, ge=0)
-    abstain_min_margin: float = Field(AbstentionPolicy.min_margin, ge=0, le=2)
+    abstain_min_in_scope: float = Field(AbstentionPolicy.min_in_scope, ge=0, le=1)
 
     @field_validator("index_type")
     @classmethod
@@ -229,9 +227,7 @@ class Settings(BaseSettings):
     def policy(self) -> AbstentionPolicy:
         return AbstentionPolicy(
             min_score=self.abstain_min_score,
-            confident_score=self.abstain_confident_score,
-            min_lexical=self.abstain_min_lexical,
-            min_margin=self.abstain_min_margin,
+            min_in_scope=self.abstain_min_in_scope,
         )
 
 

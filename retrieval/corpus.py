@@ -17,6 +17,7 @@ from typing import Literal
 import yaml
 
 from retrieval.glossary import Glossary, parse_glossary
+from retrieval.scope import SCOPE_FILE, EvalSet, line_of, parse_eval_set
 
 AREA_PREFIXES: dict[str, str] = {
     "intellectual-assets-management": "IAM",
@@ -122,6 +123,7 @@ class Corpus:
     passages: tuple[Passage, ...]
     updates: tuple[Update, ...] = ()
     glossary: Glossary = field(default_factory=Glossary)
+    scope: EvalSet = field(default_factory=lambda: EvalSet((), ()))  # the scope model's examples
     version: str = "unversioned"
     hash: str = ""
     by_id: dict[str, Passage] = field(default_factory=dict, compare=False, repr=False)
@@ -197,6 +199,8 @@ def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
     glossary, glossary_problems = _load_glossary(corpus_dir / GLOSSARY_FILE)
     problems += glossary_problems
     problems += _unknown_english_terms(corpus_dir / GLOSSARY_FILE, glossary, passages)
+    scope, scope_problems = _load_scope(corpus_dir / SCOPE_FILE, passages)
+    problems += scope_problems
     version = corpus_version(corpus_dir)
     areas.sort(key=lambda a: AREA_SLUGS.index(a.slug))
     corpus = Corpus(
@@ -204,8 +208,9 @@ def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
         passages=tuple(passages),
         updates=tuple(updates),
         glossary=glossary,
+        scope=scope,
         version=version,
-        hash=_corpus_hash(passages, areas),
+        hash=_corpus_hash(passages, areas, scope),
         by_id={p.id: p for p in passages},
     )
     return corpus, problems
@@ -232,8 +237,11 @@ def stale_passages(
     ]
 
 
-def _corpus_hash(passages: list[Passage], areas: list[Area]) -> str:
+def _corpus_hash(passages: list[Passage], areas: list[Area], scope: EvalSet) -> str:
     digest = hashlib.sha256()
+    texts, labels = scope.examples()  # the scope model is trained with the index
+    for text, label in zip(texts, labels, strict=True):
+        digest.update(f"{label:.0f}\0{text}\n".encode())
     for area in sorted(areas, key=lambda a: a.slug):
         digest.update(f"{area.slug}\0{area.title}\0{area.description}\n".encode())
     for p in passages:
@@ -536,6 +544,24 @@ def _unknown_english_terms(
                 Problem(str(path), line, f"no passage uses {', '.join(unknown)} ('{english}')")
             )
     return problems
+def _load_scope(path: Path, passages: list[Passage]) -> tuple[EvalSet, list[Problem]]:
+    """The optional scope examples; a passage id or area they name must exist."""
+    if not path.is_file():
+        return EvalSet((), ()), []
+    text = path.read_text(encoding="utf-8")
+    scope, found = parse_eval_set(text)
+    problems = [Problem(str(path), line, message) for line, message in found]
+    ids = {p.id for p in passages}
+    for question in scope.questions:
+        unknown = [i for i in question.expected if i not in ids]
+        wrong_area = question.area and question.area not in AREA_PREFIXES
+        if unknown or wrong_area:
+            line = line_of(text, question.question)
+            what = (
+                f"unknown passage ID {unknown[0]}" if unknown else f"unknown area '{question.area}'"
+            )
+            problems.append(Problem(str(path), line, f"{what} for '{question.question}'"))
+    return scope, problems
 
 
 def _load_updates(folder: Path) -> tuple[list[Update], list[Problem]]:

@@ -1,14 +1,13 @@
 """Retrieval quality on a labelled question set: BM25, dense and hybrid side by side.
 
 Recall counts end to end: a real question that is wrongly abstained on is a miss, because the
-user saw no answer. `calibrate` searches the abstention thresholds that keep wrong abstentions
-rare while catching off-topic questions; the chosen values become the policy defaults.
+user saw no answer. `calibrate` cross-validates the scope model's settings that keep wrong
+abstentions rare while catching look-alikes; the chosen values become the defaults.
 """
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,31 +15,19 @@ import yaml
 
 from retrieval.abstention import AbstentionPolicy, Mode, Signals
 from retrieval.multilingual import rank_dense
+from retrieval.scope import BEST_FEATURE, EvalQuestion, EvalSet, ScopeModel, parse_eval_set
 from retrieval.search import (
     MODES,
     Answer,
     Retriever,
     abstention_signals,
     bridge_terms,
+    scope_signals,
     without_restatements,
 )
 
 DEFAULT_EVAL_FILE = Path(__file__).resolve().parent.parent / "tests" / "data" / "eval.yaml"
 KS = (1, 3, 5)
-
-
-@dataclass(frozen=True)
-class EvalQuestion:
-    question: str
-    area: str
-    expected: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    questions: tuple[EvalQuestion, ...]
-    off_topic: tuple[str, ...]
-    near_domain: tuple[str, ...] = ()  # off-topic questions of academic life: the hard ones
 
 
 @dataclass(frozen=True)
@@ -72,27 +59,17 @@ class Report:
     off_topic: int
     near_domain: int
     policy: AbstentionPolicy
-    calibrated: AbstentionPolicy | None = None
+    trials: list[ScopeTrial] = field(default_factory=list)  # with `calibrate`
     misses: list[str] = field(default_factory=list)
 
 
 def load_eval_set(path: Path) -> EvalSet:
-    """Questions with their area and expected passages; a set written without seeing the
-    corpus may give only the question text, which then counts for abstention alone."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    questions = tuple(_eval_question(item) for item in data.get("questions", []))
-    return EvalSet(
-        questions,
-        tuple(str(q) for q in data.get("off_topic", [])),
-        tuple(str(q) for q in data.get("near_domain") or []),
-    )
-
-
-def _eval_question(item: object) -> EvalQuestion:
-    if not isinstance(item, dict):
-        return EvalQuestion(str(item), "", ())
-    text = item.get("q", item.get("question", ""))
-    return EvalQuestion(str(text), str(item.get("area") or ""), tuple(item.get("expected") or ()))
+    """A labelled question set (see `retrieval.scope.parse_eval_set`); raises ValueError."""
+    data, problems = parse_eval_set(Path(path).read_text(encoding="utf-8"))
+    if problems:
+        line, message = problems[0]
+        raise ValueError(f"{path}:{line}: {message}")
+    return data
 
 
 def observe(
@@ -156,7 +133,7 @@ def evaluate(retriever: Retriever, path: Path, calibrate: bool = False) -> Repor
     wanted = [q.expected for q in data.questions]
     areas = [q.area for q in data.questions]
     policy = retriever.policy
-    reports, calibrated, misses = [], None, []
+    reports, trials, misses = [], [], []
     for mode in MODES:
         real = observe(retriever, texts, wanted, mode)
         easy = observe(retriever, list(data.off_topic), [()] * len(data.off_topic), mode)
@@ -164,14 +141,14 @@ def evaluate(retriever: Retriever, path: Path, calibrate: bool = False) -> Repor
         reports.append(score_mode(mode, real, areas, easy + near, policy, near))
         if mode == "hybrid":
             if calibrate:
-                calibrated = calibrate_policy(real, areas, easy + near, policy)
+                trials = cross_validate_scope(retriever, data)
             misses = [
                 f"{q.question!r} expected {q.expected[0]}"
                 for q, o in zip(data.questions, real, strict=True)
                 if o.labelled and (o.first_hit is None or o.first_hit >= 3)
             ]
     return Report(
-        reports, len(texts), len(data.off_topic), len(data.near_domain), policy, calibrated, misses
+        reports, len(texts), len(data.off_topic), len(data.near_domain), policy, trials, misses
     )
 
 
@@ -212,40 +189,81 @@ def regressions(before: dict[str, float], after: dict[str, float]) -> list[str]:
     return worse
 
 
-def calibrate_policy(
-    real: list[Observation], areas: list[str], off: list[Observation], base: AbstentionPolicy
-) -> AbstentionPolicy:
-    """Thresholds that catch the most off-topic questions with at most 3% wrong abstentions.
+@dataclass(frozen=True)
+class ScopeTrial:
+    """Cross-validated abstention of one scope-model setting on the pooled tuning questions."""
 
-    Among equally good settings the one farthest from both kinds of error is kept: the
-    middle of the feasible range, so unseen questions have room on either side. The margin
-    rule stays as configured (off): it separated nothing on the tuning set.
-    """
-    feasible: list[tuple[float, AbstentionPolicy]] = []
-    grid = itertools.product(
-        np.arange(0.15, 0.46, 0.01),
-        np.arange(0.30, 0.71, 0.02),
-        np.arange(0.0, 8.01, 0.5),
-        [base.min_margin],
+    regularisation: float
+    min_in_scope: float
+    near_domain: float  # share of near-domain look-alikes abstained
+    wrongly: float  # share of real questions abstained
+
+
+REGULARISATIONS = (0.01, 0.03, 0.1, 0.3, 1.0)
+MOST_WRONG_IN_CV = 0.015  # a third of the 5% allowed: unseen questions are farther than a fold
+CLOSE_ENOUGH = 0.005  # near-domain shares this close to the best are a tie: prefer the simpler
+
+
+def cross_validate_scope(
+    retriever: Retriever, data: EvalSet, folds: int = 5, seeds: int = 3
+) -> list[ScopeTrial]:
+    """Train the scope model on four fifths of the corpus's scope examples and `data` together,
+    measure it on the rest, for each regularisation and threshold (`seeds` shuffles)."""
+    texts, labels = data.examples()
+    scope_texts, scope_labels = retriever.corpus.scope.examples()
+    texts, labels = texts + scope_texts, np.concatenate([labels, scope_labels])
+    near = set(data.near_domain) | set(retriever.corpus.scope.near_domain)
+    is_near = np.array([t in near for t in texts])
+    searched = [retriever.search_text(q) for q in texts]
+    vectors = retriever.embedder.embed(searched)
+    state = retriever.state
+    x = np.stack(
+        [scope_signals(state, q, t, v) for q, t, v in zip(texts, searched, vectors, strict=True)]
     )
-    for min_score, confident, lexical, margin in grid:
-        if confident < min_score:
-            continue
-        policy = replace(
-            base,
-            min_score=round(float(min_score), 3),
-            confident_score=round(float(confident), 3),
-            min_lexical=round(float(lexical), 2),
-            min_margin=round(float(margin), 3),
-        )
-        report = score_mode("hybrid", real, areas, off, policy)
-        if report.false_abstention <= 0.03:
-            feasible.append((report.abstention_recall - report.false_abstention, policy))
+    too_far = x[:, BEST_FEATURE] < retriever.policy.min_score
+    trials = []
+    for regularisation in REGULARISATIONS:
+        runs = [_out_of_fold(x, labels, regularisation, folds, seed) for seed in range(seeds)]
+        for threshold in np.round(np.arange(0.2, 0.71, 0.05), 2):
+            abstained = [(p < threshold) | too_far for p in runs]
+            trials.append(
+                ScopeTrial(
+                    regularisation,
+                    float(threshold),
+                    float(np.mean([a[is_near].mean() for a in abstained])),
+                    float(np.mean([a[labels == 1].mean() for a in abstained])),
+                )
+            )
+    return trials
+
+
+def _out_of_fold(x: np.ndarray, labels: np.ndarray, regularisation: float, folds: int, seed: int):
+    """Each question's probability from a model trained without its fold."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    probabilities = np.zeros(len(labels))
+    for fold in np.array_split(order, folds):
+        train = np.setdiff1d(order, fold)
+        model = ScopeModel.fit(x[train], labels[train], regularisation)
+        probabilities[fold] = [model.probability(row) for row in x[fold]]
+    return probabilities
+
+
+def choose_scope_setting(trials: list[ScopeTrial]) -> ScopeTrial | None:
+    """The setting that abstains on the most look-alikes within `MOST_WRONG_IN_CV`; of
+    settings about as good, the most regularised one (the smoothest model)."""
+    feasible = [t for t in trials if t.wrongly <= MOST_WRONG_IN_CV + 1e-9]
     if not feasible:
-        return base
-    top = max(score for score, _ in feasible)
-    best = [policy for score, policy in feasible if score == top]
-    return best[len(best) // 2]
+        return None
+    top = max(t.near_domain for t in feasible)
+    close = [t for t in feasible if t.near_domain >= top - CLOSE_ENOUGH]
+    return max(close, key=lambda t: (t.regularisation, t.near_domain, -t.wrongly))
+
+
+def _trial(t: ScopeTrial) -> str:
+    return (
+        f"regularisation {t.regularisation:<5} min_in_scope {t.min_in_scope:.2f}: "
+        f"near-domain abstained {t.near_domain:.3f}, wrongly abstained {t.wrongly:.3f}"
+    )
 
 
 def format_report(report: Report) -> str:
@@ -270,16 +288,21 @@ def format_report(report: Report) -> str:
     ]
     p = report.policy
     lines.append(
-        f"policy: min_score={p.min_score} confident_score={p.confident_score} "
-        f"min_lexical={p.min_lexical} min_margin={p.min_margin} (lexical-only: min_bm25={p.min_bm25})"
+        f"policy: min_score={p.min_score} min_in_scope={p.min_in_scope} "
+        f"(lexical-only: min_bm25={p.min_bm25})"
     )
-    if report.calibrated:
-        c = report.calibrated
-        lines.append(
-            f"calibrated: IPBOT_ABSTAIN_MIN_SCORE={c.min_score} "
-            f"IPBOT_ABSTAIN_CONFIDENT_SCORE={c.confident_score} "
-            f"IPBOT_ABSTAIN_MIN_LEXICAL={c.min_lexical} IPBOT_ABSTAIN_MIN_MARGIN={c.min_margin}"
-        )
+    if report.trials:
+        lines.append("scope model, 5-fold cross-validation on this set and corpus/scope.yaml:")
+        for r in sorted({t.regularisation for t in report.trials}):
+            best = choose_scope_setting([t for t in report.trials if t.regularisation == r])
+            if best:
+                lines.append(f"  {_trial(best)}")
+        chosen = choose_scope_setting(report.trials)
+        if chosen:
+            lines.append(
+                f"calibrated: IPBOT_ABSTAIN_MIN_IN_SCOPE={chosen.min_in_scope} "
+                f"(scope.REGULARISATION={chosen.regularisation})"
+            )
     if report.misses:
         lines.append(f"hybrid misses at 3 ({len(report.misses)}):")
         lines += [f"  {m}" for m in report.misses]

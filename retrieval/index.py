@@ -27,8 +27,9 @@ import numpy as np
 from tqdm import tqdm
 
 from retrieval.corpus import Corpus, Passage, sha256_text
+from retrieval.glossary import Glossary
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: builds hold the scope examples' vectors
 KEEP_BUILDS = 6  # builds kept on disk besides the current one: the versions moderators can restore
 SNAPSHOT = "corpus"  # the corpus copy inside a build folder
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ _STOPWORDS = frozenset(
     """.split()
 )
 _WORD = re.compile(r"\w\w+|\d")
+SHORT_QUESTION_TERMS = 4  # up to this many search terms, glossary meanings are always added
 
 
 class IndexCorruptError(Exception):
@@ -100,6 +102,20 @@ def tokenize(text: str) -> list[str]:
     return _stem(words)
 
 
+def search_text(glossary: Glossary, vocabulary: dict[str, int], question: str) -> str:
+    """The question with glossary meanings, unless its own words already carry the meaning.
+
+    In a question of a few words the term is the question ("MTA", "what is an NDA"). In a
+    longer one, a term the passages themselves use (TTO) is found as it is, and adding its
+    meaning would outweigh the user's detail ("can our TTO value the tech alone"); only a term
+    the passages never use (CA) is still explained.
+    """
+    entries = glossary.matches(question)
+    if entries and len(tokenize(question)) > SHORT_QUESTION_TERMS:
+        entries = [e for e in entries if not all(t in vocabulary for t in tokenize(e.term))]
+    return glossary.expand(question, entries)
+
+
 @dataclass
 class SearchIndex:
     """The loaded index: passages in row order, their vectors, FAISS and BM25 over them."""
@@ -113,6 +129,7 @@ class SearchIndex:
     sentence_offsets: list[int]
     title_vectors: np.ndarray | None = None  # only in a store made `with_titles`
     build: str = ""  # the build folder's name: which version this is
+    scope_vectors: np.ndarray | None = None  # the corpus's scope examples, as they are searched
 
 
 def sentence_offsets(passages: list[Passage]) -> list[int]:
@@ -166,6 +183,7 @@ class IndexStore:
     ):
         self.root = Path(data_dir) / "index" / kind if kind else Path(data_dir) / "index"
         self.with_titles = with_titles
+        self.with_scope = not kind  # the scope model reads the main (English) model's vectors
         self.builds = self.root / "builds"
         self.current = self.root / "current"
         self.index_type = index_type
@@ -277,9 +295,18 @@ class IndexStore:
             raise IndexCorruptError(f"index files in {folder} disagree with their manifest")
         offsets = sentence_offsets(passages)
         titles = self._read_titles(folder, (rows, manifest.dimension))
+        scope = self._read_scope(folder, (len(corpus.scope.examples()[0]), manifest.dimension))
         return SearchIndex(
-            passages, vectors, dense, lexical, manifest, sentence_vectors, offsets, titles,
+            passages,
+            vectors,
+            dense,
+            lexical,
+            manifest,
+            sentence_vectors,
+            offsets,
+            titles,
             build=folder.name,
+            scope_vectors=scope,
         )
 
     def _read_titles(self, folder: Path, shape: tuple[int, int]) -> np.ndarray | None:
@@ -292,6 +319,17 @@ class IndexStore:
         if titles.shape != shape:
             raise IndexCorruptError(f"title vectors in {folder} disagree with their manifest")
         return titles
+
+    def _read_scope(self, folder: Path, shape: tuple[int, int]) -> np.ndarray | None:
+        if not self.with_scope:
+            return None
+        try:
+            scope = np.load(folder / "scope.npy", allow_pickle=False)
+        except Exception as exc:  # as for the other files: rebuild
+            raise IndexCorruptError(f"unreadable scope vectors in {folder}: {exc}") from exc
+        if scope.shape != shape:
+            raise IndexCorruptError(f"scope vectors in {folder} disagree with the corpus")
+        return scope
 
     def build(
         self,
@@ -307,10 +345,14 @@ class IndexStore:
         `activate=False` the build is a candidate, written beside the current one and not used.
         """
         passages = list(corpus.passages)
+        lexical = make_lexical_index(passages)
         groups = [[p.search_text for p in passages], [s for p in passages for s in p.sentences]]
         if self.with_titles:
             groups.append([p.title for p in passages])
-        vectors, sentence_vectors, *titles = self._embed_cached(groups, embedder, progress)
+        if self.with_scope:
+            examples = corpus.scope.examples()[0]
+            groups.append([search_text(corpus.glossary, lexical.vocab_dict, q) for q in examples])
+        vectors, sentence_vectors, *extra = self._embed_cached(groups, embedder, progress)
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             model=embedder.name,
@@ -325,11 +367,12 @@ class IndexStore:
             passages,
             vectors,
             make_dense_index(vectors, self.index_type),
-            make_lexical_index(passages),
+            lexical,
             manifest,
             sentence_vectors,
             sentence_offsets(passages),
-            titles[0] if titles else None,
+            title_vectors=extra[0] if self.with_titles else None,
+            scope_vectors=extra[-1] if self.with_scope else None,
         )
         index.build = self._write(index, snapshot_of)
         if activate:
@@ -385,6 +428,8 @@ class IndexStore:
         np.save(folder / "sentences.npy", index.sentence_vectors, allow_pickle=False)
         if index.title_vectors is not None:
             np.save(folder / "titles.npy", index.title_vectors, allow_pickle=False)
+        if index.scope_vectors is not None:
+            np.save(folder / "scope.npy", index.scope_vectors, allow_pickle=False)
         faiss.write_index(index.dense, str(folder / "dense.faiss"))
         index.lexical.save(str(folder / "bm25"), show_progress=False)
         # the manifest is written last: a build without one is incomplete by definition

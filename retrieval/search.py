@@ -2,7 +2,7 @@
 
 Dense vectors find paraphrases, BM25 finds exact terms (acronyms, regulation numbers); their
 rankings are fused by reciprocal rank. Whether to answer at all is decided on the dense
-similarity of the best passage and how far it stands out, calibrated on the eval set.
+similarity of the best passage and the scope model's view of the question (`retrieval.scope`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from retrieval.index import (
     SearchIndex,
     best_sentence,
     known_word_share,
+    search_text,
     tokenize,
 )
 from retrieval.multilingual import (
@@ -48,6 +49,7 @@ from retrieval.multilingual import (
     rank_dense,
 )
 from retrieval.multilingual import MODEL_NAME as MULTILINGUAL_MODEL
+from retrieval.scope import ScopeModel, scope_features, trainable
 from retrieval.versions import Versions, serve_or_fall_back
 
 MODES: tuple[Mode, ...] = ("lexical", "dense", "hybrid")
@@ -62,7 +64,6 @@ RRF_K = 60
 _EU_ACT = re.compile(r"\((?:EU|EC|EEC)\) (?:No )?\d{2,4}/\d+")
 RESTATEMENT_COSINE = 0.845  # same source and this similar: the same point said twice
 CANDIDATES = 100  # rows taken from each ranker before fusion
-SHORT_QUESTION_TERMS = 4  # up to this many search terms, glossary meanings are always added
 
 
 class UserInputError(ValueError):
@@ -144,8 +145,7 @@ class Ranking:
     lexical: np.ndarray
     mode: Mode
     order_scores: dict[int, float]
-    specific: float = 0.0  # best BM25 score of the question's specific words (abstention)
-    ip_term: bool = False  # the question names an IP concept (abstention)
+    in_scope: float = 1.0  # the scope model's probability that the question is about IP
 
     def score(self, row: int) -> float:
         """The score that decided the order, scaled so that the first passage has 1.0."""
@@ -210,6 +210,37 @@ class _State:
     corpus: Corpus
     index: SearchIndex
     translated: SearchIndex | None = None  # the multilingual model's index of the same passages
+    scope: ScopeModel | None = None  # trained on the corpus's scope examples; None without any
+
+
+def _serving(corpus: Corpus, index: SearchIndex, translated: SearchIndex | None) -> _State:
+    """What one version answers with: its corpus, indexes and the scope model trained on it."""
+    state = _State(corpus, index, translated)
+    texts, labels = corpus.scope.examples()
+    if index.scope_vectors is None or not trainable(labels):
+        return state
+    features = np.stack(
+        [
+            scope_signals(state, q, expanded_question(state, q), v)
+            for q, v in zip(texts, index.scope_vectors, strict=True)
+        ]
+    )
+    return replace(state, scope=ScopeModel.fit(features, labels))
+
+
+def scope_signals(
+    state: _State, question: str, text: str, vector: np.ndarray, dense: np.ndarray | None = None
+) -> np.ndarray:
+    """What the scope model reads of a question (see `retrieval.scope.scope_features`).
+
+    `text` is the question as searched (`expanded_question`), `vector` its embedding. `dense`
+    is the question's similarities where the ranking computed them; without it (a scope
+    example) they are computed over every passage, which finds the same best one.
+    """
+    specific = float(_lexical_scores(state.index, specific_terms(text)).max(initial=0.0))
+    ip_term = names_ip_term(question, state.corpus.glossary)
+    best = float(np.max(dense if dense is not None else state.index.vectors @ vector))
+    return scope_features(vector, best, ip_term, specific)
 
 
 class Retriever:
@@ -226,7 +257,7 @@ class Retriever:
         self.embedder = embedder
         self.policy = policy
         self.multilingual = multilingual
-        self._state = _State(corpus, index, multilingual.index if multilingual else None)
+        self._state = _serving(corpus, index, multilingual.index if multilingual else None)
         self.versions: Versions | None = None  # where refreshes build and find versions
         self.problems: tuple[Problem, ...] = ()  # why the corpus on disk is not the one served
 
@@ -237,7 +268,7 @@ class Retriever:
 
         Without a multilingual index of the new corpus, other languages take the English path.
         """
-        self._state = _State(corpus, index, translated)
+        self._state = _serving(corpus, index, translated)
 
     # --- multilingual hook: which path a question takes (see retrieval/multilingual.py) ---
     def language_of(self, question: str, hint: str | None = None) -> str:
@@ -410,26 +441,25 @@ class Retriever:
         text = expanded_question(state, question)
         dense = _dense_scores(state.index, vector, area)
         lexical = _lexical_scores(state.index, tokenize(text))
-        specific = _lexical_scores(state.index, specific_terms(text))
         if area is not None:
-            outside = [p.area != area.slug for p in state.index.passages]
-            lexical[outside] = specific[outside] = 0.0
+            lexical[[p.area != area.slug for p in state.index.passages]] = 0.0
         by_dense = _top_rows(dense, dense > -1.0)
         by_lexical = _top_rows(lexical, lexical > 0)
-        best_specific = float(specific.max(initial=0.0))
-        ip_term = names_ip_term(question, state.corpus.glossary)
+        features = scope_signals(state, question, text, vector, dense)
+        in_scope = state.scope.probability(features) if state.scope is not None else 1.0
         if mode != "hybrid":
             rows = by_dense if mode == "dense" else by_lexical
-            return Ranking(rows, dense, lexical, mode, _rank_scores(rows), best_specific, ip_term)
-        fused = fuse_scores([by_dense, by_lexical])
-        ordered = sorted(fused, key=lambda row: (-fused[row], row))
-        return Ranking(ordered, dense, lexical, mode, fused, best_specific, ip_term)
+            scores = _rank_scores(rows)
+        else:
+            scores = fuse_scores([by_dense, by_lexical])
+            rows = sorted(scores, key=lambda row: (-scores[row], row))
+        return Ranking(rows, dense, lexical, mode, scores, in_scope)
 
     def _abstains(self, ranking: Ranking, area: Area | None) -> bool:
         """Whether to say "not covered"; a user who chose an area has said the topic is IP."""
         signals = abstention_signals(ranking)
         if area is not None:
-            signals = replace(signals, ip_term=True)
+            signals = replace(signals, in_scope=1.0)
         return self.policy.abstains(ranking.mode, signals)
 
     def _closest_areas(
@@ -456,19 +486,8 @@ class Retriever:
 
 
 def expanded_question(state: _State, question: str) -> str:
-    """The question with glossary meanings, unless its own words already carry the meaning.
-
-    In a question of a few words the term is the question ("MTA", "what is an NDA"). In a
-    longer one, a term the passages themselves use (TTO) is found as it is, and adding its
-    meaning would outweigh the user's detail ("can our TTO value the tech alone"); only a term
-    the passages never use (CA) is still explained.
-    """
-    glossary = state.corpus.glossary
-    entries = glossary.matches(question)
-    if entries and len(tokenize(question)) > SHORT_QUESTION_TERMS:
-        vocabulary = state.index.lexical.vocab_dict
-        entries = [e for e in entries if not all(t in vocabulary for t in tokenize(e.term))]
-    return glossary.expand(question, entries)
+    """The question as searched in this version (see `retrieval.index.search_text`)."""
+    return search_text(state.corpus.glossary, state.index.lexical.vocab_dict, question)
 
 
 def bridge_terms(state: _State, question: str, language: str) -> tuple[list[str], bool]:
@@ -524,14 +543,12 @@ def source_key(passage: Passage) -> str:
 
 
 def abstention_signals(ranking: Ranking) -> Signals:
-    """Best dense similarity, its margin over the next five, and the best BM25 scores."""
+    """Best dense similarity, best BM25 score and the scope model's probability."""
     if not ranking.rows:
-        return Signals(0.0, 0.0, 0.0, 0.0)
-    top_dense = np.sort(ranking.dense[ranking.rows])[::-1]
-    best = float(top_dense[0])
-    margin = best - float(np.mean(top_dense[1:6])) if len(top_dense) > 1 else best
+        return Signals(0.0, 0.0, ranking.in_scope)
+    best = float(np.max(ranking.dense[ranking.rows]))
     lexical = float(np.max(ranking.lexical[ranking.rows]))
-    return Signals(best, margin, lexical, ranking.specific, ranking.ip_term)
+    return Signals(best, lexical, ranking.in_scope)
 
 
 def _prefix_of(area: Area) -> str:

@@ -284,3 +284,31 @@ def test_glossary_adds_meanings_after_the_users_own_words() -> None:
 def test_shipped_glossary_is_loaded_with_the_corpus() -> None:
     corpus = load_corpus(CORPUS)
     assert "material transfer agreement" in corpus.glossary.expand("MTA")
+
+
+def test_scope_examples_are_checked_and_mistakes_located(tmp_path: Path) -> None:
+    write_area(tmp_path, PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS))
+    (tmp_path / "scope.yaml").write_text(
+        "questions:\n"
+        "- q: what is our patent worth\n  area: valuation\n  expected: [VAL-R1]\n"
+        "- q: how do we value a licence\n  expected: [VAL-R9]\n"
+        "- q: who owns a design\n  area: designs\n"
+        "near_domain:\n- how do I write a cover letter for a postdoc\n"
+        "look_alikes:\n- a key moderators might mistype\n"
+    )
+    problems = problems_in(tmp_path)
+    scope = f"{tmp_path}/scope.yaml"
+    assert f"{scope}:5: unknown passage ID VAL-R9 for 'how do we value a licence'" in problems
+    assert f"{scope}:7: unknown area 'designs' for 'who owns a design'" in problems
+    assert f"{scope}:11: unknown key 'look_alikes'" in problems
+
+
+def test_shipped_scope_examples_cover_both_kinds_and_every_area() -> None:
+    scope = load_corpus(CORPUS).scope
+    assert len(scope.questions) >= 100 and len(scope.near_domain) >= 150
+    assert {q.area for q in scope.questions} == set(AREA_SLUGS)
+    eval_set = yaml.safe_load((ROOT / "tests" / "data" / "eval.yaml").read_text())
+    measured = {q["q"] for q in eval_set["questions"]} | set(eval_set["near_domain"])
+    assert not measured & ({q.question for q in scope.questions} | set(scope.near_domain)), (
+        "an eval question is also a training example: the tuning figures would be optimistic"
+    )

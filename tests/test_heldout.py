@@ -45,12 +45,14 @@ def test_heldout_set_is_large_enough() -> None:
 
 
 def test_new_users_questions_find_a_passage_that_answers(hybrid) -> None:
-    assert hybrid.recall[3] >= 0.83, f"recall@3 on held-out questions {hybrid.recall[3]:.3f}"
-    assert hybrid.false_abstention <= 0.05, f"wrongly abstained {hybrid.false_abstention:.3f}"
+    # reached with the scope model: recall@3 0.861 (target 0.85), wrongly abstained 1 of 72
+    assert hybrid.recall[3] >= 0.84, f"recall@3 on held-out questions {hybrid.recall[3]:.3f}"
+    assert hybrid.false_abstention <= 0.03, f"wrongly abstained {hybrid.false_abstention:.3f}"
 
 
 def test_new_look_alike_questions_are_mostly_not_answered(hybrid) -> None:
-    assert hybrid.near_domain_abstention >= 0.675, (
+    # reached: 37 of 40 (0.925; target 0.9)
+    assert hybrid.near_domain_abstention >= 0.9, (
         f"held-out look-alikes abstained {hybrid.near_domain_abstention:.3f} (target 0.9)"
     )
 

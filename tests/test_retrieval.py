@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from retrieval.abstention import names_ip_term
-from retrieval.evaluate import evaluate
+from retrieval.evaluate import ScopeTrial, choose_scope_setting, evaluate
+from retrieval.scope import ScopeModel
 from retrieval.search import (
     CANDIDATES,
     RESTATEMENT_COSINE,
     EmptyQuestionError,
     Retriever,
     UnknownAreaError,
+    open_retriever,
     rank_by_reciprocal_fusion,
     source_key,
 )
 
+CORPUS_DIR = Path(__file__).resolve().parent.parent / "corpus"
 EVAL = Path(__file__).resolve().parent / "data" / "eval.yaml"
 
 
@@ -29,14 +34,15 @@ def report(retriever: Retriever):
 def test_hybrid_meets_the_quality_floors(report) -> None:
     hybrid = report["hybrid"]
     assert hybrid.recall[1] >= 0.8, f"recall@1 {hybrid.recall[1]:.3f}"
-    assert hybrid.recall[3] >= 0.95, f"recall@3 {hybrid.recall[3]:.3f}"
+    assert hybrid.recall[3] >= 0.97, f"recall@3 {hybrid.recall[3]:.3f}"
     assert hybrid.mrr >= 0.87, f"MRR {hybrid.mrr:.3f}"
     assert hybrid.area_accuracy >= 0.87, f"area accuracy {hybrid.area_accuracy:.3f}"
-    assert hybrid.abstention_recall >= 0.92, f"off-topic abstention {hybrid.abstention_recall:.3f}"
-    assert hybrid.near_domain_abstention >= 0.9, (
+    # the scope model is trained on corpus/scope.yaml, never on this set (reached: 1.000, 0.005)
+    assert hybrid.abstention_recall >= 0.97, f"off-topic abstention {hybrid.abstention_recall:.3f}"
+    assert hybrid.near_domain_abstention >= 0.975, (
         f"look-alike questions of academic life answered: {hybrid.near_domain_abstention:.3f}"
     )
-    assert hybrid.false_abstention <= 0.03, f"wrongly abstained {hybrid.false_abstention:.3f}"
+    assert hybrid.false_abstention <= 0.015, f"wrongly abstained {hybrid.false_abstention:.3f}"
 
 
 def test_fusion_beats_each_ranking_alone(report) -> None:
@@ -263,3 +269,50 @@ def test_an_unlabelled_question_set_measures_abstention_only(
     hybrid = next(r for r in report.modes if r.mode == "hybrid")
     assert hybrid.false_abstention == 0.0 and hybrid.near_domain_abstention == 1.0
     assert report.misses == []
+
+
+def test_scope_model_fit_is_deterministic_and_separates_its_examples() -> None:
+    rng = np.random.default_rng(3)
+    labels = (rng.random(60) < 0.4).astype(float)
+    features = rng.normal(size=(60, 5))
+    features[:, 0] += np.where(labels == 1, 4.0, -4.0)  # one feature tells the kinds apart
+    first, second = ScopeModel.fit(features, labels), ScopeModel.fit(features, labels)
+    assert np.array_equal(first.weights, second.weights)
+    guesses = [first.probability(row) >= 0.5 for row in features]
+    assert guesses == [bool(label) for label in labels]
+
+
+def test_a_look_alike_moderators_add_to_the_scope_examples_is_then_abstained(
+    tmp_path: Path, data_dir: Path, retriever: Retriever
+) -> None:
+    question = "how do I join a Horizon Europe consortium as an SME"
+    unseen = "how can our startup join an EU-funded research consortium"
+    assert retriever.answer(question).answered, "the example must show a leak first"
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS_DIR, corpus)
+    with (corpus / "scope.yaml").open("a") as scope:  # near_domain is the file's last list
+        scope.write(
+            f"- {question}\n"
+            "- how can a small company become a partner in an EU research project\n"
+            "- where do SMEs find calls to join a research consortium\n"
+        )
+    data = tmp_path / "data"
+    (data / "index").mkdir(parents=True)
+    (data / "models").symlink_to(data_dir / "models", target_is_directory=True)
+    for cache in (data_dir / "index").glob("embedding-cache-*.npz"):  # embed only the new ones
+        shutil.copy(cache, data / "index")
+    extended = open_retriever(corpus, data, "all-MiniLM-L6-v2", multilingual=False)
+    assert not extended.answer(question).answered
+    assert not extended.answer(unseen).answered, "a variant nobody added is declined too"
+    real = "what should our SME check in the consortium agreement before signing"
+    assert extended.answer(real).answered
+
+
+def test_choosing_a_scope_setting_prefers_the_smoother_of_equals() -> None:
+    trials = [
+        ScopeTrial(0.01, 0.5, near_domain=0.97, wrongly=0.010),
+        ScopeTrial(0.1, 0.4, near_domain=0.968, wrongly=0.012),
+        ScopeTrial(0.1, 0.6, near_domain=0.99, wrongly=0.030),  # too many real ones lost
+        ScopeTrial(1.0, 0.3, near_domain=0.90, wrongly=0.005),
+    ]
+    assert choose_scope_setting(trials) == trials[1]
