@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from bot import metrics
 from bot.commands import Audience, Command, find, public_commands
@@ -44,6 +44,7 @@ from bot.settings import Settings
 from bot.store import Store
 from bot.subscriptions import Dissemination, announce_token
 from bot.suggestions import Suggestions
+from retrieval.batching import Batcher
 from retrieval.corpus import Area, Passage
 from retrieval.embedder import MicroBatcher
 from retrieval.index import Progress
@@ -59,6 +60,7 @@ MAX_TRACKED_USERS = 50_000  # rate-limit entries kept at most, however many user
 # The embedding thread releases the GIL while the model runs and needs it back briefly to
 # hand its batch over; at Python's default 5 ms it waited behind ranking that long per batch.
 GIL_SWITCH_INTERVAL = 0.001
+BATCH = 8  # questions embedded, then ranked, together: small enough to overlap the two
 
 
 Admission = Literal["allow", "notify", "drop"]
@@ -148,6 +150,7 @@ class Assistant:
         self.dissemination = dissemination or Dissemination(store, retriever)
         self._batchers: dict[object, MicroBatcher] = {}  # one per model, made when first needed
         self._ranking = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rank")
+        self._thread_work: Batcher[Callable[[], Any], Any] = Batcher(self._on_thread, BATCH)
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
         self.conversations = Conversations()
         self.moderation = Moderation(store, retriever)
@@ -228,30 +231,32 @@ class Assistant:
         notes: tuple[str, ...] = (),
         language_hint: str | None = None,
     ) -> tuple[Answer, str]:
-        """The answer to a question and the language it was read in: embedded micro-batched
-        and ranked with the CPU work kept off the event loop.
+        """The answer to a question and the language it was read in.
 
-        Language detection and ranking run on one thread of their own, so that the event
-        loop stays free for other users and a question is ranked while the next batch is
-        embedded.
+        Language detection and ranking are CPU work: they run on a thread of their own, in
+        batches as the embeddings arrive, so that the event loop stays free for other users
+        and one batch is ranked while the next one is embedded.
         """
-        loop = asyncio.get_running_loop()
         retriever = self.retriever
-        language, query = await loop.run_in_executor(
-            self._ranking, retriever.language_and_query, text, language_hint
-        )
+        read = functools.partial(retriever.language_and_query, text, language_hint)
+        language, query = await self._thread_work.submit(read)
         vector = await self._batcher(language).embed(query)
         search = functools.partial(
             retriever.answer_with_vector,
             text, vector, area, self.top_k, offset, notes=notes, language=language,
         )  # fmt: skip
-        return await loop.run_in_executor(self._ranking, search), language
+        return await self._thread_work.submit(search), language
+
+    async def _on_thread(self, calls: list[Callable[[], Any]]) -> list[Any]:
+        """Run calls that arrived together in one go on the ranking thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._ranking, lambda: [call() for call in calls])
 
     def _batcher(self, language: str) -> MicroBatcher:
         """The micro-batcher of the model that reads this language (MiniLM for English)."""
         embedder = self.retriever.query_embedder(language)
         if embedder not in self._batchers:
-            self._batchers[embedder] = MicroBatcher(embedder)
+            self._batchers[embedder] = MicroBatcher(embedder, max_batch=BATCH)
         return self._batchers[embedder]
 
     def _slow_down(self, user: User) -> Notice:

@@ -27,6 +27,7 @@ from retrieval.index import (
     Manifest,
     Progress,
     SearchIndex,
+    dense_index_type,
     make_dense_index,
     make_lexical_index,
     sentence_offsets,
@@ -35,7 +36,6 @@ from retrieval.search import Retriever
 
 SEED = 13
 SENTENCES = (2, 5)  # a synthetic passage has between 2 and 4 sentences
-LARGE_INDEX = "hnsw"  # IPBOT_INDEX_TYPE for very large corpora (README)
 
 
 def synthetic_index(real: SearchIndex, size: int, index_type: str) -> SearchIndex:
@@ -112,9 +112,10 @@ def run_scale_benchmark(
     """
     served = configured_retriever(settings, progress)
     real = Retriever(served.corpus, served.index, served.embedder, served.policy)
-    progress(f"Making {passages:,} synthetic passages and indexing them ({LARGE_INDEX})...")
+    index_type = dense_index_type(settings.index_type, passages)
+    progress(f"Making {passages:,} synthetic passages and indexing them ({index_type})...")
     start = time.perf_counter()
-    index = synthetic_index(real.index, passages, LARGE_INDEX)
+    index = synthetic_index(real.index, passages, index_type)
     build = time.perf_counter() - start
     large = Retriever(synthetic_corpus(real.corpus, index), index, real.embedder, real.policy)
     flat = dataclasses.replace(index, dense=make_dense_index(index.vectors, "flat"))
@@ -128,8 +129,9 @@ def run_scale_benchmark(
     return "\n".join(
         [
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            f"real corpus: {len(real.corpus.passages)} passages ({settings.index_type} index)",
-            f"synthetic corpus: {passages:,} passages ({LARGE_INDEX} index), "
+            f"real corpus: {len(real.corpus.passages)} passages "
+            f"({real.index.manifest.index_type} index)",
+            f"synthetic corpus: {passages:,} passages ({index_type} index), "
             f"made and indexed in {build:.1f} s",
             f"warm latency, real corpus: p50 {small_p50:.1f} ms, p95 {_p95(small_ms):.1f} ms",
             f"warm latency, synthetic corpus: p50 {large_p50:.1f} ms, p95 {_p95(large_ms):.1f} ms",

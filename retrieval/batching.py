@@ -5,11 +5,13 @@ group commit. One batch costs about as much as one call, so a busy bot does more
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+_Batch = list[tuple[Any, asyncio.Future[Any]]]
 
 
 class Batcher(Generic[Item, Result]):
@@ -17,14 +19,20 @@ class Batcher(Generic[Item, Result]):
 
     Each caller gets its own result. If a batch fails, its items are run one by one, so only
     the item that fails gets the failure. `max_batch` bounds a batch: smaller batches let the
-    callers of the first one carry on while the next one runs.
+    callers of the first one carry on while the next one runs. With `in_flight=2` the next
+    batch is handed over before the current one returns, so that a worker thread goes from
+    one batch to the next without waiting for the event loop.
     """
 
     def __init__(
-        self, run: Callable[[list[Item]], Awaitable[Iterable[Result]]], max_batch: int = 64
+        self,
+        run: Callable[[list[Item]], Awaitable[Iterable[Result]]],
+        max_batch: int = 64,
+        in_flight: int = 1,
     ):
         self._run = run
         self._max_batch = max_batch
+        self._in_flight = in_flight
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._worker: asyncio.Task[None] | None = None
 
@@ -42,19 +50,27 @@ class Batcher(Generic[Item, Result]):
             await asyncio.shield(self._worker)
 
     async def _drain(self) -> None:
-        while self._pending:
+        running: deque[tuple[_Batch, asyncio.Future[Iterable[Result]]]] = deque()
+        while self._pending or running:
             await asyncio.sleep(0)  # let items submitted in the same tick join the batch
-            batch = self._pending[: self._max_batch]
-            self._pending = self._pending[self._max_batch :]
-            try:
-                results = await self._run([item for item, _ in batch])
-            except Exception:  # one bad item must not fail the others: run each alone
-                for item, future in batch:
-                    await self._run_alone(item, future)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            while self._pending and len(running) < self._in_flight:
+                batch = self._pending[: self._max_batch]
+                self._pending = self._pending[self._max_batch :]
+                running.append((batch, asyncio.ensure_future(self._run([i for i, _ in batch]))))
+            batch, results = running.popleft()
+            await self._settle(batch, results)
+
+    async def _settle(self, batch: _Batch, results: Awaitable[Iterable[Result]]) -> None:
+        """Give each caller its result; if the batch failed, run its items one by one."""
+        try:
+            done = await results
+        except Exception:  # one bad item must not fail the others: run each alone
+            for item, future in batch:
+                await self._run_alone(item, future)
+            return
+        for (_, future), result in zip(batch, done, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     async def _run_alone(self, item: Item, future: asyncio.Future[Result]) -> None:
         try:

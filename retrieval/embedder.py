@@ -365,7 +365,7 @@ class MicroBatcher:
     ):
         self._embedder = embedder
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
-        self._batches: Batcher[str, np.ndarray] = Batcher(self._embed, max_batch)
+        self._batches: Batcher[str, np.ndarray] = Batcher(self._embed, max_batch, in_flight=2)
 
     async def embed(self, text: str) -> np.ndarray:
         """The vector of one text, computed together with whatever else is waiting."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from retrieval.corpus import load_corpus
-from retrieval.index import IndexCorruptError, IndexStore
+from retrieval.index import IndexCorruptError, IndexStore, dense_index_type
 from retrieval.search import Retriever
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
@@ -131,3 +131,21 @@ def test_build_folder_without_manifest_is_never_current(
     (half / "vectors.npy").write_bytes(b"partial")
     assert store.current.resolve() != half
     assert store.load(load_corpus(small_corpus), retriever.embedder.name) is not None
+
+
+def test_auto_index_type_is_exact_for_small_corpora_and_hnsw_for_large_ones() -> None:
+    assert dense_index_type("auto", 233) == "flat"
+    assert dense_index_type("auto", 100_000) == "hnsw"
+    assert dense_index_type("flat", 100_000) == "flat", "a chosen index type was overridden"
+
+
+def test_an_index_built_before_auto_existed_is_loaded_without_rebuilding(
+    store: IndexStore, small_corpus: Path, retriever: Retriever
+) -> None:
+    build(store, small_corpus, retriever.embedder)  # the old default: "flat"
+    auto = IndexStore(store.root.parent, "auto")
+
+    loaded = auto.load(load_corpus(small_corpus), retriever.embedder.name)
+
+    assert loaded is not None, "upgrading to index type auto rebuilt a small corpus's index"
+    assert loaded.manifest.index_type == "flat"
