@@ -175,7 +175,7 @@ def _dense_scores(index: SearchIndex, vector: np.ndarray, area: Area | None) -> 
     total = len(index.passages)
     dense = np.full(total, -1.0, dtype=np.float32)
     if area is not None:
-        rows = np.array([r for r, p in enumerate(index.passages) if p.area == area.slug], int)
+        rows = index.rows_in(area.slug)
         dense[rows] = index.vectors[rows] @ vector
         return dense
     query = vector.reshape(1, -1).astype(np.float32)
@@ -349,11 +349,12 @@ class Retriever:
         best_area = area or state.corpus.area(state.index.passages[ranking.rows[0]].area)
         rows = without_restatements(state.index, ranking.rows, offset + top_k + 1)
         window = rows[offset : offset + top_k]
+        terms = set(specific_terms(expanded_question(state, question)))
         hits = tuple(
             Hit(
                 state.index.passages[row],
                 ranking.score(row),
-                self._highlight(state, row, vector, question),
+                self._highlight(state, row, vector, terms),
             )
             for row in window
         )
@@ -418,7 +419,8 @@ class Retriever:
         lexical = _lexical_scores(state.index, tokenize(text))
         specific = _lexical_scores(state.index, specific_terms(text))
         if area is not None:
-            outside = [p.area != area.slug for p in state.index.passages]
+            outside = np.ones(len(lexical), dtype=bool)
+            outside[state.index.rows_in(area.slug)] = False
             lexical[outside] = specific[outside] = 0.0
         by_dense = _top_rows(dense, dense > -1.0)
         by_lexical = _top_rows(lexical, lexical > 0)
@@ -441,8 +443,15 @@ class Retriever:
     def _closest_areas(
         self, corpus: Corpus, index: SearchIndex, dense: np.ndarray, count: int = 2
     ) -> tuple[Area, ...]:
-        """The areas of the nearest passages, offered as "did you mean" when abstaining."""
-        order = np.argsort(-dense)
+        """The areas of the nearest passages, offered as "did you mean" when abstaining.
+
+        Only the nearest `CANDIDATES` are sorted: they hold the nearest areas, and sorting
+        every passage of a large corpus is what made abstaining slow.
+        """
+        nearest = np.arange(len(dense))
+        if len(dense) > CANDIDATES:
+            nearest = np.argpartition(-dense, CANDIDATES)[:CANDIDATES]
+        order = nearest[np.argsort(-dense[nearest], kind="stable")]
         slugs: list[str] = []
         for row in order:
             slug = index.passages[int(row)].area
@@ -452,12 +461,12 @@ class Retriever:
                 break
         return tuple(corpus.area(s) for s in slugs)
 
-    def _highlight(self, state: _State, row: int, vector: np.ndarray, question: str) -> str:
-        """The sentence of the passage that answers the question (see `retrieval.highlight`)."""
+    def _highlight(self, state: _State, row: int, vector: np.ndarray, terms: set[str]) -> str:
+        """The sentence of the passage that answers the question (see `retrieval.highlight`);
+        `terms` are the question's specific terms."""
         passage = state.index.passages[row]
         start = state.index.sentence_offsets[row]
         similarities = state.index.sentence_vectors[start : start + len(passage.sentences)] @ vector
-        terms = set(specific_terms(expanded_question(state, question)))
         return answering_sentence(passage, similarities, terms)
 
 
