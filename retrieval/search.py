@@ -170,19 +170,23 @@ def _rank_scores(rows: Sequence[int]) -> dict[int, float]:
     return {row: 1.0 / (RRF_K + rank + 1) for rank, row in enumerate(rows)}
 
 
-def _dense_scores(index: SearchIndex, vector: np.ndarray, area: Area | None) -> np.ndarray:
-    """Cosine of the question to the top candidates (all of an area's passages); -1 elsewhere."""
+def _dense_scores(
+    index: SearchIndex, vector: np.ndarray, area: Area | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine of the question to the top candidates (all of an area's passages), -1 elsewhere;
+    and the candidates' rows."""
     total = len(index.passages)
     dense = np.full(total, -1.0, dtype=np.float32)
     if area is not None:
         rows = index.rows_in(area.slug)
         dense[rows] = index.vectors[rows] @ vector
-        return dense
+        return dense, rows
     query = vector.reshape(1, -1).astype(np.float32)
-    scores, rows = index.dense.search(query, min(CANDIDATES, total))
-    valid = rows[0] >= 0
-    dense[rows[0][valid]] = scores[0][valid]
-    return dense
+    scores, found = index.dense.search(query, min(CANDIDATES, total))
+    valid = found[0] >= 0
+    rows = found[0][valid]
+    dense[rows] = scores[0][valid]
+    return dense, rows
 
 
 def _lexical_scores(index: SearchIndex, tokens: list[str]) -> np.ndarray:
@@ -205,12 +209,11 @@ def _lexical_scores(index: SearchIndex, tokens: list[str]) -> np.ndarray:
     return np.bincount(rows, weights, minlength=total).astype(np.float32)
 
 
-def _top_rows(scores: np.ndarray, eligible: np.ndarray) -> list[int]:
-    """Up to CANDIDATES eligible rows, best score first (ties by row for a stable order)."""
-    rows = np.flatnonzero(eligible)
+def _top_rows(scores: np.ndarray, rows: np.ndarray) -> list[int]:
+    """Up to CANDIDATES of `rows`, best score first (ties by row for a stable order)."""
     if len(rows) > CANDIDATES:
         rows = rows[np.argpartition(-scores[rows], CANDIDATES - 1)[:CANDIDATES]]
-    return sorted(rows.tolist(), key=lambda r: (-scores[r], r))
+    return rows[np.lexsort((rows, -scores[rows]))].tolist()
 
 
 @dataclass(frozen=True)
@@ -415,15 +418,15 @@ class Retriever:
         wasted work on a large corpus.
         """
         text = expanded_question(state, question)
-        dense = _dense_scores(state.index, vector, area)
+        dense, candidates = _dense_scores(state.index, vector, area)
         lexical = _lexical_scores(state.index, tokenize(text))
         specific = _lexical_scores(state.index, specific_terms(text))
         if area is not None:
             outside = np.ones(len(lexical), dtype=bool)
             outside[state.index.rows_in(area.slug)] = False
             lexical[outside] = specific[outside] = 0.0
-        by_dense = _top_rows(dense, dense > -1.0)
-        by_lexical = _top_rows(lexical, lexical > 0)
+        by_dense = _top_rows(dense, candidates)
+        by_lexical = _top_rows(lexical, np.flatnonzero(lexical > 0))
         best_specific = float(specific.max(initial=0.0))
         ip_term = names_ip_term(question, state.corpus.glossary)
         if mode != "hybrid":
