@@ -57,10 +57,10 @@ EXPIRED = "This button has expired. Please ask your question again."
 REFUSED = "Sorry, only {who} can use /{name}."
 Working = Callable[[], Awaitable[None]]  # an adapter's "typing..." once a question is admitted
 MAX_TRACKED_USERS = 50_000  # rate-limit entries kept at most, however many users write at once
-# The embedding thread releases the GIL while the model runs and needs it back briefly to
-# hand its batch over; at Python's default 5 ms it waited behind ranking that long per batch.
-GIL_SWITCH_INTERVAL = 0.001
 BATCH = 8  # questions embedded, then ranked, together: small enough to overlap the two
+# The threads hand batches over through the event loop; while ranking holds the GIL, the
+# loop waits Python's switch interval (5 ms by default) per handover: the model idled that long
+GIL_SWITCH_INTERVAL = 0.001
 
 
 Admission = Literal["allow", "notify", "drop"]
@@ -150,7 +150,9 @@ class Assistant:
         self.dissemination = dissemination or Dissemination(store, retriever)
         self._batchers: dict[object, MicroBatcher] = {}  # one per model, made when first needed
         self._ranking = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rank")
-        self._thread_work: Batcher[Callable[[], Any], Any] = Batcher(self._on_thread, BATCH)
+        self._thread_work: Batcher[Callable[[], Any], Any] = Batcher(
+            self._on_thread, BATCH, in_flight=2
+        )
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
         self.conversations = Conversations()
         self.moderation = Moderation(store, retriever)

@@ -5,13 +5,12 @@ group commit. One batch costs about as much as one call, so a busy bot does more
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-_Batch = list[tuple[Any, asyncio.Future[Any]]]
+_Batch = list[tuple[Any, asyncio.Future[Any]]]  # items with their callers' futures
 
 
 class Batcher(Generic[Item, Result]):
@@ -34,31 +33,41 @@ class Batcher(Generic[Item, Result]):
         self._max_batch = max_batch
         self._in_flight = in_flight
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._launch_soon = False
 
     async def submit(self, item: Item) -> Result:
         """The result of one item, computed together with whatever else is waiting."""
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
         self._pending.append((item, future))
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain())
+        if not self._launch_soon:
+            self._launch_soon = True
+            loop.call_soon(self._launch)  # items submitted in the same tick join the batch
         return await future
 
     async def flush(self) -> None:
         """Return once everything submitted so far has run (a clean stop calls this)."""
-        while self._worker is not None and not self._worker.done():
-            await asyncio.shield(self._worker)
+        while self._pending or self._running:
+            if self._running:
+                await asyncio.wait(self._running)
+            else:
+                await asyncio.sleep(0)  # a batch is about to start
 
-    async def _drain(self) -> None:
-        running: deque[tuple[_Batch, asyncio.Future[Iterable[Result]]]] = deque()
-        while self._pending or running:
-            await asyncio.sleep(0)  # let items submitted in the same tick join the batch
-            while self._pending and len(running) < self._in_flight:
-                batch = self._pending[: self._max_batch]
-                self._pending = self._pending[self._max_batch :]
-                running.append((batch, asyncio.ensure_future(self._run([i for i, _ in batch]))))
-            batch, results = running.popleft()
-            await self._settle(batch, results)
+    def _launch(self) -> None:
+        """Start batches of what is waiting, up to `in_flight` at a time."""
+        self._launch_soon = False
+        while self._pending and len(self._running) < self._in_flight:
+            batch = self._pending[: self._max_batch]
+            self._pending = self._pending[self._max_batch :]
+            task = asyncio.create_task(self._settle(batch, self._run([i for i, _ in batch])))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if self._pending and not self._launch_soon:
+            self._launch()  # what arrived meanwhile has waited long enough to be one batch
 
     async def _settle(self, batch: _Batch, results: Awaitable[Iterable[Result]]) -> None:
         """Give each caller its result; if the batch failed, run its items one by one."""
