@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from retrieval.abstention import names_ip_term
 from retrieval.evaluate import evaluate
+from retrieval.index import tokenize
 from retrieval.search import (
     CANDIDATES,
     RESTATEMENT_COSINE,
@@ -253,3 +255,14 @@ def test_an_unlabelled_question_set_measures_abstention_only(
     hybrid = next(r for r in report.modes if r.mode == "hybrid")
     assert hybrid.false_abstention == 0.0 and hybrid.near_domain_abstention == 1.0
     assert report.misses == []
+
+
+@pytest.mark.parametrize(
+    "question", ["Who owns joint results?", "MTA for cell lines", "patent patent licence"]
+)
+def test_bm25_scores_are_the_ones_bm25s_computes(retriever: Retriever, question: str) -> None:
+    """Ranking sums the terms' postings itself (fast at 100,000 passages); same scores."""
+    vector = retriever.embedder.embed([retriever.search_text(question)])[0]
+    ranking = retriever.rank(retriever.state, question, vector, None, "hybrid")
+    expected = retriever.index.lexical.get_scores(tokenize(retriever.search_text(question)))
+    assert np.allclose(ranking.lexical, expected, atol=1e-5)
