@@ -41,9 +41,11 @@ class Batcher(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
         self._pending.append((item, future))
-        if not self._launch_soon:
+        if len(self._pending) >= self._max_batch:
+            self._launch()  # a full batch need not wait for the rest of this tick
+        elif not self._launch_soon:
             self._launch_soon = True
-            loop.call_soon(self._launch)  # items submitted in the same tick join the batch
+            loop.call_soon(self._launch_waiting)  # items submitted in the same tick join
         return await future
 
     async def flush(self) -> None:
@@ -56,7 +58,6 @@ class Batcher(Generic[Item, Result]):
 
     def _launch(self) -> None:
         """Start batches of what is waiting, up to `in_flight` at a time."""
-        self._launch_soon = False
         while self._pending and len(self._running) < self._in_flight:
             batch = self._pending[: self._max_batch]
             self._pending = self._pending[self._max_batch :]
@@ -64,10 +65,13 @@ class Batcher(Generic[Item, Result]):
             self._running.add(task)
             task.add_done_callback(self._finished)
 
+    def _launch_waiting(self) -> None:
+        self._launch_soon = False
+        self._launch()
+
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        if self._pending and not self._launch_soon:
-            self._launch()  # what arrived meanwhile has waited long enough to be one batch
+        self._launch()  # what arrived meanwhile has waited long enough to be one batch
 
     async def _settle(self, batch: _Batch, results: Awaitable[Iterable[Result]]) -> None:
         """Give each caller its result; if the batch failed, run its items one by one."""
