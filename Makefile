@@ -33,6 +33,7 @@ eval: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/ipbot bench
+	$(BIN)/ipbot bench --passages 100000
 	$(BIN)/python -m tests.bench_broadcast 1000
 
 index: $(STAMP)

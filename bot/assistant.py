@@ -6,14 +6,18 @@ Nothing in this module knows about Telegram, Discord or the terminal.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import functools
 import logging
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from bot import metrics
 from bot.commands import Audience, Command, find, public_commands
@@ -40,10 +44,11 @@ from bot.settings import Settings
 from bot.store import Store
 from bot.subscriptions import Dissemination, announce_token
 from bot.suggestions import Suggestions
-from retrieval.corpus import Passage
+from retrieval.batching import Batcher
+from retrieval.corpus import Area, Passage
 from retrieval.embedder import MicroBatcher
 from retrieval.index import Progress
-from retrieval.search import Retriever, UserInputError, open_retriever, printable
+from retrieval.search import Answer, Retriever, UserInputError, open_retriever, printable
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,10 @@ EXPIRED = "This button has expired. Please ask your question again."
 REFUSED = "Sorry, only {who} can use /{name}."
 Working = Callable[[], Awaitable[None]]  # an adapter's "typing..." once a question is admitted
 MAX_TRACKED_USERS = 50_000  # rate-limit entries kept at most, however many users write at once
+BATCH = 8  # questions embedded, then ranked, together: small enough to overlap the two
+# The threads hand batches over through the event loop; while ranking holds the GIL, the
+# loop waits Python's switch interval (5 ms by default) per handover: the model idled that long
+GIL_SWITCH_INTERVAL = 0.001
 
 
 Admission = Literal["allow", "notify", "drop"]
@@ -140,6 +149,11 @@ class Assistant:
         self.moderators = moderators
         self.dissemination = dissemination or Dissemination(store, retriever)
         self._batchers: dict[object, MicroBatcher] = {}  # one per model, made when first needed
+        self._ranking = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rank")
+        self._thread_work: Batcher[Callable[[], Any], Any] = Batcher(
+            self._on_thread, BATCH, in_flight=2
+        )
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
         self.conversations = Conversations()
         self.moderation = Moderation(store, retriever)
         self.suggestions = suggestions or Suggestions(store, retriever, retriever_corpus_dir())
@@ -181,11 +195,8 @@ class Assistant:
         if working is not None:
             await working()
         started = time.perf_counter()
-        language = self.retriever.language_of(text, user.language)
-        query = self.retriever.query_text(text, language)
-        vector = await self._batcher(language).embed(query)
-        answer = self.retriever.answer_with_vector(
-            text, vector, area_filter, self.top_k, max(0, offset), notes=notes, language=language
+        answer, language = await self._search(
+            text, area_filter, max(0, offset), notes, user.language
         )
         log.info(
             "question answered=%s area=%s language=%s",
@@ -198,23 +209,57 @@ class Assistant:
             return AnswerReply(answer)
         slug = answer.area.slug if answer.area else None
         metrics.record_question(user.platform, slug, answer.answered, latency / 1000)
-        question_id = await self.store.record_question(
-            user.platform,
-            text,
-            area_filter.slug if area_filter else None,
-            answer.area.slug if answer.area else None,
-            answer.answered,
-            answer.hits[0].score if answer.hits else None,
-            (hit.passage.id for hit in answer.hits),
-            latency,
-        )
+        try:
+            question_id: int | None = await self.store.record_question(
+                user.platform,
+                text,
+                area_filter.slug if area_filter else None,
+                slug,
+                answer.answered,
+                answer.hits[0].score if answer.hits else None,
+                (hit.passage.id for hit in answer.hits),
+                latency,
+            )
+        except Exception:  # the user still gets the answer, only without its buttons
+            log.exception("the question could not be stored; answering without buttons")
+            question_id = None
         return AnswerReply(answer, question_id)
+
+    async def _search(
+        self,
+        text: str,
+        area: Area | None,
+        offset: int,
+        notes: tuple[str, ...] = (),
+        language_hint: str | None = None,
+    ) -> tuple[Answer, str]:
+        """The answer to a question and the language it was read in.
+
+        Ranking is CPU work: it runs on a thread of its own, in batches as the embeddings
+        arrive, so that the event loop stays free for other users and one batch is ranked
+        while the next one is embedded. The language is read here, as the question arrives:
+        read on that thread too, questions asked moments apart came back together and shared
+        a batch, and int8 vectors depend a little on the batch (tests/test_fuzz.py).
+        """
+        retriever = self.retriever
+        language, query = retriever.language_and_query(text, language_hint)
+        vector = await self._batcher(language).embed(query)
+        search = functools.partial(
+            retriever.answer_with_vector,
+            text, vector, area, self.top_k, offset, notes=notes, language=language,
+        )  # fmt: skip
+        return await self._thread_work.submit(search), language
+
+    async def _on_thread(self, calls: list[Callable[[], Any]]) -> list[Any]:
+        """Run calls that arrived together in one go on the ranking thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._ranking, lambda: [call() for call in calls])
 
     def _batcher(self, language: str) -> MicroBatcher:
         """The micro-batcher of the model that reads this language (MiniLM for English)."""
         embedder = self.retriever.query_embedder(language)
         if embedder not in self._batchers:
-            self._batchers[embedder] = MicroBatcher(embedder)
+            self._batchers[embedder] = MicroBatcher(embedder, max_batch=BATCH)
         return self._batchers[embedder]
 
     def _slow_down(self, user: User) -> Notice:
@@ -242,11 +287,7 @@ class Assistant:
         if asked is None:
             return Notice("expired", EXPIRED)
         text, _, area = self.retriever.prepare(asked.text, asked.area_filter)
-        language = self.retriever.language_of(text, None)
-        vector = await self._batcher(language).embed(self.retriever.query_text(text, language))
-        answer = self.retriever.answer_with_vector(
-            text, vector, area, self.top_k, offset, language=language
-        )
+        answer, _ = await self._search(text, area, offset)
         return tuple(hit.passage for hit in answer.hits)
 
     async def vote(self, user: User, question_id: int, helpful: bool) -> Notice:

@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     resend.add_argument("update", help="the update's id (its file name)")
     bench = commands.add_parser("bench", help="measure speed and memory")
     bench.add_argument("--questions", type=int, default=200, help="warm questions to time")
+    bench.add_argument(
+        "--passages",
+        type=int,
+        help="instead: ranking cost on a synthetic corpus of this many passages (e.g. 100000)",
+    )
     return parser
 
 
@@ -475,8 +480,12 @@ def _eval_translated(retriever, file: Path | None, calibrate: bool) -> int:
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from bot.benchmark import run_benchmark
+    from bot.scale import run_scale_benchmark
 
-    print(run_benchmark(settings, questions=args.questions, progress=progress))
+    if args.passages:
+        print(run_scale_benchmark(settings, args.passages, args.questions, progress))
+    else:
+        print(run_benchmark(settings, questions=args.questions, progress=progress))
     return 0
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from bot.settings import Settings
 from bot.store import Store, StoreError
 from retrieval.corpus import CorpusError, load_corpus
-from retrieval.index import IndexStore, Manifest
+from retrieval.index import IndexStore, Manifest, dense_index_type
 from retrieval.multilingual import multilingual_store
 
 TIMEOUT = 10.0  # seconds for each remote check
@@ -96,8 +96,8 @@ def check_index(settings: Settings, found: Findings) -> None:
     if why is None and main is not None:
         if main.model.removesuffix(" (int8)") != settings.model:
             why = f"built with the model {main.model}, not IPBOT_MODEL {settings.model}"
-        elif main.index_type != settings.index_type:
-            why = f"a {main.index_type} index, not IPBOT_INDEX_TYPE {settings.index_type}"
+        elif main.index_type != dense_index_type(settings.index_type, len(corpus.passages)):
+            why = f"a {main.index_type} index, not what IPBOT_INDEX_TYPE {settings.index_type} makes"
     if why:
         found.problem("index", why, fix)
     if settings.multilingual:

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     corpus_dir: Path = Field(default_factory=_default_corpus_dir)
     data_dir: Path = Path("data")
     model: str = DEFAULT_MODEL
-    index_type: str = "flat"
+    index_type: str = "auto"  # exact search for small corpora, HNSW for large (index.py)
     multilingual: bool = True  # questions in other languages through the multilingual model
     int8: bool = True  # MiniLM quantised to int8: faster, recall within a point (performance.md)
     top_k: int = Field(3, ge=1, le=10)
@@ -95,8 +95,8 @@ class Settings(BaseSettings):
     @field_validator("index_type")
     @classmethod
     def _known_index_type(cls, value: str) -> str:
-        if value not in ("flat", "hnsw"):
-            raise ValueError("must be 'flat' or 'hnsw'")
+        if value not in ("auto", "flat", "hnsw"):
+            raise ValueError("must be 'auto', 'flat' or 'hnsw'")
         return value
 
     @field_validator("log_level")

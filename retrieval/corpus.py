@@ -8,6 +8,7 @@ part of ipbot works with typed, validated objects and every mistake is reported 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -77,10 +78,11 @@ class Passage:
     file: str = ""
     line: int = 0
 
-    @property
-    def sentences(self) -> list[str]:
-        """The text split into sentences, for highlighting the one that answers the question."""
-        return split_sentences(self.text)
+    @functools.cached_property
+    def sentences(self) -> tuple[str, ...]:
+        """The text split into sentences, for highlighting the one that answers the question
+        (split once: every answer reads them)."""
+        return tuple(split_sentences(self.text))
 
     @property
     def search_text(self) -> str:

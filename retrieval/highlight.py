@@ -7,6 +7,8 @@ something point to the one that answers. Weights were set by reading tuning high
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from retrieval.corpus import Passage
@@ -19,11 +21,17 @@ SHORT_PENALTY = 0.08
 DEFINITION_BONUS = 0.04  # a definition says what the thing is in its first sentence
 
 
+@functools.lru_cache(maxsize=65_536)
+def sentence_terms(sentence: str) -> frozenset[str]:
+    """A sentence's search terms, kept: the same passages' sentences are read for every answer."""
+    return frozenset(tokenize(sentence))
+
+
 def answering_sentence(passage: Passage, similarities: np.ndarray, question_terms: set[str]) -> str:
     """The passage's sentence that answers, given each sentence's cosine to the question."""
     scores = np.asarray(similarities, dtype=np.float32).copy()
     for i, sentence in enumerate(passage.sentences):
-        shared = len(question_terms.intersection(tokenize(sentence)))
+        shared = len(question_terms.intersection(sentence_terms(sentence)))
         scores[i] += TERM_BONUS * min(shared, MAX_TERMS)
         if len(sentence.split()) < MIN_WORDS:
             scores[i] -= SHORT_PENALTY

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from retrieval.corpus import load_corpus
-from retrieval.index import IndexCorruptError, IndexStore
+from retrieval.index import IndexCorruptError, IndexStore, dense_index_type
 from retrieval.search import Retriever
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
@@ -151,3 +151,19 @@ def test_a_version_packed_on_one_machine_opens_on_another(
     assert [p.id for p in opened.index.passages] == [p.id for p in build.index.passages]
     assert opened.translated is not None and opened.translated.build == build.translated_name
     assert not list(tmp_path.glob("index/tmp*")), "no staging folder is left behind"
+def test_auto_index_type_is_exact_for_small_corpora_and_hnsw_for_large_ones() -> None:
+    assert dense_index_type("auto", 233) == "flat"
+    assert dense_index_type("auto", 100_000) == "hnsw"
+    assert dense_index_type("flat", 100_000) == "flat", "a chosen index type was overridden"
+
+
+def test_an_index_built_before_auto_existed_is_loaded_without_rebuilding(
+    store: IndexStore, small_corpus: Path, retriever: Retriever
+) -> None:
+    build(store, small_corpus, retriever.embedder)  # the old default: "flat"
+    auto = IndexStore(store.root.parent, "auto")
+
+    loaded = auto.load(load_corpus(small_corpus), retriever.embedder.name)
+
+    assert loaded is not None, "upgrading to index type auto rebuilt a small corpus's index"
+    assert loaded.manifest.index_type == "flat"

@@ -10,6 +10,7 @@ import pytest
 
 from retrieval.abstention import names_ip_term
 from retrieval.evaluate import ScopeTrial, choose_scope_setting, evaluate
+from retrieval.index import tokenize
 from retrieval.scope import ScopeModel
 from retrieval.search import (
     CANDIDATES,
@@ -316,3 +317,12 @@ def test_choosing_a_scope_setting_prefers_the_smoother_of_equals() -> None:
         ScopeTrial(1.0, 0.3, near_domain=0.90, wrongly=0.005),
     ]
     assert choose_scope_setting(trials) == trials[1]
+@pytest.mark.parametrize(
+    "question", ["Who owns joint results?", "MTA for cell lines", "patent patent licence"]
+)
+def test_bm25_scores_are_the_ones_bm25s_computes(retriever: Retriever, question: str) -> None:
+    """Ranking sums the terms' postings itself (fast at 100,000 passages); same scores."""
+    vector = retriever.embedder.embed([retriever.search_text(question)])[0]
+    ranking = retriever.rank(retriever.state, question, vector, None, "hybrid")
+    expected = retriever.index.lexical.get_scores(tokenize(retriever.search_text(question)))
+    assert np.allclose(ranking.lexical, expected, atol=1e-5)

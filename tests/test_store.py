@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import event
 
 from bot.store import DeliveryStatus, Store, StoreError, async_url
 from bot.store.tables import Base, QuestionRow, SubscriptionRow, utcnow
@@ -235,3 +236,59 @@ async def test_a_weekly_digest_claims_all_its_due_updates_as_one_message(
     assert sorted(claims[0].update_ids) == ["2023-03-01-adopted", "second"]
     assert (await store.next_due(["telegram"])) is None, "the next digest waits for next week"
     await store.close()
+
+
+async def test_questions_asked_together_share_one_commit_and_keep_their_own_ids(
+    database_url: str,
+) -> None:
+    store = await open_(database_url)
+    commits: list[object] = []
+    event.listen(store.engine.sync_engine, "commit", commits.append)
+    texts = [f"question {n}" for n in range(20)]
+
+    ids = await asyncio.gather(
+        *(store.record_question("telegram", t, None, None, False, None, []) for t in texts)
+    )
+
+    assert len(set(ids)) == 20, "two users were given the same question id"
+    stored = [await store.question(qid) for qid in ids]
+    assert [q.text if q else None for q in stored] == texts, "an id names another question"
+    assert len(commits) == 1, "questions asked together were committed one by one"
+    await store.close()
+
+
+async def test_a_question_that_cannot_be_stored_fails_alone(database_url: str) -> None:
+    store = await open_(database_url)
+    texts = ["who owns results?", "bad \ud800 text", "what is a patent?"]
+
+    results = await asyncio.gather(
+        *(store.record_question("telegram", t, None, None, False, None, []) for t in texts),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[1], Exception), "a lone surrogate cannot be stored as UTF-8"
+    good = [results[0], results[2]]
+    assert all(isinstance(qid, int) for qid in good), results
+    assert [(await store.question(qid)).text for qid in good] == [texts[0], texts[2]]  # type: ignore[union-attr,arg-type]
+    await store.close()
+
+
+async def test_closing_the_store_stores_questions_still_waiting(database_url: str) -> None:
+    store = await open_(database_url)
+    texts = [f"asked just before the stop {n}" for n in range(5)]
+    asking = {
+        asyncio.create_task(store.record_question("telegram", t, None, None, True, 0.5, []))
+        for t in texts
+    }
+    await asyncio.sleep(0)  # the questions are handed over, not yet committed
+
+    await store.close()
+    unfinished = asking | (asyncio.all_tasks() - {asyncio.current_task()})
+    for task in unfinished:  # the process ends after a clean stop: what runs is cancelled
+        task.cancel()
+    await asyncio.gather(*unfinished, return_exceptions=True)
+
+    reopened = await open_(database_url)
+    stored = await reopened.questions_since(utcnow() - dt.timedelta(hours=1))
+    assert [q.text for q in stored] == texts, "questions asked just before a stop were lost"
+    await reopened.close()

@@ -22,7 +22,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, case, delete, event, func, select, text, update
+from sqlalchemy import Connection, case, delete, event, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -46,6 +46,7 @@ from bot.store.tables import (
     VersionStatus,
     utcnow,
 )
+from retrieval.batching import Batcher
 
 __all__ = [
     "ALL_AREAS",
@@ -254,9 +255,15 @@ def async_url(url: str) -> str:
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    """WAL and a busy timeout let the CLI publish while the bot runs; cascades need FKs."""
+    """WAL and a busy timeout let the CLI publish while the bot runs; cascades need FKs.
+
+    In WAL mode, synchronous=NORMAL syncs at checkpoints instead of at every commit: a power
+    cut may lose the last moment's commits, never corrupt the file (an application crash
+    loses nothing committed).
+    """
     cursor = dbapi_connection.cursor()
-    for pragma in ("journal_mode=WAL", "busy_timeout=10000", "foreign_keys=ON"):
+    pragmas = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "foreign_keys=ON")
+    for pragma in pragmas:
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
@@ -351,6 +358,8 @@ class Store:
         self._claim_lock: asyncio.Lock | contextlib.nullcontext[None] = (
             asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
         )
+        # group commit: questions asked together are stored in one transaction
+        self._questions: Batcher[dict[str, Any], int] = Batcher(self._insert_questions)
 
     @classmethod
     async def open(cls, url: str, migrate: bool = True) -> Store:
@@ -392,6 +401,8 @@ class Store:
         return current
 
     async def close(self) -> None:
+        """Store the questions still waiting to be stored, then disconnect."""
+        await self._questions.flush()
         await self.engine.dispose()
 
     # -- questions and feedback ---------------------------------------------------------
@@ -407,20 +418,25 @@ class Store:
         passage_ids: Iterable[str],
         latency_ms: float | None = None,
     ) -> int:
-        row = QuestionRow(
-            platform=platform,
-            text=text,
-            area_filter=area_filter,
-            area=area,
-            answered=answered,
-            best_score=best_score,
-            passage_ids=",".join(passage_ids),
-            latency_ms=latency_ms,
-        )
+        """Keep a question and return its id; questions that arrive together share a commit."""
+        row = {
+            "asked_at": utcnow(),
+            "platform": platform,
+            "text": text,
+            "area_filter": area_filter,
+            "area": area,
+            "answered": answered,
+            "best_score": best_score,
+            "passage_ids": ",".join(passage_ids),
+            "latency_ms": latency_ms,
+        }
+        return await self._questions.submit(row)
+
+    async def _insert_questions(self, rows: list[dict[str, Any]]) -> list[int]:
+        """One transaction for a batch of questions; ids come back in the order of `rows`."""
+        statement = insert(QuestionRow).returning(QuestionRow.id, sort_by_parameter_order=True)
         async with self.session.begin() as session:
-            session.add(row)
-            await session.flush()
-            return row.id
+            return list((await session.scalars(statement, rows)).all())
 
     async def question(self, question_id: int) -> QuestionRecord | None:
         async with self.session() as session:
