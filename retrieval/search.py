@@ -545,7 +545,9 @@ def _bridged(
     by_model = [int(r) for r in ranking.rows[:CANDIDATES]]
     lexical = _lexical_scores(state.index, tokenize(" ".join(terms)))
     eligible = lexical > 0 if allowed is None else (lexical > 0) & allowed
-    return fuse_scores([by_model, _top_rows(lexical, eligible)], weights=[1.0, BRIDGE_WEIGHT])
+    return fuse_scores(
+        [by_model, _top_rows(lexical, np.flatnonzero(eligible))], weights=[1.0, BRIDGE_WEIGHT]
+    )
 
 
 def without_restatements(index: SearchIndex, rows: Sequence[int], needed: int) -> list[int]:
