@@ -235,14 +235,14 @@ class Assistant:
     ) -> tuple[Answer, str]:
         """The answer to a question and the language it was read in.
 
-        Ranking is CPU work: it runs on a thread of its own, in batches as the embeddings
-        arrive, so that the event loop stays free for other users and one batch is ranked
-        while the next one is embedded. The language is read here, as the question arrives:
-        read on that thread too, questions asked moments apart came back together and shared
-        a batch, and int8 vectors depend a little on the batch (tests/test_fuzz.py).
+        Reading the language (langdetect: milliseconds) and ranking are CPU work: they run on
+        a thread of their own, in batches as questions and embeddings arrive, so that the
+        event loop stays free for other users and one batch is ranked while the next one is
+        embedded. Batching never changes an answer: each text is embedded on its own.
         """
         retriever = self.retriever
-        language, query = retriever.language_and_query(text, language_hint)
+        read = functools.partial(retriever.language_and_query, text, language_hint)
+        language, query = await self._thread_work.submit(read)
         vector = await self._batcher(language).embed(query)
         search = functools.partial(
             retriever.answer_with_vector,

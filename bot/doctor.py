@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from bot.settings import Settings
 from bot.store import Store, StoreError
 from retrieval.corpus import CorpusError, load_corpus
+from retrieval.embedder import INT8_SUFFIX
 from retrieval.index import IndexStore, Manifest, dense_index_type
 from retrieval.multilingual import multilingual_store
 
@@ -94,7 +95,7 @@ def check_index(settings: Settings, found: Findings) -> None:
     main = IndexStore(settings.data_dir, settings.index_type).current_manifest()
     why = index_mismatch(main, corpus.hash)
     if why is None and main is not None:
-        if main.model.removesuffix(" (int8)") != settings.model:
+        if main.model.removesuffix(f" {INT8_SUFFIX}") != settings.model:
             why = f"built with the model {main.model}, not IPBOT_MODEL {settings.model}"
         elif main.index_type != dense_index_type(settings.index_type, len(corpus.passages)):
             why = f"a {main.index_type} index, not what IPBOT_INDEX_TYPE {settings.index_type} makes"

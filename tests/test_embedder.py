@@ -46,7 +46,7 @@ def test_onnx_vectors_match_sentence_transformers(fp32: Embedder) -> None:
 
 def test_int8_model_stays_close_to_fp32(retriever: Retriever, fp32: Embedder) -> None:
     served = retriever.embedder
-    assert served.name.endswith("(int8)"), "the int8 model is the default"
+    assert served.name.endswith("(int8, unbatched)"), "the int8 model is the default"
     cosines = np.sum(served.embed(TEXTS) * fp32.embed(TEXTS), axis=1)
     assert float(np.min(cosines)) >= INT8_MIN_COSINE
 
@@ -55,6 +55,16 @@ def test_order_of_a_batch_does_not_change_vectors(retriever: Retriever) -> None:
     forward = retriever.embedder.embed(TEXTS)
     backward = retriever.embedder.embed(TEXTS[::-1])[::-1]
     assert np.allclose(forward, backward, atol=1e-5)
+
+
+def test_a_texts_vector_is_the_same_whatever_is_embedded_with_it(retriever: Retriever) -> None:
+    """int8 quantises a call's activations together: one text per call keeps users apart."""
+    question = "Who owns the results of a joint research project?"
+    alone = retriever.embedder.embed([question])[0]
+    hostile = ["\u202e" * 50 + "DROP TABLE; " * 30, "a", "𝕳𝖊𝖑𝖑𝖔 " * 200]
+    for other in hostile:
+        together = retriever.embedder.embed([other, question, other])[1]
+        assert np.array_equal(alone, together)
 
 
 def test_missing_model_names_the_setting(tmp_path) -> None:
