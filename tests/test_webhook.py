@@ -100,30 +100,15 @@ async def test_an_update_without_the_right_secret_gets_403_and_no_answer(
     assert not telegram.calls_of("sendMessage") and not telegram.calls_of("sendChatAction")
 
 
-async def test_a_webhook_removed_elsewhere_is_set_again(
-    retriever: Retriever, store: Store, assistant: Assistant, tmp_path: Path, monkeypatch
-) -> None:
+@pytest.fixture
+def checks_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The adapter asks Telegram about its webhook every 0.2 s instead of every minute."""
     monkeypatch.setattr("bot.telegram.WEBHOOK_CHECK_SECONDS", 0.2)
-    async with FakeTelegram() as telegram:
-        settings = Settings(
-            telegram_token=telegram.token,
-            telegram_api_url=telegram.base_url,
-            telegram_webhook_url=PUBLIC_URL,
-            telegram_webhook_secret=SECRET,
-            http_port=free_port(),
-            data_dir=tmp_path,
-            _env_file=None,
-        )
-        async with http_front(App(settings, store, retriever, assistant)) as front:
-            assert front is not None and front.telegram is not None
-            stop = asyncio.Event()
-            task = asyncio.create_task(run_telegram(assistant, settings, stop, front.telegram))
-            try:
-                await telegram.next_call("setWebhook")
-                telegram.webhook = {}  # someone called deleteWebhook with the bot's token
-                again = await telegram.next_call("setWebhook", timeout=10)
-                assert again.params["url"] == PUBLIC_URL
-                assert again.params["secret_token"] == SECRET
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 15)
+
+
+async def test_a_webhook_removed_elsewhere_is_set_again(checks_often, webhook_bot) -> None:
+    telegram, _ = webhook_bot
+    telegram.webhook = {}  # someone called deleteWebhook with the bot's token
+    again = await telegram.next_call("setWebhook", timeout=10)
+    assert again.params["url"] == PUBLIC_URL
+    assert again.params["secret_token"] == SECRET
