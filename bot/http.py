@@ -75,10 +75,9 @@ async def readiness(
         checks["database"] = "ok"
     except Exception as exc:  # whatever the driver raises, the answer is the same: not ready
         checks["database"] = f"unreachable ({type(exc).__name__})"
-    replicas = app.store.dialect == "postgresql"  # SQLite: this one process holds every job
     for platform in platforms:
         since = liveness.silent_for(platform)
-        if replicas and LEASES.standby(platform, app.settings.telegram_webhook_url is None):
+        if app.store.shared and LEASES.standby(platform, app.settings.telegram_webhook_url is None):
             checks[platform] = "standby"  # another replica holds its one connection
         elif since is None:
             checks[platform] = "not connected yet"

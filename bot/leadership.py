@@ -70,7 +70,8 @@ async def _hold(
     log.info("%s: this process runs it", name)
     LEASES.held.add(name)
     end = asyncio.Event()
-    relay = asyncio.create_task(_first_of(stop, lost, then=end))
+    relay = asyncio.create_task(first_of(stop, lost))
+    relay.add_done_callback(lambda _: end.set())
     try:
         await job(end)
     except Exception as exc:
@@ -83,11 +84,11 @@ async def _hold(
     return None
 
 
-async def _first_of(*events: asyncio.Event, then: asyncio.Event) -> None:
-    waiters = [asyncio.create_task(e.wait()) for e in events]
+async def first_of(*events: asyncio.Event) -> None:
+    """Wait until any of the events is set."""
+    waiters = [asyncio.create_task(event.wait()) for event in events]
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        then.set()
     finally:
         for waiter in waiters:
             waiter.cancel()

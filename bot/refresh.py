@@ -286,7 +286,7 @@ class Refresher:
         """On PostgreSQL, replicas may not share a disk: the build files go to the database,
         and a replica that lacks them fetches them there (see `_open`)."""
         versions = self.versions
-        if versions is None or self.store.dialect != "postgresql":
+        if versions is None or not self.store.shared:
             return
         if not await self.store.has_artefact(build.name):
             await self.store.save_artefact(build.name, await asyncio.to_thread(versions.pack, build))

@@ -63,7 +63,7 @@ from bot.assistant import EXPIRED, Assistant
 from bot.commands import ALIASES, COMMANDS, public_commands
 from bot.conversation import chat_key
 from bot.http import Receiver, WebhookSlot
-from bot.leadership import once_among_replicas
+from bot.leadership import first_of, once_among_replicas
 from bot.replies import AnswerReply, Chat, Context, Notice, Quiet, User
 from bot.sender import DeliveryResult, Outbound, Outcome, Target
 from bot.settings import Settings, SettingsError
@@ -659,16 +659,6 @@ async def serve_until_stopped(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), wait)
         wait = min(wait * 2, START_RETRY_MAX)
-
-
-async def first_of(*events: asyncio.Event) -> None:
-    """Wait until any of the events is set."""
-    waiters = [asyncio.create_task(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 # Sending first: broadcasts through the outbox (bot/sender.py).

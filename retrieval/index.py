@@ -318,8 +318,10 @@ class IndexStore:
         ):
             raise IndexCorruptError(f"index files in {folder} disagree with their manifest")
         offsets = sentence_offsets(passages)
-        titles = self._read_titles(folder, (rows, manifest.dimension))
-        scope = self._read_scope(folder, (len(corpus.scope.examples()[0]), manifest.dimension))
+        width = manifest.dimension
+        titles = self._read_optional(folder, "titles", self.with_titles, (rows, width))
+        examples = len(corpus.scope.examples()[0])
+        scope = self._read_optional(folder, "scope", self.with_scope, (examples, width))
         return SearchIndex(
             passages,
             vectors,
@@ -333,27 +335,19 @@ class IndexStore:
             scope_vectors=scope,
         )
 
-    def _read_titles(self, folder: Path, shape: tuple[int, int]) -> np.ndarray | None:
-        if not self.with_titles:
+    def _read_optional(
+        self, folder: Path, name: str, wanted: bool, shape: tuple[int, int]
+    ) -> np.ndarray | None:
+        """The vectors of `name`.npy (titles, scope examples) where this store keeps them."""
+        if not wanted:
             return None
         try:
-            titles = np.load(folder / "titles.npy", allow_pickle=False)
+            vectors = np.load(folder / f"{name}.npy", allow_pickle=False)
         except Exception as exc:  # as for the other files: rebuild
-            raise IndexCorruptError(f"unreadable title vectors in {folder}: {exc}") from exc
-        if titles.shape != shape:
-            raise IndexCorruptError(f"title vectors in {folder} disagree with their manifest")
-        return titles
-
-    def _read_scope(self, folder: Path, shape: tuple[int, int]) -> np.ndarray | None:
-        if not self.with_scope:
-            return None
-        try:
-            scope = np.load(folder / "scope.npy", allow_pickle=False)
-        except Exception as exc:  # as for the other files: rebuild
-            raise IndexCorruptError(f"unreadable scope vectors in {folder}: {exc}") from exc
-        if scope.shape != shape:
-            raise IndexCorruptError(f"scope vectors in {folder} disagree with the corpus")
-        return scope
+            raise IndexCorruptError(f"unreadable {name} vectors in {folder}: {exc}") from exc
+        if vectors.shape != shape:
+            raise IndexCorruptError(f"{name} vectors in {folder} disagree with the corpus")
+        return vectors
 
     def build(
         self,

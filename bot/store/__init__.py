@@ -361,6 +361,12 @@ class Store:
         # group commit: questions asked together are stored in one transaction
         self._questions: Batcher[dict[str, Any], int] = Batcher(self._insert_questions)
 
+    @property
+    def shared(self) -> bool:
+        """Whether several `ipbot run` processes may use this database (PostgreSQL); SQLite
+        serves one (`ipbot run` locks its file), which then holds every lease."""
+        return self.dialect == "postgresql"
+
     @classmethod
     async def open(cls, url: str, migrate: bool = True) -> Store:
         """Connect, and bring the schema up to date (under a lock on PostgreSQL)."""
@@ -1262,7 +1268,7 @@ class Store:
         SQLite serves one process (`ipbot run` locks the file), which always holds every job.
         """
         lost = asyncio.Event()
-        if self.dialect != "postgresql":
+        if not self.shared:
             yield lost
             return
         key = lease_key(job)
