@@ -12,10 +12,12 @@ import unicodedata
 from dataclasses import dataclass, field
 
 MAX_TERM_CHARS = 40
-# the official EU languages besides English: the languages a translation may be written in
-LANGUAGES = frozenset(
-    "bg cs da de el es et fi fr ga hr hu it lt lv mt nl pl pt ro sk sl sv".split()
-)
+# the languages a translation may be written in: the official EU languages besides English, and
+# the languages of associated countries that langdetect recognises (a translation only bridges a
+# question detected as its language): Norwegian, Ukrainian, Turkish, Albanian, Macedonian, Hebrew
+EU_LANGUAGES = "bg cs da de el es et fi fr ga hr hu it lt lv mt nl pl pt ro sk sl sv".split()
+ASSOCIATED_LANGUAGES = "no uk tr sq mk he".split()
+LANGUAGES = frozenset(EU_LANGUAGES + ASSOCIATED_LANGUAGES)
 _ENTRY = re.compile(r"^-\s+(?P<term>[^:]+?)\s*:\s*(?P<meanings>.*?)\s*$")
 _TRANSLATION = re.compile(r"^-\s+(?P<english>[^:=]+?)\s*=\s*(?P<languages>.*?)\s*$")
 _NOT_WORD = re.compile(r"[^\w*]+|_+")  # a `*` is kept: the wildcard of translations
@@ -170,7 +172,10 @@ def _translations(line: str, number: int) -> tuple[list[Translation], list[str]]
         language = language.strip().lower()
         words = tuple(w.strip() for w in words_text.split(",") if w.strip())
         if language not in LANGUAGES:
-            problems.append(f"'{language}' is not the code of an official EU language but English")
+            problems.append(
+                f"'{language}' is not the code of an official EU language but English, nor of "
+                f"{', '.join(ASSOCIATED_LANGUAGES)}"
+            )
         elif any(t.language == language for t in found):
             problems.append(f"'{language}' appears twice for '{english}'")
         elif not words:
