@@ -269,6 +269,20 @@ def test_translations_bridge_inflected_words_to_english_terms() -> None:
     assert glossary.english_terms("Patentanwalt gesucht", "da") == ["patent"]  # no Danish: all
 
 
+def test_a_question_taken_for_a_neighbour_language_is_bridged_by_its_longer_words() -> None:
+    glossary, problems = parse_glossary(
+        "- knowledge valorisation = sv: nyttiggör*\n"
+        "- valuation value = sv: värt\n"
+        "- results = no: resultat*\n"
+    )
+    assert not problems
+    # langdetect takes this Swedish question for Danish
+    swedish = "Vad betyder nyttiggörande egentligen?"
+    assert glossary.english_terms(swedish, "da") == ["knowledge valorisation"]
+    # without accents Norwegian "vårt" (our) is Swedish "värt" (worth): short words stay home
+    assert glossary.english_terms("Prosjektet vårt er ferdig", "no") == []
+
+
 OWNS_JOINT_RESULTS = {"ownership owns", "joint ownership", "results"}
 
 
