@@ -331,6 +331,9 @@ class LanguageReport:
 def load_translated_sets(path: Path) -> dict[str, EvalSet]:
     """One eval set per language from a file of questions with one key per language."""
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not all(isinstance(language, str) for language in data.get("languages", [])):
+        # YAML reads a bare `no` (Norwegian) as false: the set would be measured as language 0
+        raise ValueError(f'{path}: write every language code as a string, e.g. "no"')
     return {
         language: EvalSet(
             tuple(

@@ -12,10 +12,19 @@ import unicodedata
 from dataclasses import dataclass, field
 
 MAX_TERM_CHARS = 40
-# the official EU languages besides English: the languages a translation may be written in
-LANGUAGES = frozenset(
-    "bg cs da de el es et fi fr ga hr hu it lt lv mt nl pl pt ro sk sl sv".split()
-)
+# the languages a translation may be written in: the official EU languages besides English, and
+# the languages of associated countries that langdetect recognises (a translation bridges only a
+# question detected as its language or a neighbour): Norwegian, Ukrainian, Turkish, Albanian,
+# Macedonian, Hebrew
+EU_LANGUAGES = "bg cs da de el es et fi fr ga hr hu it lt lv mt nl pl pt ro sk sl sv".split()
+ASSOCIATED_LANGUAGES = "no uk tr sq mk he".split()
+LANGUAGES = frozenset(EU_LANGUAGES + ASSOCIATED_LANGUAGES)
+# languages langdetect takes for one another (3-7 % of the tuning questions): a question is
+# looked up in the words of its language's whole group
+NEIGHBOURS = tuple(frozenset(group.split()) for group in ("da no sv", "cs sk", "hr sl", "bg mk"))
+# a neighbour's shorter words are often everyday words of the question's language: Swedish "värt"
+# (worth) is Norwegian "vårt" (our) once accents are folded
+NEIGHBOUR_MIN_LETTERS = 6
 _ENTRY = re.compile(r"^-\s+(?P<term>[^:]+?)\s*:\s*(?P<meanings>.*?)\s*$")
 _TRANSLATION = re.compile(r"^-\s+(?P<english>[^:=]+?)\s*=\s*(?P<languages>.*?)\s*$")
 _NOT_WORD = re.compile(r"[^\w*]+|_+")  # a `*` is kept: the wildcard of translations
@@ -39,13 +48,15 @@ class Translation:
     words: tuple[str, ...]
     line: int = 0
 
-    def pattern(self) -> str:
-        """A regular expression over `folded` text; a word's trailing `*` is any ending."""
+    def pattern(self, min_letters: int = 0) -> re.Pattern[str] | None:
+        """A regular expression over `folded` text for the words of at least `min_letters`
+        letters (None if none has); a word's trailing `*` is any ending."""
         words = []
         for word in self.words:
-            parts = [_word_part(part) for part in folded(word).split()]
-            words.append(" ".join(parts))
-        return rf"(?<!\w)(?:{'|'.join(words)})(?!\w)"
+            plain = folded(word)
+            if len(plain.replace("*", "").replace(" ", "")) >= min_letters:
+                words.append(" ".join(_word_part(part) for part in plain.split()))
+        return re.compile(rf"(?<!\w)(?:{'|'.join(words)})(?!\w)") if words else None
 
 
 def folded(text: str) -> str:
@@ -60,6 +71,9 @@ def _word_part(part: str) -> str:
     return re.escape(part.rstrip("*")) + (r"\w*" if part.endswith("*") else "")
 
 
+_Lookup = tuple[re.Pattern[str] | None, re.Pattern[str] | None, str]
+
+
 @dataclass(frozen=True)
 class Glossary:
     """All entries, matched case-insensitively as whole words (a plural 's' allowed), and the
@@ -69,17 +83,17 @@ class Glossary:
     translations: tuple[Translation, ...] = ()
     _pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
     _by_term: dict[str, GlossaryEntry] = field(default_factory=dict, compare=False, repr=False)
-    _by_language: dict[str, list[tuple[re.Pattern[str], str]]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    # per language: (its pattern, its pattern for neighbours' questions, the English term)
+    _by_language: dict[str, list[_Lookup]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(
         cls, entries: tuple[GlossaryEntry, ...], translations: tuple[Translation, ...] = ()
     ) -> Glossary:
-        by_language: dict[str, list[tuple[re.Pattern[str], str]]] = {}
+        by_language: dict[str, list[_Lookup]] = {}
         for t in translations:
-            by_language.setdefault(t.language, []).append((re.compile(t.pattern()), t.english))
+            lookup = (t.pattern(), t.pattern(NEIGHBOUR_MIN_LETTERS), t.english)
+            by_language.setdefault(t.language, []).append(lookup)
         if not entries:
             return cls((), translations, _by_language=by_language)
         terms = sorted((e.term for e in entries), key=len, reverse=True)
@@ -90,16 +104,22 @@ class Glossary:
         )
 
     def english_terms(self, question: str, language: str) -> list[str]:
-        """The English terms whose words in `language` the question uses, in glossary order.
+        """The English terms whose words in `language` (or a neighbour) the question uses, in
+        glossary order.
 
-        A language without translations is looked up in all of them: a question taken for
-        Danish may well be Swedish or Norwegian.
+        A question taken for Danish may well be Norwegian or Swedish, so the neighbours' longer
+        words count too; a language without translations, nor neighbours with any, is looked up
+        in all.
         """
-        text = folded(question)
-        pairs = self._by_language.get(language) or [
-            pair for pairs in self._by_language.values() for pair in pairs
+        group = next((g for g in NEIGHBOURS if language in g), frozenset()) - {language}
+        own = [(p, e) for p, _, e in self._by_language.get(language, [])]
+        near = [(n, e) for lang in sorted(group) for _, n, e in self._by_language.get(lang, [])]
+        pairs = own + near or [
+            (p, e) for lookups in self._by_language.values() for p, _, e in lookups
         ]
-        return list(dict.fromkeys(english for pattern, english in pairs if pattern.search(text)))
+        text = folded(question)
+        found = {english for pattern, english in pairs if pattern and pattern.search(text)}
+        return [e for e in dict.fromkeys(t.english for t in self.translations) if e in found]
 
     def matches(self, question: str) -> list[GlossaryEntry]:
         """Entries whose term the question uses and whose meaning it does not already spell out."""
@@ -170,7 +190,10 @@ def _translations(line: str, number: int) -> tuple[list[Translation], list[str]]
         language = language.strip().lower()
         words = tuple(w.strip() for w in words_text.split(",") if w.strip())
         if language not in LANGUAGES:
-            problems.append(f"'{language}' is not the code of an official EU language but English")
+            problems.append(
+                f"'{language}' is not the code of an official EU language but English, nor of "
+                f"{', '.join(ASSOCIATED_LANGUAGES)}"
+            )
         elif any(t.language == language for t in found):
             problems.append(f"'{language}' appears twice for '{english}'")
         elif not words:

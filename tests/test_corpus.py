@@ -269,6 +269,45 @@ def test_translations_bridge_inflected_words_to_english_terms() -> None:
     assert glossary.english_terms("Patentanwalt gesucht", "da") == ["patent"]  # no Danish: all
 
 
+def test_a_question_taken_for_a_neighbour_language_is_bridged_by_its_longer_words() -> None:
+    glossary, problems = parse_glossary(
+        "- knowledge valorisation = sv: nyttiggör*\n"
+        "- valuation value = sv: värt\n"
+        "- results = no: resultat*\n"
+    )
+    assert not problems
+    # langdetect takes this Swedish question for Danish
+    swedish = "Vad betyder nyttiggörande egentligen?"
+    assert glossary.english_terms(swedish, "da") == ["knowledge valorisation"]
+    # without accents Norwegian "vårt" (our) is Swedish "värt" (worth): short words stay home
+    assert glossary.english_terms("Prosjektet vårt er ferdig", "no") == []
+
+
+OWNS_JOINT_RESULTS = {"ownership owns", "joint ownership", "results"}
+
+
+@pytest.mark.parametrize(
+    ("language", "question", "terms"),
+    [
+        ("ro", "Cui îi aparțin rezultatele unui proiect de cercetare comun?", OWNS_JOINT_RESULTS),
+        ("fi", "Kenelle yhteisen tutkimushankkeen tulokset kuuluvat?", OWNS_JOINT_RESULTS),
+        ("no", "Hvem eier resultatene fra et felles forskningsprosjekt?", OWNS_JOINT_RESULTS),
+        ("uk", "Кому належать результати спільного дослідницького проєкту?", OWNS_JOINT_RESULTS),
+        # Turkish "ortak" is both "joint" and "partner": the glossary gives it one meaning
+        (
+            "tr",
+            "Ortak bir araştırma projesinin sonuçları kime aittir?",
+            {"ownership owns", "results"},
+        ),
+    ],
+)
+def test_shipped_glossary_bridges_languages_beyond_the_first_eleven(
+    language: str, question: str, terms: set[str]
+) -> None:
+    found = set(load_corpus(CORPUS).glossary.english_terms(question, language))
+    assert terms <= found, f"a {language} question about who owns joint results bridged to {found}"
+
+
 def test_glossary_adds_meanings_after_the_users_own_words() -> None:
     glossary, problems = parse_glossary(
         "- NDA: non-disclosure agreement; confidentiality agreement"

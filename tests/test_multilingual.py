@@ -16,6 +16,7 @@ from retrieval.evaluate import (
     evaluate_language,
     load_translated_sets,
 )
+from retrieval.glossary import LANGUAGES as GLOSSARY_LANGUAGES
 from retrieval.multilingual import MODEL_NAME, NOTES, multilingual_store, passages_note
 from retrieval.search import ENGLISH_NOTE, Retriever, bridge_terms, open_retriever
 from tests.conftest import CORPUS_DIR
@@ -110,6 +111,18 @@ def test_reply_says_in_the_users_language_that_passages_are_english(
 
 def test_language_without_words_of_our_own_gets_the_note_in_english() -> None:
     assert passages_note("ja") == "The passages are in English."
+
+
+def test_every_language_the_glossary_knows_gets_the_note_in_its_own_words() -> None:
+    missing = sorted(GLOSSARY_LANGUAGES - set(NOTES))
+    assert not missing, f"users writing in {missing} are told in English that passages are English"
+
+
+def test_a_translated_set_with_a_bare_no_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "set.yaml"
+    path.write_text("languages: [da, no]\nquestions: []\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="string"):
+        load_translated_sets(path)  # YAML reads no as false: Norwegian would be measured as 0
 
 
 def test_area_filter_works_for_questions_in_other_languages(retriever: Retriever) -> None:
