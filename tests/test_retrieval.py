@@ -206,6 +206,30 @@ def test_look_alike_questions_of_academic_life_are_not_answered(
     assert not answer.answered, f"answered {[h.passage.id for h in answer.hits]}"
 
 
+def test_american_spellings_find_the_passages_written_in_british_english() -> None:
+    assert tokenize("organization license commercialized") == tokenize(
+        "organisation licence commercialised"
+    )
+    assert tokenize("size prize") == ["size", "prize"]  # -ize only after three letters
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [("how much is our patent worth", "VAL-D1"), ("what is an MoU", "INT-R1")],
+)
+def test_everyday_words_find_the_passage_through_the_glossary(
+    retriever: Retriever, question: str, expected: str
+) -> None:
+    answer = retriever.answer(question)
+    assert expected in [h.passage.id for h in answer.hits[:3]], [h.passage.id for h in answer.hits]
+
+
+def test_an_everyday_word_of_the_glossary_does_not_make_a_question_about_ip(
+    retriever: Retriever,
+) -> None:
+    assert not retriever.answer("bitcoin price today").answered
+
+
 def test_a_loosely_phrased_question_naming_an_ip_term_is_answered(retriever: Retriever) -> None:
     assert retriever.answer("how do we price a licence?").answered
 
