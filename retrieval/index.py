@@ -30,7 +30,7 @@ from tqdm import tqdm
 from retrieval.corpus import Corpus, Passage, sha256_text
 from retrieval.glossary import Glossary
 
-FORMAT_VERSION = 3  # 2: builds hold the scope examples' vectors; 3: one spelling per word
+FORMAT_VERSION = 2  # 2: builds hold the scope examples' vectors
 KEEP_BUILDS = 6  # builds kept on disk besides the current one: the versions moderators can restore
 SNAPSHOT = "corpus"  # the corpus copy inside a build folder
 # from here exact search costs more per question than embedding it (1.4 ms at 10,000 passages,
@@ -53,10 +53,6 @@ _STOPWORDS = frozenset(
     """.split()
 )
 _WORD = re.compile(r"\w\w+|\d")
-# American spellings as the corpus writes them (British, as EU texts do): "organization" finds
-# "organisation", "license" the noun "licence"; -ize only after three letters ("size", "prize")
-_AMERICAN_ENDING = re.compile(r"^(\w{3,})iz(e|es|ed|ing|ation|ations|er|ers)$")
-_BRITISH_STEMS = {"licenc": "licens", "programm": "program", "centr": "center", "defenc": "defens"}
 SHORT_QUESTION_TERMS = 4  # up to this many search terms, glossary meanings are always added
 
 
@@ -107,8 +103,7 @@ def known_word_share(text: str, vocabulary: dict[str, int]) -> float:
 def tokenize(text: str) -> list[str]:
     """Lower-case, drop stop words and stem, the same way for passages and questions."""
     words = [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS]
-    stems = _stem([_AMERICAN_ENDING.sub(r"\1is\2", w) for w in words])
-    return [_BRITISH_STEMS.get(s, s) for s in stems]
+    return _stem(words)
 
 
 def search_text(glossary: Glossary, vocabulary: dict[str, int], question: str) -> str:
