@@ -25,6 +25,7 @@ from retrieval.search import (
 
 CORPUS_DIR = Path(__file__).resolve().parent.parent / "corpus"
 EVAL = Path(__file__).resolve().parent / "data" / "eval.yaml"
+USERS = Path(__file__).resolve().parent / "data" / "eval_users.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,22 @@ def test_hybrid_meets_the_quality_floors(report) -> None:
         f"look-alike questions of academic life answered: {hybrid.near_domain_abstention:.3f}"
     )
     assert hybrid.false_abstention <= 0.015, f"wrongly abstained {hybrid.false_abstention:.3f}"
+
+
+def test_questions_as_users_in_each_role_ask_them_find_their_passage(
+    retriever: Retriever,
+) -> None:
+    """eval_users.yaml: 99 questions written before seeing the answers, then used for tuning.
+
+    Reached 94 of 99 in the top 3 (3 wrongly abstained) and 11 of 12 look-alikes declined;
+    the floors allow one question less.
+    """
+    hybrid = next(r for r in evaluate(retriever, USERS).modes if r.mode == "hybrid")
+    assert hybrid.recall[3] >= 0.939, f"recall@3 {hybrid.recall[3]:.3f}"
+    assert hybrid.false_abstention <= 0.041, f"wrongly abstained {hybrid.false_abstention:.3f}"
+    assert hybrid.near_domain_abstention >= 0.83, (
+        f"look-alike questions answered: {hybrid.near_domain_abstention:.3f}"
+    )
 
 
 def test_fusion_beats_each_ranking_alone(report) -> None:
@@ -204,6 +221,23 @@ def test_look_alike_questions_of_academic_life_are_not_answered(
 ) -> None:
     answer = retriever.answer(question)
     assert not answer.answered, f"answered {[h.passage.id for h in answer.hits]}"
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [("how much is our patent worth", "VAL-D1"), ("what is an MoU", "INT-R1")],
+)
+def test_everyday_words_find_the_passage_through_the_glossary(
+    retriever: Retriever, question: str, expected: str
+) -> None:
+    answer = retriever.answer(question)
+    assert expected in [h.passage.id for h in answer.hits[:3]], [h.passage.id for h in answer.hits]
+
+
+def test_an_everyday_word_of_the_glossary_does_not_make_a_question_about_ip(
+    retriever: Retriever,
+) -> None:
+    assert not retriever.answer("bitcoin price today").answered
 
 
 def test_a_loosely_phrased_question_naming_an_ip_term_is_answered(retriever: Retriever) -> None:
