@@ -47,7 +47,7 @@ from bot.suggestions import Suggestions
 from retrieval.batching import Batcher
 from retrieval.corpus import Area, Passage
 from retrieval.embedder import MicroBatcher
-from retrieval.index import Progress
+from retrieval.index import Progress, search_on_one_core
 from retrieval.search import Answer, Retriever, UserInputError, open_retriever, printable
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class Assistant:
         self.moderators = moderators
         self.dissemination = dissemination or Dissemination(store, retriever)
         self._batchers: dict[object, MicroBatcher] = {}  # one per model, made when first needed
-        self._ranking = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rank")
+        self._ranking = ThreadPoolExecutor(1, "rank", initializer=search_on_one_core)
         self._thread_work: Batcher[Callable[[], Any], Any] = Batcher(
             self._on_thread, BATCH, in_flight=2
         )
