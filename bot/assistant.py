@@ -235,23 +235,23 @@ class Assistant:
     ) -> tuple[Answer, str]:
         """The answer to a question and the language it was read in.
 
-        Reading the language (langdetect: milliseconds) and ranking are CPU work: they run on
-        a thread of their own, in batches as questions and embeddings arrive, so that the
-        event loop stays free for other users and one batch is ranked while the next one is
-        embedded. Batching never changes an answer: each text is embedded on its own.
+        Reading the language (langdetect: milliseconds) and ranking are CPU work, kept off the
+        event loop so that it stays free for other users: the language is read on a thread of
+        its own, and a batch is ranked on the model's thread as soon as it is embedded, while
+        the other model thread embeds the next batch. Batching never changes an answer: each
+        text is embedded on its own.
         """
         retriever = self.retriever
         read = functools.partial(retriever.language_and_query, text, language_hint)
         language, query = await self._thread_work.submit(read)
-        vector = await self._batcher(language).embed(query)
         search = functools.partial(
             retriever.answer_with_vector,
-            text, vector, area, self.top_k, offset, notes=notes, language=language,
+            text, area=area, top_k=self.top_k, offset=offset, notes=notes, language=language,
         )  # fmt: skip
-        return await self._thread_work.submit(search), language
+        return await self._batcher(language).embed_then(query, search), language
 
     async def _on_thread(self, calls: list[Callable[[], Any]]) -> list[Any]:
-        """Run calls that arrived together in one go on the ranking thread."""
+        """Run calls that arrived together in one go on the language-reading thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._ranking, lambda: [call() for call in calls])
 
@@ -259,7 +259,9 @@ class Assistant:
         """The micro-batcher of the model that reads this language (MiniLM for English)."""
         embedder = self.retriever.query_embedder(language)
         if embedder not in self._batchers:
-            self._batchers[embedder] = MicroBatcher(embedder, max_batch=BATCH)
+            self._batchers[embedder] = MicroBatcher(
+                embedder, max_batch=BATCH, initializer=search_on_one_core
+            )
         return self._batchers[embedder]
 
     def _slow_down(self, user: User) -> Notice:
