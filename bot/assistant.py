@@ -58,8 +58,8 @@ REFUSED = "Sorry, only {who} can use /{name}."
 Working = Callable[[], Awaitable[None]]  # an adapter's "typing..." once a question is admitted
 MAX_TRACKED_USERS = 50_000  # rate-limit entries kept at most, however many users write at once
 BATCH = 8  # questions embedded, then ranked, together: small enough that one model thread
-# ranks a batch while the other embeds the next (batches of 16 cost 10% less CPU per question,
-# but two batches of 16 for 32 users are ranked at the same time, while the model waits)
+# ranks a batch while the other embeds the next (batches of 16 cost a little less CPU per
+# question, but 32 users then make two batches ranked at the same time, with the model idle)
 # The threads hand batches over through the event loop; while ranking holds the GIL, the
 # loop waits Python's switch interval (5 ms by default) per handover: the model idled that long
 GIL_SWITCH_INTERVAL = 0.001

@@ -371,7 +371,8 @@ class MicroBatcher:
 
     Batches are small (`max_batch`): the model is no slower per text in batches of 8 than of
     32 (less padding), and the first questions of a crowd are ranked while the next batch
-    is embedded, instead of all of them waiting for one large batch.
+    is embedded, instead of all of them waiting for one large batch. `initializer` runs once
+    in each of the model's threads.
     """
 
     def __init__(
