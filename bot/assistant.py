@@ -47,7 +47,7 @@ from bot.suggestions import Suggestions
 from retrieval.batching import Batcher
 from retrieval.corpus import Area, Passage
 from retrieval.embedder import MicroBatcher
-from retrieval.index import Progress
+from retrieval.index import Progress, search_on_one_core
 from retrieval.search import Answer, Retriever, UserInputError, open_retriever, printable
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,9 @@ EXPIRED = "This button has expired. Please ask your question again."
 REFUSED = "Sorry, only {who} can use /{name}."
 Working = Callable[[], Awaitable[None]]  # an adapter's "typing..." once a question is admitted
 MAX_TRACKED_USERS = 50_000  # rate-limit entries kept at most, however many users write at once
-BATCH = 8  # questions embedded, then ranked, together: small enough to overlap the two
+BATCH = 8  # questions embedded, then ranked, together: small enough that one model thread
+# ranks a batch while the other embeds the next (batches of 16 cost a little less CPU per
+# question, but 32 users then make two batches ranked at the same time, with the model idle)
 # The threads hand batches over through the event loop; while ranking holds the GIL, the
 # loop waits Python's switch interval (5 ms by default) per handover: the model idled that long
 GIL_SWITCH_INTERVAL = 0.001
@@ -149,9 +151,9 @@ class Assistant:
         self.moderators = moderators
         self.dissemination = dissemination or Dissemination(store, retriever)
         self._batchers: dict[object, MicroBatcher] = {}  # one per model, made when first needed
-        self._ranking = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rank")
-        self._thread_work: Batcher[Callable[[], Any], Any] = Batcher(
-            self._on_thread, BATCH, in_flight=2
+        self._reading = ThreadPoolExecutor(1, "language")
+        self._languages: Batcher[Callable[[], Any], Any] = Batcher(
+            self._read_languages, BATCH, in_flight=2
         )
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
         self.conversations = Conversations()
@@ -235,31 +237,33 @@ class Assistant:
     ) -> tuple[Answer, str]:
         """The answer to a question and the language it was read in.
 
-        Reading the language (langdetect: milliseconds) and ranking are CPU work: they run on
-        a thread of their own, in batches as questions and embeddings arrive, so that the
-        event loop stays free for other users and one batch is ranked while the next one is
-        embedded. Batching never changes an answer: each text is embedded on its own.
+        Reading the language (langdetect: milliseconds) and ranking are CPU work, kept off the
+        event loop so that it stays free for other users: the language is read on a thread of
+        its own, and a batch is ranked on the model's thread as soon as it is embedded, while
+        the other model thread embeds the next batch. Batching never changes an answer: each
+        text is embedded on its own.
         """
         retriever = self.retriever
         read = functools.partial(retriever.language_and_query, text, language_hint)
-        language, query = await self._thread_work.submit(read)
-        vector = await self._batcher(language).embed(query)
+        language, query = await self._languages.submit(read)
         search = functools.partial(
             retriever.answer_with_vector,
-            text, vector, area, self.top_k, offset, notes=notes, language=language,
+            text, area=area, top_k=self.top_k, offset=offset, notes=notes, language=language,
         )  # fmt: skip
-        return await self._thread_work.submit(search), language
+        return await self._batcher(language).embed_then(query, search), language
 
-    async def _on_thread(self, calls: list[Callable[[], Any]]) -> list[Any]:
-        """Run calls that arrived together in one go on the ranking thread."""
+    async def _read_languages(self, calls: list[Callable[[], Any]]) -> list[Any]:
+        """Read the languages of questions that arrived together, in one go on a thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._ranking, lambda: [call() for call in calls])
+        return await loop.run_in_executor(self._reading, lambda: [call() for call in calls])
 
     def _batcher(self, language: str) -> MicroBatcher:
         """The micro-batcher of the model that reads this language (MiniLM for English)."""
         embedder = self.retriever.query_embedder(language)
         if embedder not in self._batchers:
-            self._batchers[embedder] = MicroBatcher(embedder, max_batch=BATCH)
+            self._batchers[embedder] = MicroBatcher(
+                embedder, max_batch=BATCH, initializer=search_on_one_core
+            )
         return self._batchers[embedder]
 
     def _slow_down(self, user: User) -> Notice:

@@ -19,9 +19,10 @@ import shutil
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -37,6 +38,7 @@ INT8_SUFFIX = "(int8, unbatched)"
 CONCURRENT_CALLS = 2  # model calls at once, one thread each: the two cores of a small server
 PROBES = ["Who owns the results of a joint project?", "FAIR data", "a" * 3000]
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ModelNotFoundError(Exception):
@@ -165,10 +167,10 @@ class _OnnxBackend:
         tokens = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
         if self.pooling == "cls":
             vectors = tokens[:, 0]
-        else:
+        else:  # np.maximum, not np.clip: the same numbers at a third of the Python overhead
             weights = mask[..., None].astype(np.float32)
-            vectors = (tokens * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-        return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+            vectors = (tokens * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 @functools.lru_cache(maxsize=8)
@@ -369,21 +371,46 @@ class MicroBatcher:
 
     Batches are small (`max_batch`): the model is no slower per text in batches of 8 than of
     32 (less padding), and the first questions of a crowd are ranked while the next batch
-    is embedded, instead of all of them waiting for one large batch.
+    is embedded, instead of all of them waiting for one large batch. `initializer` runs once
+    in each of the model's threads.
     """
 
     def __init__(
-        self, embedder: TextEmbedder, executor: Executor | None = None, max_batch: int = 8
+        self,
+        embedder: TextEmbedder,
+        executor: Executor | None = None,
+        max_batch: int = 8,
+        initializer: Callable[[], None] | None = None,
     ):
         self._embedder = embedder
         workers = getattr(embedder, "concurrent_calls", 1)  # MiniLM on ONNX: two at a time
-        self._executor = executor or ThreadPoolExecutor(workers, thread_name_prefix="embed")
-        self._batches: Batcher[str, np.ndarray] = Batcher(self._embed, max_batch, in_flight=2)
+        self._executor = executor or ThreadPoolExecutor(
+            workers, thread_name_prefix="embed", initializer=initializer
+        )
+        self._batches: Batcher[tuple[str, Callable[[np.ndarray], Any]], Any] = Batcher(
+            self._embed, max_batch, in_flight=2
+        )
 
     async def embed(self, text: str) -> np.ndarray:
         """The vector of one text, computed together with whatever else is waiting."""
-        return await self._batches.submit(text)
+        return await self.embed_then(text, _itself)
 
-    async def _embed(self, texts: list[str]) -> np.ndarray:
+    async def embed_then(self, text: str, then: Callable[[np.ndarray], T]) -> T:
+        """`then(vector)` of one text, run on the model's thread as soon as its batch is embedded.
+
+        Ranking there saves a batch's trip back to the event loop and out to another thread
+        (a wake-up of each, and the GIL changing hands), which cost as much as the ranking.
+        """
+        return await self._batches.submit((text, then))
+
+    async def _embed(self, items: list[tuple[str, Callable[[np.ndarray], Any]]]) -> list[Any]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._embedder.embed, texts)
+        return await loop.run_in_executor(self._executor, self._embed_and_go_on, items)
+
+    def _embed_and_go_on(self, items: list[tuple[str, Callable[[np.ndarray], Any]]]) -> list[Any]:
+        vectors = self._embedder.embed([text for text, _ in items])
+        return [then(vector) for (_, then), vector in zip(items, vectors, strict=True)]
+
+
+def _itself(vector: np.ndarray) -> np.ndarray:
+    return vector

@@ -27,14 +27,20 @@ def sentence_terms(sentence: str) -> frozenset[str]:
     return frozenset(tokenize(sentence))
 
 
+@functools.lru_cache(maxsize=16_384)
+def _penalties(sentences: tuple[str, ...]) -> np.ndarray:
+    """What each sentence loses for being too short to answer, kept like its terms."""
+    short = [len(sentence.split()) < MIN_WORDS for sentence in sentences]
+    return np.where(short, np.float32(SHORT_PENALTY), np.float32(0.0)).astype(np.float32)
+
+
 def answering_sentence(passage: Passage, similarities: np.ndarray, question_terms: set[str]) -> str:
     """The passage's sentence that answers, given each sentence's cosine to the question."""
-    scores = np.asarray(similarities, dtype=np.float32).copy()
-    for i, sentence in enumerate(passage.sentences):
-        shared = len(question_terms.intersection(sentence_terms(sentence)))
-        scores[i] += TERM_BONUS * min(shared, MAX_TERMS)
-        if len(sentence.split()) < MIN_WORDS:
-            scores[i] -= SHORT_PENALTY
+    sentences = passage.sentences
+    shared = [len(question_terms.intersection(sentence_terms(s))) for s in sentences]
+    bonus = np.array([TERM_BONUS * min(n, MAX_TERMS) for n in shared], dtype=np.float32)
+    scores = np.asarray(similarities, dtype=np.float32) + bonus
+    scores -= _penalties(sentences)
     if passage.kind == "definition":
         scores[0] += DEFINITION_BONUS
-    return passage.sentences[int(np.argmax(scores))]
+    return sentences[int(np.argmax(scores))]

@@ -165,6 +165,15 @@ def best_sentence(index: SearchIndex, row: int, vector: np.ndarray) -> str:
     return sentences[int(np.argmax(similarities))]
 
 
+def search_on_one_core() -> None:
+    """Make this thread's FAISS searches single-threaded (OpenMP's setting is per thread).
+
+    One question's search over a few hundred rows took twice as long on two OpenMP threads as
+    on one (56 against 31 us), and woke the other core, which the model's calls need.
+    """
+    faiss.omp_set_num_threads(1)
+
+
 def dense_index_type(configured: str, passages: int) -> str:
     """The FAISS index for a corpus: "auto" is exact search below `HNSW_FROM` passages, HNSW
     from there on; "flat" and "hnsw" are kept as they are."""

@@ -8,11 +8,12 @@ similarity of the best passage and the scope model's view of the question (`retr
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,7 @@ HYBRID_RRF_K = 12
 _EU_ACT = re.compile(r"\((?:EU|EC|EEC)\) (?:No )?\d{2,4}/\d+")
 RESTATEMENT_COSINE = 0.845  # same source and this similar: the same point said twice
 CANDIDATES = 100  # rows taken from each ranker before fusion
+SEARCHES_KEPT = 4096  # questions whose searched text is kept (see `expanded_question`)
 
 
 class UserInputError(ValueError):
@@ -166,15 +168,22 @@ def fuse_scores(
     rankings (every weight 1 unless given)."""
     scores: dict[int, float] = {}
     for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
-        for rank, item in enumerate(ranking):
-            scores[item] = scores.get(item, 0.0) + weight / (k + rank + 1)
+        for rank, item in enumerate(ranking, k + 1):
+            scores[item] = scores.get(item, 0.0) + weight / rank
     return scores
+
+
+def best_first(scores: dict[int, float]) -> list[int]:
+    """The items by score, best first, ties by item (sorted in NumPy: in Python, with a key
+    function, it cost more than FAISS's search)."""
+    items = np.fromiter(scores, dtype=np.int64, count=len(scores))
+    values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
+    return items[np.lexsort((items, -values))].tolist()
 
 
 def rank_by_reciprocal_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[int]:
     """Merge rankings of the same items, best fused score first."""
-    scores = fuse_scores(rankings, k)
-    return sorted(scores, key=lambda item: (-scores[item], item))
+    return best_first(fuse_scores(rankings, k))
 
 
 def _rank_scores(rows: Sequence[int]) -> dict[int, float]:
@@ -201,7 +210,7 @@ def _dense_scores(
     return dense, rows
 
 
-def _lexical_scores(index: SearchIndex, tokens: list[str]) -> np.ndarray:
+def _lexical_scores(index: SearchIndex, tokens: Sequence[str]) -> np.ndarray:
     """BM25 score of every passage, summed from the postings of the question's terms only.
 
     bm25s keeps each term's precomputed scores by passage (a sparse column per term); one
@@ -234,6 +243,7 @@ class _State:
     index: SearchIndex
     translated: SearchIndex | None = None  # the multilingual model's index of the same passages
     scope: ScopeModel | None = None  # trained on the corpus's scope examples; None without any
+    searches: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _serving(corpus: Corpus, index: SearchIndex, translated: SearchIndex | None) -> _State:
@@ -260,7 +270,7 @@ def scope_signals(
     is the question's similarities where the ranking computed them; without it (a scope
     example) they are computed over every passage, which finds the same best one.
     """
-    specific = float(_lexical_scores(state.index, specific_terms(text)).max(initial=0.0))
+    specific = float(_lexical_scores(state.index, terms_of(text)[1]).max(initial=0.0))
     ip_term = names_ip_term(question, state.corpus.glossary)
     best = float(np.max(dense if dense is not None else state.index.vectors @ vector))
     return scope_features(vector, best, ip_term, specific)
@@ -397,7 +407,7 @@ class Retriever:
         best_area = area or state.corpus.area(state.index.passages[ranking.rows[0]].area)
         rows = without_restatements(state.index, ranking.rows, offset + top_k + 1)
         window = rows[offset : offset + top_k]
-        terms = set(specific_terms(expanded_question(state, question)))
+        terms = set(terms_of(expanded_question(state, question))[1])
         hits = tuple(
             Hit(
                 state.index.passages[row],
@@ -434,7 +444,7 @@ class Retriever:
             return Answer(question, False, area, suggestions=suggestions, notes=notes)
         fused = _bridged(state, ranking, terms, allowed)
         top_k, offset = window
-        rows = sorted(fused, key=lambda row: (-fused[row], row))
+        rows = best_first(fused)
         best_area = area or state.corpus.area(index.passages[rows[0]].area)
         hits = tuple(
             Hit(index.passages[r], fused[r] / fused[rows[0]], best_sentence(index, r, vector))
@@ -469,7 +479,7 @@ class Retriever:
         """
         text = expanded_question(state, question)
         dense, candidates = _dense_scores(state.index, vector, area)
-        lexical = _lexical_scores(state.index, tokenize(text))
+        lexical = _lexical_scores(state.index, terms_of(text)[0])
         if area is not None:
             outside = np.ones(len(lexical), dtype=bool)
             outside[state.index.rows_in(area.slug)] = False
@@ -483,7 +493,7 @@ class Retriever:
             scores = _rank_scores(rows)
         else:
             scores = fuse_scores([by_dense, by_lexical], k=HYBRID_RRF_K)
-            rows = sorted(scores, key=lambda row: (-scores[row], row))
+            rows = best_first(scores)
         return Ranking(rows, dense, lexical, mode, scores, in_scope)
 
     def _abstains(self, ranking: Ranking, area: Area | None) -> bool:
@@ -524,8 +534,25 @@ class Retriever:
 
 
 def expanded_question(state: _State, question: str) -> str:
-    """The question as searched in this version (see `retrieval.index.search_text`)."""
-    return search_text(state.corpus.glossary, state.index.lexical.vocab_dict, question)
+    """The question as searched in this version (see `retrieval.index.search_text`).
+
+    Kept for the last few thousand questions: one question is read for its language, embedded,
+    ranked, weighed for scope and highlighted, and each of those needs it.
+    """
+    text = state.searches.get(question)
+    if text is None:
+        text = search_text(state.corpus.glossary, state.index.lexical.vocab_dict, question)
+        if len(state.searches) >= SEARCHES_KEPT:
+            state.searches.clear()
+        state.searches[question] = text
+    return text
+
+
+@functools.lru_cache(maxsize=SEARCHES_KEPT)
+def terms_of(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A searched text's BM25 terms, and those that are specific (not generic academic words);
+    kept, like the text: ranking, scope and highlighting each read them."""
+    return tuple(tokenize(text)), tuple(specific_terms(text))
 
 
 def bridge_terms(state: _State, question: str, language: str) -> tuple[list[str], bool]:

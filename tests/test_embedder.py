@@ -161,3 +161,28 @@ def test_a_copied_model_runs_from_the_existing_export(
     exports_after = {p: p.stat().st_mtime_ns for p in models.glob("onnx-*/model.onnx")}
     assert exports_after == exports_before, "a copy of the same model was exported again"
     assert np.allclose(embedder.embed(TEXTS[:2]), fp32.embed(TEXTS[:2]), atol=1e-6)
+
+
+async def test_embed_then_hands_on_each_vector_and_a_failure_stays_alone(
+    retriever: Retriever,
+) -> None:
+    """The assistant ranks on the model's thread through `embed_then`: each caller's step gets
+    its own text's vector, and a step that fails fails only its own caller."""
+    batcher = MicroBatcher(retriever.embedder)
+    texts = ["who owns joint results?", "what is FAIR data?", "licensing a patent"]
+
+    def step(index: int):
+        def then(vector: np.ndarray) -> np.ndarray:
+            if index == 1:
+                raise ValueError("this ranking failed")
+            return vector
+
+        return then
+
+    results = await asyncio.gather(
+        *(batcher.embed_then(t, step(i)) for i, t in enumerate(texts)), return_exceptions=True
+    )
+
+    assert isinstance(results[1], ValueError), results
+    for i in (0, 2):
+        assert np.array_equal(results[i], retriever.embedder.embed([texts[i]])[0])

