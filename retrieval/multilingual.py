@@ -36,8 +36,8 @@ TITLE_WEIGHT = 0.5  # +5 points of recall@3 on the tuning set over the passage v
 ENGINE_BATCH = 16  # texts per engine call: 128 at once peaked at 420 MB, 16 at 190 MB, no slower
 # calibrated (see docs/retrieval.md): a question naming an IP concept is answered from MIN_SCORE,
 # any other only from CONFIDENT_SCORE
-MIN_SCORE = 0.7525
-CONFIDENT_SCORE = 0.835
+MIN_SCORE = 0.745
+CONFIDENT_SCORE = 0.82
 # the fused score of a passage is its model score (a cosine) plus this much per point of BM25
 # over the bridged English terms: a strong match of two terms (BM25 about 8) is worth 0.03
 BRIDGE_WEIGHT = 0.004
@@ -249,9 +249,10 @@ def abstains_translated(
     return not ip_term and ranking.best < confident_score
 
 
-def multilingual_store(data_dir: Path) -> IndexStore:
-    """The second index, beside the first, with the title vectors this ranking uses."""
-    return IndexStore(data_dir, "flat", kind=INDEX_KIND, with_titles=True)
+def multilingual_store(data_dir: Path, index_type: str = "auto") -> IndexStore:
+    """The second index, beside the first, with the title vectors this ranking uses; its FAISS
+    index (which hands a large corpus's candidates over) is chosen by size like the first's."""
+    return IndexStore(data_dir, index_type, kind=INDEX_KIND, with_titles=True)
 
 
 @dataclass(frozen=True)
