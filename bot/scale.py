@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from bot.assistant import configured_retriever
-from bot.benchmark import bench_questions, warm_latency
+from bot.benchmark import bench_questions, translated_questions, warm_latency
 from bot.settings import Settings
 from retrieval.corpus import Corpus, Passage
 from retrieval.index import (
@@ -47,16 +47,18 @@ def synthetic_index(real: SearchIndex, size: int, index_type: str) -> SearchInde
         by_area.setdefault(passage.area, []).append(row)
     areas = sorted(by_area)
     passages: list[Passage] = []
-    vectors, sentence_rows = [], []
+    vectors, sentence_rows, base_rows = [], [], []
     while len(passages) < size:
         rows = by_area[areas[len(passages) % len(areas)]]
         picked = [_random_sentence(real, rows, rng) for _ in range(rng.integers(*SENTENCES))]
         sentences = tuple(real.passages[row].sentences[i] for row, i in picked)
-        base = real.passages[rows[int(rng.integers(len(rows)))]]
+        base_row = rows[int(rng.integers(len(rows)))]
+        base = real.passages[base_row]
         passage = dataclasses.replace(base, id=f"SYN-{len(passages)}", text=" ".join(sentences))
         if passage.sentences != sentences:  # joined, they would split differently: skip
             continue
         passages.append(passage)
+        base_rows.append(base_row)
         sentence_rows.append([real.sentence_offsets[row] + i for row, i in picked])
         mean = real.sentence_vectors[sentence_rows[-1]].mean(axis=0)
         vectors.append(mean / np.linalg.norm(mean))
@@ -80,6 +82,8 @@ def synthetic_index(real: SearchIndex, size: int, index_type: str) -> SearchInde
         manifest,
         sentence_vectors,
         sentence_offsets(passages),
+        # a synthetic passage keeps the title of the real one it was based on
+        title_vectors=real.title_vectors[base_rows] if real.title_vectors is not None else None,
     )
 
 
@@ -108,8 +112,9 @@ def run_scale_benchmark(
 ) -> str:
     """Latency per question on the real corpus and on a synthetic one of `passages` passages.
 
-    Both answer through the English path (MiniLM and BM25, no multilingual index), so the
-    only difference between them is the number of passages ranked.
+    English questions answer through the English path (MiniLM and BM25), questions in other
+    languages through the multilingual one (when it is on), so the only difference between
+    the corpora is the number of passages ranked.
     """
     served = configured_retriever(settings, progress)
     real = Retriever(served.corpus, served.index, served.embedder, served.policy)
@@ -124,27 +129,55 @@ def run_scale_benchmark(
     progress(f"Timing {questions} warm questions on each...")
     small_ms, large_ms, exact_ms = latency_in_turn([real, large, exact], questions)
     small_p50, large_p50 = statistics.median(small_ms), statistics.median(large_ms)
-    return "\n".join(
-        [
-            f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            f"real corpus: {len(real.corpus.passages)} passages "
-            f"({real.index.manifest.index_type} index)",
-            f"synthetic corpus: {passages:,} passages ({index_type} index), "
-            f"made and indexed in {build:.1f} s",
-            f"warm latency, real corpus: p50 {small_p50:.1f} ms, p95 {_p95(small_ms):.1f} ms",
-            f"warm latency, synthetic corpus: p50 {large_p50:.1f} ms, p95 {_p95(large_ms):.1f} ms",
-            f"p50 ratio, synthetic / real: {large_p50 / small_p50:.2f}x",
-            f"synthetic corpus with exact (flat) search instead: p50 "
-            f"{statistics.median(exact_ms):.1f} ms, p95 {_p95(exact_ms):.1f} ms",
-        ]
+    lines = [
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        f"real corpus: {len(real.corpus.passages)} passages "
+        f"({real.index.manifest.index_type} index)",
+        f"synthetic corpus: {passages:,} passages ({index_type} index), "
+        f"made and indexed in {build:.1f} s",
+        f"warm latency, real corpus: p50 {small_p50:.1f} ms, p95 {_p95(small_ms):.1f} ms",
+        f"warm latency, synthetic corpus: p50 {large_p50:.1f} ms, p95 {_p95(large_ms):.1f} ms",
+        f"p50 ratio, synthetic / real: {large_p50 / small_p50:.2f}x",
+        f"synthetic corpus with exact (flat) search instead: p50 "
+        f"{statistics.median(exact_ms):.1f} ms, p95 {_p95(exact_ms):.1f} ms",
+    ]
+    if served.multilingual is not None and served.state.translated is not None:
+        lines += _other_languages_at_scale(served, large, index_type, questions)
+    return "\n".join(lines)
+
+
+def _other_languages_at_scale(
+    served: Retriever, english: Retriever, index_type: str, questions: int
+) -> list[str]:
+    """The multilingual path's latency on the real corpus and on `english`'s synthetic
+    passages (the same passages in the same rows, with the multilingual model's vectors)."""
+    multilingual, translated = served.multilingual, served.state.translated
+    assert multilingual is not None and translated is not None
+    index = synthetic_index(translated, len(english.index.passages), index_type)
+    real = Retriever(served.corpus, served.index, served.embedder, served.policy, multilingual)
+    large = Retriever(
+        english.corpus,
+        english.index,
+        served.embedder,
+        served.policy,
+        dataclasses.replace(multilingual, index=index),
     )
+    small_ms, large_ms = latency_in_turn([real, large], questions, translated_questions())
+    small_p50, large_p50 = statistics.median(small_ms), statistics.median(large_ms)
+    return [
+        f"other languages, real corpus: p50 {small_p50:.1f} ms, p95 {_p95(small_ms):.1f} ms",
+        f"other languages, synthetic corpus: p50 {large_p50:.1f} ms, p95 {_p95(large_ms):.1f} ms",
+        f"other languages, p50 ratio, synthetic / real: {large_p50 / small_p50:.2f}x",
+    ]
 
 
-def latency_in_turn(retrievers: list[Retriever], count: int) -> list[list[float]]:
+def latency_in_turn(
+    retrievers: list[Retriever], count: int, texts: list[str] | None = None
+) -> list[list[float]]:
     """Milliseconds per question on each retriever, taking turns in blocks of `TURN`
     questions: on a shared machine each one sees the same load, and within a block each
     runs as it would alone (the memory one ranks through stays warm)."""
-    texts = bench_questions()
+    texts = texts or bench_questions()
     timings: list[list[float]] = [[] for _ in retrievers]
     for start in range(0, count, TURN):
         block = [texts[i % len(texts)] for i in range(start, min(count, start + TURN))]

@@ -356,7 +356,9 @@ def _answers(
     if multilingual is None or translated is None:
         raise ValueError("the multilingual path is off")
     languages = [retriever.language_of(t) for t in texts]
-    other = multilingual.model.queries.embed(texts)
+    other = multilingual.model.queries.embed(
+        [retriever.query_text(t, lang) for t, lang in zip(texts, languages, strict=True)]
+    )
     english_rows = [i for i, lang in enumerate(languages) if lang == "en"]
     english = retriever.embedder.embed([retriever.search_text(texts[i]) for i in english_rows])
     vectors = list(other)

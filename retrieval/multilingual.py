@@ -38,7 +38,10 @@ ENGINE_BATCH = 16  # texts per engine call: 128 at once peaked at 420 MB, 16 at 
 # any other only from CONFIDENT_SCORE
 MIN_SCORE = 0.745
 CONFIDENT_SCORE = 0.82
-BRIDGE_WEIGHT = 0.5  # the bridge's BM25 ranking counts half as much as the model's in the fusion
+# the fused score of a passage is its model score (a cosine) plus this much per point of BM25
+# over the bridged English terms: a strong match of two terms (BM25 about 8) is worth 0.03
+BRIDGE_WEIGHT = 0.004
+DENSE_POOL = 1000  # passages FAISS hands over for the model's full score on a large corpus
 PASSAGES_IN_ENGLISH = "The passages are in English."
 NOTES: dict[str, str] = {
     "bg": "Откъсите са на английски език.",
@@ -174,10 +177,10 @@ class _Encoder:
 
 @dataclass(frozen=True)
 class DenseRanking:
-    """Rows of the passages (of the area, if given) by combined similarity, best first."""
+    """Candidate rows (of the area, if given) by combined similarity, best first."""
 
     rows: np.ndarray
-    scores: np.ndarray  # per row of the index, not per position in `rows`
+    scores: np.ndarray  # per row of the index, not per position in `rows`; -1 outside `rows`
 
     @property
     def best(self) -> float:
@@ -185,25 +188,57 @@ class DenseRanking:
 
 
 def rank_dense(
-    index: SearchIndex, vector: np.ndarray, allowed: np.ndarray | None = None
+    index: SearchIndex,
+    vector: np.ndarray,
+    allowed: np.ndarray | None = None,
+    also: np.ndarray | None = None,
 ) -> DenseRanking:
     """Passage, best-sentence and title similarity, weighted and scaled back to a cosine.
 
-    Dense-only by design (see the module docstring). Sentence and title vectors give short
-    questions a target of their own size: the whole passage dilutes a one-line match.
+    Sentence and title vectors give short questions a target of their own size: the whole
+    passage dilutes a one-line match. Only a pool of candidates is scored (`candidate_pool`),
+    plus the rows in `also` (another ranker's candidates, so that fusion compares like with
+    like); on a small corpus the pool is every passage.
     """
-    scores = index.vectors @ vector
-    if len(index.sentence_vectors):
-        sentences = index.sentence_vectors @ vector
-        scores = scores + SENTENCE_WEIGHT * np.maximum.reduceat(sentences, index.sentence_offsets)
-    if index.title_vectors is not None:
-        scores = scores + TITLE_WEIGHT * (index.title_vectors @ vector)
-    scores = scores / (
-        1 + SENTENCE_WEIGHT + (TITLE_WEIGHT if index.title_vectors is not None else 0)
-    )
-    rows = np.flatnonzero(allowed) if allowed is not None else np.arange(len(scores))
+    rows = candidate_pool(index, vector, allowed)
+    if also is not None and len(also):
+        rows = np.union1d(rows, also[allowed[also]] if allowed is not None else also)
+    scores = np.full(len(index.passages), -1.0, dtype=np.float32)
+    scores[rows] = combined_similarity(index, vector, rows)
     order = rows[np.lexsort((rows, -scores[rows]))]
-    return DenseRanking(order, scores.astype(np.float32))
+    return DenseRanking(order, scores)
+
+
+def candidate_pool(
+    index: SearchIndex, vector: np.ndarray, allowed: np.ndarray | None
+) -> np.ndarray:
+    """The rows worth scoring: an area's passages, or FAISS's `DENSE_POOL` nearest passages
+    (every passage of a corpus that small), so that 100,000 passages cost one search."""
+    if allowed is not None:
+        return np.flatnonzero(allowed)
+    total = len(index.passages)
+    if total <= DENSE_POOL:
+        return np.arange(total)
+    _, found = index.dense.search(vector.reshape(1, -1).astype(np.float32), DENSE_POOL)
+    return np.sort(found[0][found[0] >= 0])
+
+
+def combined_similarity(index: SearchIndex, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`(passage + SENTENCE_WEIGHT * best sentence + TITLE_WEIGHT * title) / total weight`."""
+    scores = index.vectors[rows] @ vector
+    weight = 1.0
+    if len(index.sentence_vectors) and len(rows):
+        starts, ends = index.sentence_bounds
+        counts = ends[rows] - starts[rows]
+        firsts = np.cumsum(counts) - counts
+        sentence_rows = np.repeat(starts[rows] - firsts, counts) + np.arange(counts.sum())
+        similarities = index.sentence_vectors[sentence_rows] @ vector
+        scores = scores + SENTENCE_WEIGHT * np.maximum.reduceat(similarities, firsts)
+        weight += SENTENCE_WEIGHT
+    if index.title_vectors is not None:
+        scores = scores + TITLE_WEIGHT * (index.title_vectors[rows] @ vector)
+        weight += TITLE_WEIGHT
+    return (scores / weight).astype(np.float32)
 
 
 def abstains_translated(
@@ -220,9 +255,10 @@ def abstains_translated(
     return not ip_term and ranking.best < confident_score
 
 
-def multilingual_store(data_dir: Path) -> IndexStore:
-    """The second index, beside the first, with the title vectors this ranking uses."""
-    return IndexStore(data_dir, "flat", kind=INDEX_KIND, with_titles=True)
+def multilingual_store(data_dir: Path, index_type: str = "auto") -> IndexStore:
+    """The second index, beside the first, with the title vectors this ranking uses; its FAISS
+    index (which hands a large corpus's candidates over) is chosen by size like the first's."""
+    return IndexStore(data_dir, index_type, kind=INDEX_KIND, with_titles=True)
 
 
 @dataclass(frozen=True)

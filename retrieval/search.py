@@ -161,15 +161,12 @@ class Ranking:
         return self.order_scores[row] / top if top else 0.0
 
 
-def fuse_scores(
-    rankings: Sequence[Sequence[int]], k: int = RRF_K, weights: Sequence[float] | None = None
-) -> dict[int, float]:
-    """Reciprocal-rank fusion: each item scores the sum of weight / (k + rank) over the
-    rankings (every weight 1 unless given)."""
+def fuse_scores(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
+    """Reciprocal-rank fusion: each item scores the sum of 1 / (k + rank) over the rankings."""
     scores: dict[int, float] = {}
-    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
+    for ranking in rankings:
         for rank, item in enumerate(ranking, k + 1):
-            scores[item] = scores.get(item, 0.0) + weight / rank
+            scores[item] = scores.get(item, 0.0) + 1 / rank
     return scores
 
 
@@ -436,13 +433,16 @@ class Retriever:
         assert state.translated is not None and self.multilingual is not None
         index, ml = state.translated, self.multilingual
         allowed = None if area is None else np.array([p.area == area.slug for p in index.passages])
-        ranking = rank_dense(index, vector, allowed)
         terms, ip_term = bridge_terms(state, question, language)
+        lexical = _lexical_scores(state.index, tokenize(" ".join(terms)))
+        eligible = lexical > 0 if allowed is None else (lexical > 0) & allowed
+        by_lexical = _top_rows(lexical, np.flatnonzero(eligible))
+        ranking = rank_dense(index, vector, allowed, also=np.array(by_lexical, dtype=np.int64))
         ip_term = ip_term or area is not None  # a chosen area says the topic is IP
         if abstains_translated(ranking, ip_term, ml.min_score, ml.confident_score):
             suggestions = self._closest_areas(state.corpus, index, ranking.scores)
             return Answer(question, False, area, suggestions=suggestions, notes=notes)
-        fused = _bridged(state, ranking, terms, allowed)
+        fused = _bridged(ranking, lexical, by_lexical)
         top_k, offset = window
         rows = best_first(fused)
         best_area = area or state.corpus.area(index.passages[rows[0]].area)
@@ -465,8 +465,12 @@ class Retriever:
 
     def query_text(self, question: str, language: str) -> str:
         """What to embed for a question: English is searched with its glossary meanings, other
-        languages as typed (the glossary is English)."""
-        return self.search_text(question) if language == ENGLISH else question
+        languages with the English terms the glossary's translations recognise in them (the
+        multilingual model reads both, and the English words are the corpus's own)."""
+        if language == ENGLISH:
+            return self.search_text(question)
+        terms, _ = bridge_terms(self._state, question, language)
+        return f"{question} ({'; '.join(terms)})" if terms else question
 
     def rank(
         self, state: _State, question: str, vector: np.ndarray, area: Area | None, mode: Mode
@@ -567,20 +571,17 @@ def bridge_terms(state: _State, question: str, language: str) -> tuple[list[str]
     return terms, names_ip_concept(terms)
 
 
-def _bridged(
-    state: _State, ranking: DenseRanking, terms: list[str], allowed: np.ndarray | None
-) -> dict[int, float]:
-    """The model's top candidates fused with BM25's over the bridged English terms.
+def _bridged(ranking: DenseRanking, lexical: np.ndarray, by_lexical: list[int]) -> dict[int, float]:
+    """The model's top candidates and BM25's over the bridged English terms, each scored by its
+    model similarity plus `BRIDGE_WEIGHT` per point of BM25.
 
-    Each is a ranking of the same passages (the two indexes hold them in the same rows); BM25
-    sees only the terms, never the foreign words, which match English by accident.
+    Both rank the same passages (the two indexes hold them in the same rows); BM25 sees only
+    the terms, never the foreign words, which match English by accident. Adding scores keeps how
+    far apart the model puts two passages, which reciprocal-rank fusion throws away: a model
+    that is sure overrules one matched term, and a close call goes to the passage with the terms.
     """
-    by_model = [int(r) for r in ranking.rows[:CANDIDATES]]
-    lexical = _lexical_scores(state.index, tokenize(" ".join(terms)))
-    eligible = lexical > 0 if allowed is None else (lexical > 0) & allowed
-    return fuse_scores(
-        [by_model, _top_rows(lexical, np.flatnonzero(eligible))], weights=[1.0, BRIDGE_WEIGHT]
-    )
+    rows = dict.fromkeys([*(int(r) for r in ranking.rows[:CANDIDATES]), *by_lexical])
+    return {row: float(ranking.scores[row]) + BRIDGE_WEIGHT * float(lexical[row]) for row in rows}
 
 
 def without_restatements(index: SearchIndex, rows: Sequence[int], needed: int) -> list[int]:

@@ -57,7 +57,9 @@ class Versions:
         self.english = IndexStore(data_dir, index_type)
         self.embedder = embedder
         self.multilingual = multilingual
-        self.translated = multilingual_store(data_dir) if multilingual is not None else None
+        self.translated = (
+            multilingual_store(data_dir, index_type) if multilingual is not None else None
+        )
 
     def candidate(self, corpus_dir: Path, progress: Progress = lambda _msg: None) -> Build:
         """Validate the corpus and build a version of it beside the live one.

@@ -24,10 +24,11 @@ DATA = Path(__file__).resolve().parent / "data"
 HELDOUT = DATA / "heldout.yaml"
 TRANSLATED = DATA / "heldout_translated.yaml"
 # recall@3 reached per language on the held-out translations (38 questions each) with the
-# glossary bridge, less one question; the target is 0.85 (met in French only)
+# model reading the bridged terms and score fusion, less one question; the target is 0.85
+# (met in French and Greek only)
 RECALL_AT_3 = {
-    "de": 0.76, "fr": 0.84, "es": 0.73, "it": 0.78, "pl": 0.71, "nl": 0.71,
-    "pt": 0.81, "sv": 0.65, "cs": 0.65, "el": 0.76, "hu": 0.78,
+    "de": 0.73, "fr": 0.86, "es": 0.78, "it": 0.73, "pl": 0.68, "nl": 0.76,
+    "pt": 0.76, "sv": 0.65, "cs": 0.71, "el": 0.86, "hu": 0.78,
 }  # fmt: skip
 
 
