@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from retrieval.evaluate import (
+    LanguageReport,
     evaluate,
     evaluate_language,
     highlight_accuracy,
@@ -23,12 +24,17 @@ from retrieval.search import Retriever
 DATA = Path(__file__).resolve().parent / "data"
 HELDOUT = DATA / "heldout.yaml"
 TRANSLATED = DATA / "heldout_translated.yaml"
-# recall@3 reached per language on the held-out translations (38 questions each) with the
-# model reading the bridged terms and score fusion, less one question; the target is 0.85
-# (met in French and Greek only)
-RECALL_AT_3 = {
-    "de": 0.73, "fr": 0.86, "es": 0.78, "it": 0.73, "pl": 0.68, "nl": 0.76,
-    "pt": 0.76, "sv": 0.65, "cs": 0.71, "el": 0.86, "hu": 0.78,
+# reached per language on the held-out translations (72 questions and 30 look-alikes each, in
+# seventeen languages): recall@3, real questions wrongly abstained, off-topic ones abstained.
+# The targets (recall@3 0.85, off-topic abstained) are not met; the floors are these, less
+# one question of slack.
+REACHED = {
+    "de": (0.792, 0.000, 0.600), "fr": (0.847, 0.000, 0.400), "es": (0.778, 0.014, 0.600),
+    "it": (0.750, 0.014, 0.600), "pl": (0.694, 0.056, 0.667), "nl": (0.764, 0.000, 0.533),
+    "pt": (0.778, 0.000, 0.567), "sv": (0.722, 0.014, 0.533), "cs": (0.681, 0.000, 0.400),
+    "el": (0.792, 0.028, 0.667), "hu": (0.667, 0.028, 0.700), "ro": (0.764, 0.028, 0.600),
+    "fi": (0.736, 0.014, 0.667), "da": (0.792, 0.014, 0.467), "uk": (0.736, 0.014, 0.533),
+    "no": (0.750, 0.028, 0.600), "tr": (0.681, 0.028, 0.600),
 }  # fmt: skip
 
 
@@ -43,6 +49,9 @@ def test_heldout_set_is_large_enough() -> None:
     data = yaml.safe_load(HELDOUT.read_text(encoding="utf-8"))
     assert len(data["questions"]) + len(data["gaps"]) >= 80
     assert len(data["near_domain"]) >= 40
+    translated = load_translated_sets(TRANSLATED)
+    assert len(translated) >= 10
+    assert all(len(s.questions) >= 40 and len(s.off_topic) >= 20 for s in translated.values())
 
 
 def test_new_users_questions_find_a_passage_that_answers(hybrid) -> None:
@@ -67,10 +76,31 @@ def test_highlights_mark_the_sentence_a_reader_marked(retriever: Retriever) -> N
     assert report.accuracy >= 0.60, f"held-out highlights right: {report.accuracy:.3f}"
 
 
-@pytest.mark.parametrize("language", sorted(RECALL_AT_3))
-def test_heldout_translations_find_the_english_passage(retriever: Retriever, language: str) -> None:
-    data = load_translated_sets(TRANSLATED)[language]
-    report = evaluate_language(retriever, language, data)
-    assert report.recall[3] >= RECALL_AT_3[language], (
-        f"held-out {language}: recall@3 {report.recall[3]:.3f}"
+@pytest.fixture(scope="module")
+def translated(retriever: Retriever) -> dict[str, LanguageReport]:
+    sets = load_translated_sets(TRANSLATED)
+    return {language: evaluate_language(retriever, language, sets[language]) for language in REACHED}
+
+
+@pytest.mark.parametrize("language", sorted(REACHED))
+def test_heldout_translations_find_the_english_passage(
+    translated: dict[str, LanguageReport], language: str
+) -> None:
+    report = translated[language]
+    one = 1 / report.questions
+    recall, wrongly, _ = REACHED[language]
+    assert report.recall[3] >= recall - one, f"held-out {language}: recall@3 {report.recall[3]:.3f}"
+    assert report.false_abstention <= wrongly + one, (
+        f"held-out {language}: wrongly abstained {report.false_abstention:.3f}"
+    )
+
+
+@pytest.mark.parametrize("language", sorted(REACHED))
+def test_heldout_translated_look_alikes_are_declined(
+    translated: dict[str, LanguageReport], language: str
+) -> None:
+    report = translated[language]
+    off_topic = REACHED[language][2]
+    assert report.abstention_recall >= off_topic - 1 / len(report.off_topic_best), (
+        f"held-out {language}: off-topic abstained {report.abstention_recall:.3f}"
     )
