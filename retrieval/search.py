@@ -227,6 +227,14 @@ def _lexical_scores(index: SearchIndex, tokens: Sequence[str]) -> np.ndarray:
     return np.bincount(rows, weights, minlength=total).astype(np.float32)
 
 
+def in_area(index: SearchIndex, area: Area) -> np.ndarray:
+    """Which rows are the area's passages, from the index's rows by area: a question asked
+    within an area must not cost a pass over every passage of a large corpus."""
+    mask = np.zeros(len(index.passages), dtype=bool)
+    mask[index.rows_in(area.slug)] = True
+    return mask
+
+
 def _top_rows(scores: np.ndarray, rows: np.ndarray) -> list[int]:
     """Up to CANDIDATES of `rows`, best score first (ties by row for a stable order)."""
     if len(rows) > CANDIDATES:
@@ -432,7 +440,7 @@ class Retriever:
         the glossary recognises, and this path's own abstention."""
         assert state.translated is not None and self.multilingual is not None
         index, ml = state.translated, self.multilingual
-        allowed = None if area is None else np.array([p.area == area.slug for p in index.passages])
+        allowed = None if area is None else in_area(index, area)
         terms, ip_term = bridge_terms(state, question, language)
         lexical = _lexical_scores(state.index, tokenize(" ".join(terms)))
         eligible = lexical > 0 if allowed is None else (lexical > 0) & allowed
@@ -485,9 +493,7 @@ class Retriever:
         dense, candidates = _dense_scores(state.index, vector, area)
         lexical = _lexical_scores(state.index, terms_of(text)[0])
         if area is not None:
-            outside = np.ones(len(lexical), dtype=bool)
-            outside[state.index.rows_in(area.slug)] = False
-            lexical[outside] = 0.0
+            lexical[~in_area(state.index, area)] = 0.0
         by_dense = _top_rows(dense, candidates)
         by_lexical = _top_rows(lexical, np.flatnonzero(lexical > 0))
         features = scope_signals(state, question, text, vector, dense)
