@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -49,6 +49,8 @@ class _Backend(Protocol):
     dimension: int
 
     def embed(self, texts: list[str], batch_size: int) -> np.ndarray: ...
+
+    def vocabulary(self) -> Iterable[str]: ...
 
 
 def resolve_model_path(model: str) -> str:
@@ -107,6 +109,9 @@ class _TorchBackend:
                 show_progress_bar=False,
             )
 
+    def vocabulary(self) -> Iterable[str]:
+        return self.model.tokenizer.get_vocab()
+
 
 class _OnnxBackend:
     """The exported transformer in ONNX Runtime, with the model's own tokenizer and pooling."""
@@ -148,6 +153,9 @@ class _OnnxBackend:
             with self.slots:
                 vectors[row] = self._run([encoding])[0]
         return vectors
+
+    def vocabulary(self) -> Iterable[str]:
+        return self.tokenizer.get_vocab()
 
     def embed_batches(self, texts: list[str]) -> np.ndarray:
         """True batches, padded to the longest text: `ipbot bench`'s floor, as the issue defines it."""
@@ -340,6 +348,8 @@ class Embedder:
         self.name = f"{model} {INT8_SUFFIX}" if quantized else model
         self.dimension = self._backend.dimension
         self.concurrent_calls = CONCURRENT_CALLS if self.backend == "onnx" else 1
+        # the model's whole words (not word pieces): a text made only of them is English
+        self.words = frozenset(w for w in self._backend.vocabulary() if w.isalpha())
 
     def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Embed texts as float32 rows of unit length.

@@ -315,7 +315,8 @@ class Retriever:
         if self.multilingual is None or state.translated is None:
             return ENGLISH
         vocabulary = state.index.lexical.vocab_dict
-        return self.multilingual.detector.language_of(question, vocabulary, hint)
+        detector = self.multilingual.detector
+        return detector.language_of(question, vocabulary, hint, self.embedder.words)
 
     def language_and_query(self, question: str, hint: str | None = None) -> tuple[str, str]:
         """The language a question is answered in, and the text to embed for it."""

@@ -132,6 +132,17 @@ def test_every_english_eval_question_keeps_the_english_path(retriever: Retriever
     assert not routed, f"English questions sent to the multilingual model: {routed}"
 
 
+def test_english_chat_that_looks_foreign_to_langdetect_keeps_the_english_path(
+    retriever: Retriever,
+) -> None:
+    chat = ["tell me a joke", "explain quantum computing", "how do i change a car tyre"]
+    assert [retriever.language_of(q) for q in chat] == ["en"] * len(chat)
+    assert not any(retriever.answer(q).answered for q in chat)
+    # a short question in another language keeps its path, words shared with English or not
+    assert retriever.language_of("Wer besitzt das Patent?") == "de"
+    assert retriever.language_of("Qui possède le brevet de mon invention ?") == "fr"
+
+
 def test_reply_says_in_the_users_language_that_passages_are_english(
     retriever: Retriever,
 ) -> None:
