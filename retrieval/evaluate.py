@@ -23,6 +23,7 @@ from retrieval.search import (
     abstention_signals,
     bridge_terms,
     scope_signals,
+    translated_confidence,
     without_restatements,
 )
 
@@ -370,7 +371,10 @@ def _answers(
     ]
     state = retriever.state
     signals = [
-        (rank_dense(translated, v).best, bridge_terms(state, t, lang)[1])
+        (
+            translated_confidence(state, rank_dense(translated, v), v),
+            bridge_terms(state, t, lang)[1],
+        )
         for t, v, lang in zip(texts, other, languages, strict=True)
     ]
     return answers, signals, 1 - len(english_rows) / max(1, len(texts))

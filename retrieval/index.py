@@ -30,7 +30,7 @@ from tqdm import tqdm
 from retrieval.corpus import Corpus, Passage, sha256_text
 from retrieval.glossary import Glossary
 
-FORMAT_VERSION = 2  # 2: builds hold the scope examples' vectors
+FORMAT_VERSION = 3  # 2: builds hold the scope examples' vectors; 3: the multilingual ones too
 KEEP_BUILDS = 6  # builds kept on disk besides the current one: the versions moderators can restore
 SNAPSHOT = "corpus"  # the corpus copy inside a build folder
 # from here exact search costs more per question than embedding it (1.4 ms at 10,000 passages,
@@ -224,7 +224,6 @@ class IndexStore:
     ):
         self.root = Path(data_dir) / "index" / kind if kind else Path(data_dir) / "index"
         self.with_titles = with_titles
-        self.with_scope = not kind  # the scope model reads the main (English) model's vectors
         self.builds = self.root / "builds"
         self.current = self.root / "current"
         self.index_type = index_type
@@ -338,7 +337,7 @@ class IndexStore:
         width = manifest.dimension
         titles = self._read_optional(folder, "titles", self.with_titles, (rows, width))
         examples = len(corpus.scope.examples()[0])
-        scope = self._read_optional(folder, "scope", self.with_scope, (examples, width))
+        scope = self._read_optional(folder, "scope", True, (examples, width))
         return SearchIndex(
             passages,
             vectors,
@@ -385,9 +384,10 @@ class IndexStore:
         groups = [[p.search_text for p in passages], [s for p in passages for s in p.sentences]]
         if self.with_titles:
             groups.append([p.title for p in passages])
-        if self.with_scope:
-            examples = corpus.scope.examples()[0]
-            groups.append([search_text(corpus.glossary, lexical.vocab_dict, q) for q in examples])
+        # the scope examples as they are searched: the English scope model reads the main
+        # model's vectors, the multilingual path's abstention the second model's
+        examples = corpus.scope.examples()[0]
+        groups.append([search_text(corpus.glossary, lexical.vocab_dict, q) for q in examples])
         vectors, sentence_vectors, *extra = self._embed_cached(groups, embedder, progress)
         manifest = Manifest(
             format_version=FORMAT_VERSION,
@@ -408,7 +408,7 @@ class IndexStore:
             sentence_vectors,
             sentence_offsets(passages),
             title_vectors=extra[0] if self.with_titles else None,
-            scope_vectors=extra[-1] if self.with_scope else None,
+            scope_vectors=extra[-1],
         )
         index.build = self._write(index, snapshot_of)
         if activate:

@@ -48,6 +48,7 @@ from retrieval.multilingual import (
     abstains_translated,
     passages_note,
     rank_dense,
+    scope_margin,
 )
 from retrieval.multilingual import MODEL_NAME as MULTILINGUAL_MODEL
 from retrieval.scope import ScopeModel, scope_features, trainable
@@ -248,13 +249,16 @@ class _State:
     index: SearchIndex
     translated: SearchIndex | None = None  # the multilingual model's index of the same passages
     scope: ScopeModel | None = None  # trained on the corpus's scope examples; None without any
+    about_ip: np.ndarray = field(  # per scope example: about IP (not a look-alike)
+        default_factory=lambda: np.zeros(0, dtype=bool), compare=False, repr=False
+    )
     searches: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _serving(corpus: Corpus, index: SearchIndex, translated: SearchIndex | None) -> _State:
     """What one version answers with: its corpus, indexes and the scope model trained on it."""
-    state = _State(corpus, index, translated)
     texts, labels = corpus.scope.examples()
+    state = _State(corpus, index, translated, about_ip=np.array(labels, dtype=bool))
     if index.scope_vectors is None or not trainable(labels):
         return state
     features = np.stack(
@@ -448,7 +452,8 @@ class Retriever:
         by_lexical = _top_rows(lexical, np.flatnonzero(eligible))
         ranking = rank_dense(index, vector, allowed, also=np.array(by_lexical, dtype=np.int64))
         ip_term = ip_term or area is not None  # a chosen area says the topic is IP
-        if abstains_translated(ranking, ip_term, ml.min_score, ml.confident_score):
+        confidence = translated_confidence(state, ranking, vector)
+        if abstains_translated(confidence, ip_term, ml.min_score, ml.confident_score):
             suggestions = self._closest_areas(state.corpus, index, ranking.scores)
             return Answer(question, False, area, suggestions=suggestions, notes=notes)
         fused = _bridged(ranking, lexical, by_lexical)
@@ -576,6 +581,13 @@ def bridge_terms(state: _State, question: str, language: str) -> tuple[list[str]
     acronyms = [m for entry in typed for m in entry.meanings]
     terms = list(dict.fromkeys([*glossary.english_terms(question, language), *acronyms]))
     return terms, names_ip_concept(terms)
+
+
+def translated_confidence(state: _State, ranking: DenseRanking, vector: np.ndarray) -> float:
+    """What the multilingual abstention weighs: the best passage's similarity plus how much
+    nearer the question is to the scope examples about IP than to the look-alikes."""
+    assert state.translated is not None
+    return ranking.best + scope_margin(state.translated, state.about_ip, vector)
 
 
 def _bridged(ranking: DenseRanking, lexical: np.ndarray, by_lexical: list[int]) -> dict[int, float]:

@@ -27,6 +27,7 @@ from retrieval.multilingual import (
     multilingual_store,
     passages_note,
     rank_dense,
+    scope_margin,
 )
 from retrieval.search import ENGLISH_NOTE, Retriever, bridge_terms, open_retriever
 from tests.conftest import CORPUS_DIR
@@ -130,6 +131,28 @@ def test_every_english_eval_question_keeps_the_english_path(retriever: Retriever
     data = yaml.safe_load(DEFAULT_EVAL_FILE.read_text(encoding="utf-8"))
     routed = [q["q"] for q in data["questions"] if retriever.language_of(q["q"]) != "en"]
     assert not routed, f"English questions sent to the multilingual model: {routed}"
+
+
+@pytest.mark.parametrize(
+    ("question", "language", "about_ip"),
+    [
+        ("Wem gehören die Ergebnisse, wenn zwei Partner gemeinsam etwas entwickeln?", "de", True),
+        ("Wie bewerbe ich mich auf eine Postdoc-Stelle in Frankreich?", "de", False),
+        ("Kto jest właścicielem wyników wspólnego projektu z firmą?", "pl", True),
+        ("Jak zarezerwować salę na seminarium na wydziale?", "pl", False),
+    ],
+)
+def test_scope_examples_tell_ip_questions_from_look_alikes_in_any_language(
+    retriever: Retriever, question: str, language: str, about_ip: bool
+) -> None:
+    state, multilingual = retriever.state, retriever.multilingual
+    assert state.translated is not None and multilingual is not None
+    examples = len(state.corpus.scope.examples()[0])
+    assert state.translated.scope_vectors is not None
+    assert state.translated.scope_vectors.shape == (examples, multilingual.model.dimension)
+    text = retriever.query_text(question, language)
+    vector = multilingual.model.queries.embed([text])[0]
+    assert (scope_margin(state.translated, state.about_ip, vector) > 0) == about_ip
 
 
 def test_english_chat_that_looks_foreign_to_langdetect_keeps_the_english_path(
