@@ -386,10 +386,10 @@ class TextEmbedder(Protocol):
 class MicroBatcher:
     """Collects questions that arrive together and embeds them in small batches off the event loop.
 
-    The questions of one tick of the event loop go into a queue that the model's threads
-    (`concurrent_calls` of them) empty themselves: a thread that finishes a batch takes the
-    next one there, without waiting for the event loop, and hands the batch's results back in
-    one call. Batches are small (`max_batch`): the first questions of a crowd are ranked while
+    The questions of one tick of the event loop (or each full batch at once) go into a queue
+    that the model's threads (`concurrent_calls` of them) empty themselves: a thread that
+    finishes a batch takes the next one there, without waiting for the event loop, and hands
+    the batch's results back in one call. Batches are small (`max_batch`): the first questions of a crowd are ranked while
     the next batch is embedded. `initializer` runs once in each of the model's threads.
     """
 
@@ -428,14 +428,19 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._arrived.append(_Job(text, then, future))
-        if not self._flush_soon:
+        if len(self._arrived) >= self._max_batch:
+            self._start()  # a full batch need not wait for the rest of this tick
+        elif not self._flush_soon:
             self._flush_soon = True
             loop.call_soon(self._flush)  # jobs submitted in the same tick join
         return await future
 
     def _flush(self) -> None:
-        """Queue this tick's jobs and start as many model threads as there are batches for."""
         self._flush_soon = False
+        self._start()
+
+    def _start(self) -> None:
+        """Queue the jobs that arrived and start as many model threads as there are batches for."""
         jobs, self._arrived = self._arrived, []
         with self._lock:
             self._queue.extend(jobs)
@@ -454,7 +459,11 @@ class MicroBatcher:
                     return
                 size = min(self._max_batch, len(self._queue))
                 batch = [self._queue.popleft() for _ in range(size)]
-            _deliver(batch, self._outcomes(batch))
+            try:
+                outcomes = self._outcomes(batch)
+            except Exception as exc:  # a broken embedder fails its batch; the thread goes on
+                outcomes = [(False, exc)] * len(batch)
+            _deliver(batch, outcomes)
 
     def _outcomes(self, batch: list[_Job]) -> list[tuple[bool, Any]]:
         """(True, result) or (False, exception) per job: one job's failure stays its own."""
