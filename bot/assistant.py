@@ -6,7 +6,6 @@ Nothing in this module knows about Telegram, Discord or the terminal.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import functools
 import logging
@@ -14,10 +13,9 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from bot import metrics
 from bot.commands import Audience, Command, find, public_commands
@@ -44,10 +42,10 @@ from bot.settings import Settings
 from bot.store import Store
 from bot.subscriptions import Dissemination, announce_token
 from bot.suggestions import Suggestions
-from retrieval.batching import Batcher
 from retrieval.corpus import Area, Passage
 from retrieval.embedder import MicroBatcher
 from retrieval.index import Progress, search_on_one_core
+from retrieval.multilingual import ENGLISH
 from retrieval.search import Answer, Retriever, UserInputError, open_retriever, printable
 
 log = logging.getLogger(__name__)
@@ -60,12 +58,20 @@ MAX_TRACKED_USERS = 50_000  # rate-limit entries kept at most, however many user
 BATCH = 8  # questions embedded, then ranked, together: small enough that one model thread
 # ranks a batch while the other embeds the next (batches of 16 cost a little less CPU per
 # question, but 32 users then make two batches ranked at the same time, with the model idle)
-# The threads hand batches over through the event loop; while ranking holds the GIL, the
-# loop waits Python's switch interval (5 ms by default) per handover: the model idled that long
+# While one thread ranks (holding the GIL), the other waits Python's switch interval (5 ms by
+# default) for the GIL after each text it embeds and the event loop as long for each handover
 GIL_SWITCH_INTERVAL = 0.001
 
 
 Admission = Literal["allow", "notify", "drop"]
+
+
+class _OtherLanguage(Exception):
+    """A question the multilingual model answers: handed back from the English model's thread."""
+
+    def __init__(self, language: str, query: str):
+        super().__init__(language)
+        self.language, self.query = language, query
 
 
 @dataclass(slots=True)
@@ -151,10 +157,6 @@ class Assistant:
         self.moderators = moderators
         self.dissemination = dissemination or Dissemination(store, retriever)
         self._batchers: dict[object, MicroBatcher] = {}  # one per model, made when first needed
-        self._reading = ThreadPoolExecutor(1, "language")
-        self._languages: Batcher[Callable[[], Any], Any] = Batcher(
-            self._read_languages, BATCH, in_flight=2
-        )
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
         self.conversations = Conversations()
         self.moderation = Moderation(store, retriever)
@@ -238,24 +240,30 @@ class Assistant:
         """The answer to a question and the language it was read in.
 
         Reading the language (langdetect: milliseconds) and ranking are CPU work, kept off the
-        event loop so that it stays free for other users: the language is read on a thread of
-        its own, and a batch is ranked on the model's thread as soon as it is embedded, while
-        the other model thread embeds the next batch. Batching never changes an answer: each
-        text is embedded on its own.
+        event loop so that it stays free for other users: both run on the English model's
+        thread, the language just before the batch is embedded, the ranking as soon as it is,
+        while the other model thread embeds the next batch. A question read as another language
+        goes on to the multilingual model's batcher from there. Batching never changes an
+        answer: each text is embedded on its own.
         """
-        retriever = self.retriever
-        read = functools.partial(retriever.language_and_query, text, language_hint)
-        language, query = await self._languages.submit(read)
         search = functools.partial(
-            retriever.answer_with_vector,
-            text, area=area, top_k=self.top_k, offset=offset, notes=notes, language=language,
+            self.retriever.answer_with_vector,
+            text, area=area, top_k=self.top_k, offset=offset, notes=notes,
         )  # fmt: skip
-        return await self._batcher(language).embed_then(query, search), language
+        read = functools.partial(self._english_query, text, language_hint)
+        try:
+            return await self._batcher(ENGLISH).embed_then(read, search), ENGLISH
+        except _OtherLanguage as other:
+            answer = functools.partial(search, language=other.language)
+            return await self._batcher(other.language).embed_then(other.query, answer), other.language
 
-    async def _read_languages(self, calls: list[Callable[[], Any]]) -> list[Any]:
-        """Read the languages of questions that arrived together, in one go on a thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reading, lambda: [call() for call in calls])
+    def _english_query(self, text: str, language_hint: str | None) -> str:
+        """The text MiniLM embeds for a question read as English; raises `_OtherLanguage` (on
+        the model's thread) for a question the multilingual model answers."""
+        language, query = self.retriever.language_and_query(text, language_hint)
+        if language != ENGLISH:
+            raise _OtherLanguage(language, query)
+        return query
 
     def _batcher(self, language: str) -> MicroBatcher:
         """The micro-batcher of the model that reads this language (MiniLM for English)."""

