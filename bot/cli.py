@@ -95,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate = commands.add_parser("eval", help="measure retrieval quality on an eval set")
     evaluate.add_argument(
-        "file", nargs="?", type=Path, help="eval YAML (default tests/data/eval.yaml)"
+        "files",
+        nargs="*",
+        type=Path,
+        help="eval YAML (default tests/data/eval.yaml); with --translated one or more files, "
+        "calibrated together",
     )
     evaluate.add_argument(
         "--calibrate", action="store_true", help="also search abstention thresholds"
@@ -456,13 +460,16 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
     retriever = configured_retriever(settings, progress)
     if args.translated:
-        return _eval_translated(retriever, args.file, args.calibrate)
-    report = evaluate(retriever, args.file or DEFAULT_EVAL_FILE, calibrate=args.calibrate)
+        return _eval_translated(retriever, args.files, args.calibrate)
+    if len(args.files) > 1:
+        raise UserInputError("give one eval file (several only with --translated)")
+    file = args.files[0] if args.files else DEFAULT_EVAL_FILE
+    report = evaluate(retriever, file, calibrate=args.calibrate)
     print(format_report(report))
     return 0
 
 
-def _eval_translated(retriever, file: Path | None, calibrate: bool) -> int:
+def _eval_translated(retriever, files: list[Path], calibrate: bool) -> int:
     from retrieval.evaluate import (
         TRANSLATED_EVAL_FILE,
         calibrate_translated,
@@ -472,7 +479,7 @@ def _eval_translated(retriever, file: Path | None, calibrate: bool) -> int:
 
     if retriever.multilingual is None:
         raise UserInputError("the multilingual path is off (IPBOT_MULTILINGUAL=false)")
-    reports = evaluate_languages(retriever, file or TRANSLATED_EVAL_FILE)
+    reports = evaluate_languages(retriever, *(files or [TRANSLATED_EVAL_FILE]))
     thresholds = calibrate_translated(reports) if calibrate else None
     print(format_language_reports(reports, thresholds))
     return 0

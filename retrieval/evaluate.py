@@ -404,19 +404,23 @@ def evaluate_language(retriever: Retriever, language: str, data: EvalSet) -> Lan
     )
 
 
-def evaluate_languages(retriever: Retriever, path: Path) -> list[LanguageReport]:
+def evaluate_languages(retriever: Retriever, *paths: Path) -> list[LanguageReport]:
+    """One report per language of each file (a language in two files is reported twice)."""
     return [
         evaluate_language(retriever, language, data)
+        for path in paths
         for language, data in load_translated_sets(path).items()
     ]
 
 
 def calibrate_translated(
-    reports: list[LanguageReport], most_wrong: float = 0.03
+    reports: list[LanguageReport], most_wrong: float = 0.03, most_wrong_each: float = 0.05
 ) -> tuple[float, float]:
     """The multilingual thresholds (min_score, confident_score) that turn away the most
-    off-topic questions while wrongly abstaining on at most `most_wrong` of the real ones, over
-    all languages together; of equally good pairs the middle one, with room on both sides."""
+    off-topic questions while wrongly abstaining on at most `most_wrong` of the real ones over
+    all languages together and `most_wrong_each` in any one (the model places some languages
+    lower than others: a pooled bound alone spends one language's answers on the others'
+    look-alikes); of equally good pairs the middle one, with room on both sides."""
     real = [s for r in reports for s in r.best_scores]
     off = [s for r in reports for s in r.off_topic_best]
     if not real:
@@ -424,14 +428,14 @@ def calibrate_translated(
     steps = np.round(np.arange(0.70, 0.90, 0.0025), 4)
     pairs = [(float(lo), float(hi)) for lo in steps for hi in steps if hi >= lo]
 
-    def abstained(scores: list[tuple[float, bool]], lo: float, hi: float) -> float:
+    def abstained(scores: tuple[tuple[float, bool], ...], lo: float, hi: float) -> float:
         return sum(b < lo or (not ip and b < hi) for b, ip in scores) / max(1, len(scores))
 
-    feasible = [
-        (abstained(off, lo, hi), lo, hi)
-        for lo, hi in pairs
-        if abstained(real, lo, hi) <= most_wrong
-    ]
+    def allowed(lo: float, hi: float) -> bool:
+        each = max(abstained(r.best_scores, lo, hi) for r in reports)
+        return abstained(tuple(real), lo, hi) <= most_wrong and each <= most_wrong_each
+
+    feasible = [(abstained(tuple(off), lo, hi), lo, hi) for lo, hi in pairs if allowed(lo, hi)]
     if not feasible:
         return float(steps[0]), float(steps[0])
     top = max(caught for caught, _, _ in feasible)

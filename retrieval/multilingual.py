@@ -41,7 +41,7 @@ SCOPE_NEIGHBOURS = 3  # scope examples averaged on each side (about IP, look-ali
 # calibrated (see docs/retrieval.md) over the best similarity plus the scope margin: a question
 # naming an IP concept is answered from MIN_SCORE, any other only from CONFIDENT_SCORE
 MIN_SCORE = 0.815
-CONFIDENT_SCORE = 0.825
+CONFIDENT_SCORE = 0.815
 # the fused score of a passage is its model score (a cosine) plus this much per point of BM25
 # over the bridged English terms: a strong match of two terms (BM25 about 8) is worth 0.03
 BRIDGE_WEIGHT = 0.004
