@@ -39,19 +39,18 @@ RECALL_AT_3 = {
     "de": 0.94,
     "fr": 0.94,
     "es": 0.96,
-    "it": 0.94,
+    "it": 0.96,
     "pl": 0.92,
-    "nl": 0.92,
+    "nl": 0.89,
     "pt": 0.96,
     "sv": 0.92,
     "cs": 0.91,
     "el": 0.92,
-    "hu": 0.91,
+    "hu": 0.89,
 }
-# of 32 per language (12 easy, 20 near-domain): reached 17 in French, 19-27 elsewhere; less one.
-# It fell (from 19 and 25-29) when the model began to read the bridged English terms, which
-# raise real and look-alike questions' similarities alike; the scope model is to win it back
-OFF_TOPIC_ABSTAINED = 0.5
+# of 32 per language (12 easy, 20 near-domain): reached 23 in Polish, 24-29 elsewhere, since
+# abstention weighs the scope margin (17-27 before); less one
+OFF_TOPIC_ABSTAINED = 0.68
 
 
 @pytest.fixture(scope="module")
