@@ -399,8 +399,9 @@ class MicroBatcher:
     The questions of one tick of the event loop (or each full batch at once) go into a queue
     that the model's threads (`concurrent_calls` of them) empty themselves: a thread that
     finishes a batch takes the next one there, without waiting for the event loop, and hands
-    the batch's results back in one call. Batches are small (`max_batch`): the first questions of a crowd are ranked while
-    the next batch is embedded. `initializer` runs once in each of the model's threads.
+    the batch's results back in one call. Batches are small (`max_batch`): the first questions
+    of a crowd are ranked while the next batch is embedded. `initializer` runs once in each of
+    the model's threads.
     """
 
     def __init__(
