@@ -421,8 +421,8 @@ def calibrate_translated(
     all languages together and `most_wrong_each` in any one (the model places some languages
     lower than others: a pooled bound alone spends one language's answers on the others'
     look-alikes); of equally good pairs the middle one, with room on both sides."""
-    real = [s for r in reports for s in r.best_scores]
-    off = [s for r in reports for s in r.off_topic_best]
+    real = tuple(s for r in reports for s in r.best_scores)
+    off = tuple(s for r in reports for s in r.off_topic_best)
     if not real:
         return 0.0, 0.0
     steps = np.round(np.arange(0.70, 0.90, 0.0025), 4)
@@ -433,9 +433,9 @@ def calibrate_translated(
 
     def allowed(lo: float, hi: float) -> bool:
         each = max(abstained(r.best_scores, lo, hi) for r in reports)
-        return abstained(tuple(real), lo, hi) <= most_wrong and each <= most_wrong_each
+        return abstained(real, lo, hi) <= most_wrong and each <= most_wrong_each
 
-    feasible = [(abstained(tuple(off), lo, hi), lo, hi) for lo, hi in pairs if allowed(lo, hi)]
+    feasible = [(abstained(off, lo, hi), lo, hi) for lo, hi in pairs if allowed(lo, hi)]
     if not feasible:
         return float(steps[0]), float(steps[0])
     top = max(caught for caught, _, _ in feasible)
