@@ -165,7 +165,7 @@ class _OnnxBackend:
 
     def _run_one(self, encoding) -> np.ndarray:
         """`_run` of one text, with less work between model calls (they wait for the GIL):
-        nothing is padded, so the mask is all ones and the mean a plain one (the same numbers)."""
+        nothing is padded, so the mask is all ones."""
         ids = np.array([encoding.ids], dtype=np.int64)
         feeds = {
             "input_ids": ids,
@@ -173,11 +173,7 @@ class _OnnxBackend:
             "token_type_ids": np.array([encoding.type_ids], dtype=np.int64),
         }
         tokens = self.session.run(None, {name: feeds[name] for name in self.inputs})[0]
-        if self.pooling == "cls":
-            vectors = tokens[:, 0]
-        else:
-            vectors = tokens.sum(axis=1) / np.float32(ids.shape[1])
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return self._pooled(tokens)
 
     def _run(self, encodings: list) -> np.ndarray:
         width = max(len(e.ids) for e in encodings)
@@ -190,9 +186,17 @@ class _OnnxBackend:
             types[row, : len(e.ids)] = e.type_ids
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         tokens = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0]
+        return self._pooled(tokens, mask)
+
+    def _pooled(self, tokens: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """The model's pooling of its token vectors, at unit length. `mask` marks the real tokens
+        of padded texts; without one nothing is padded and the mean is a plain one (the same
+        numbers). np.maximum, not np.clip: the same numbers at a third of the Python overhead."""
         if self.pooling == "cls":
             vectors = tokens[:, 0]
-        else:  # np.maximum, not np.clip: the same numbers at a third of the Python overhead
+        elif mask is None:
+            vectors = tokens.sum(axis=1) / np.float32(tokens.shape[1])
+        else:
             weights = mask[..., None].astype(np.float32)
             vectors = (tokens * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
