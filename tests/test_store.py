@@ -36,7 +36,7 @@ async def test_migrations_run_twice_without_harm(database_url: str) -> None:
     store = await open_(database_url)
     await store.close()
     store = await open_(database_url)
-    assert await store.check_revision() == "0005_replicas"
+    assert await store.check_revision() == "0006_question_sentinel"
     await store.close()
 
 
@@ -244,6 +244,12 @@ async def test_questions_asked_together_share_one_commit_and_keep_their_own_ids(
     store = await open_(database_url)
     commits: list[object] = []
     event.listen(store.engine.sync_engine, "commit", commits.append)
+    inserts: list[str] = []
+    event.listen(
+        store.engine.sync_engine,
+        "before_cursor_execute",
+        lambda _c, _cur, sql, *_: inserts.append(sql) if sql.startswith("INSERT") else None,
+    )
     texts = [f"question {n}" for n in range(20)]
 
     ids = await asyncio.gather(
@@ -254,6 +260,7 @@ async def test_questions_asked_together_share_one_commit_and_keep_their_own_ids(
     stored = [await store.question(qid) for qid in ids]
     assert [q.text if q else None for q in stored] == texts, "an id names another question"
     assert len(commits) == 1, "questions asked together were committed one by one"
+    assert len(inserts) == 1, f"questions asked together took {len(inserts)} statements"
     await store.close()
 
 

@@ -10,7 +10,7 @@ import datetime as dt
 from enum import StrEnum
 
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, orm_insert_sentinel
 
 
 def utcnow() -> dt.datetime:
@@ -47,6 +47,10 @@ class QuestionRow(Base):
     best_score: Mapped[float | None]
     passage_ids: Mapped[str] = mapped_column(Text, default="")
     latency_ms: Mapped[float | None]
+    # lets SQLite insert a batch of questions in one statement and still return each its own
+    # id in order: without it, SQLAlchemy inserts them one at a time (one trip to the database
+    # thread each)
+    _sentinel: Mapped[int | None] = orm_insert_sentinel()
 
 
 class FeedbackRow(Base):
