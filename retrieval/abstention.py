@@ -8,6 +8,7 @@ model weighs the signals below, so that no word or single score decides alone.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -86,7 +87,7 @@ def specific_terms(text: str) -> list[str]:
     return [t for t in tokenize(text) if t not in GENERIC_TERMS]
 
 
-def names_ip_concept(english_terms: list[str]) -> bool:
+def names_ip_concept(english_terms: Sequence[str]) -> bool:
     """Whether terms bridged from another language name an IP concept, leaving out the words
     that academic life shares with IP."""
     words = (w for t in english_terms for w in _WORD.findall(t.lower()))

@@ -12,9 +12,10 @@ import functools
 import logging
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -72,7 +73,9 @@ HYBRID_RRF_K = 12
 _EU_ACT = re.compile(r"\((?:EU|EC|EEC)\) (?:No )?\d{2,4}/\d+")
 RESTATEMENT_COSINE = 0.845  # same source and this similar: the same point said twice
 CANDIDATES = 100  # rows taken from each ranker before fusion
-SEARCHES_KEPT = 4096  # questions whose searched text is kept (see `expanded_question`)
+SEARCHES_KEPT = 4096  # questions whose searched text, or bridged terms, are kept (`_kept`)
+Key = TypeVar("Key")
+Value = TypeVar("Value")
 
 
 class UserInputError(ValueError):
@@ -253,6 +256,9 @@ class _State:
         default_factory=lambda: np.zeros(0, dtype=bool), compare=False, repr=False
     )
     searches: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    bridges: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 def _serving(corpus: Corpus, index: SearchIndex, translated: SearchIndex | None) -> _State:
@@ -555,13 +561,21 @@ def expanded_question(state: _State, question: str) -> str:
     Kept for the last few thousand questions: one question is read for its language, embedded,
     ranked, weighed for scope and highlighted, and each of those needs it.
     """
-    text = state.searches.get(question)
-    if text is None:
-        text = search_text(state.corpus.glossary, state.index.lexical.vocab_dict, question)
-        if len(state.searches) >= SEARCHES_KEPT:
-            state.searches.clear()
-        state.searches[question] = text
-    return text
+    vocabulary = state.index.lexical.vocab_dict
+    return _kept(
+        state.searches, question, lambda: search_text(state.corpus.glossary, vocabulary, question)
+    )
+
+
+def _kept(cache: dict[Key, Value], key: Key, compute: Callable[[], Value]) -> Value:
+    """`cache[key]`, computed on first use; a cache of `SEARCHES_KEPT` entries starts afresh."""
+    value = cache.get(key)
+    if value is None:
+        value = compute()
+        if len(cache) >= SEARCHES_KEPT:
+            cache.clear()
+        cache[key] = value
+    return value
 
 
 @functools.lru_cache(maxsize=SEARCHES_KEPT)
@@ -571,15 +585,19 @@ def terms_of(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(tokenize(text)), tuple(specific_terms(text))
 
 
-def bridge_terms(state: _State, question: str, language: str) -> tuple[list[str], bool]:
+def bridge_terms(state: _State, question: str, language: str) -> tuple[tuple[str, ...], bool]:
     """The English terms a question in another language names (the glossary's translations it
     uses and the meanings of its acronyms: FTO, NDA, PCT), and whether they name an IP concept
-    (abstention)."""
+    (abstention). Kept like the searched text: the text to embed and the ranking both read them."""
+    return _kept(state.bridges, (language, question), lambda: _bridge(state, question, language))
+
+
+def _bridge(state: _State, question: str, language: str) -> tuple[tuple[str, ...], bool]:
     glossary = state.corpus.glossary
     # acronyms as the glossary writes them: Dutch "een" is no EEN, French "ca" no CA
     typed = [e for e in glossary.matches(question) if e.term in question]
     acronyms = [m for entry in typed for m in entry.meanings]
-    terms = list(dict.fromkeys([*glossary.english_terms(question, language), *acronyms]))
+    terms = tuple(dict.fromkeys([*glossary.english_terms(question, language), *acronyms]))
     return terms, names_ip_concept(terms)
 
 
