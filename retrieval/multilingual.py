@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,53 @@ def _detector():
     return detect_langs
 
 
+# Irish and Maltese are official EU languages that langdetect has no profiles for: they are
+# told by their spelling, before anything else (their questions share many short words with
+# English). Maltese alone writes ċ, ġ and ħ, and joins its article to the noun (tal-, il-,
+# għall-); Irish writes the mutations of its initials ("i mBéarla", "bhfuil"). Both have short
+# words that no other language of the EU has. No question of the other languages' eval sets has
+# two of these cues.
+_MALTESE_LETTERS = re.compile(r"[ċġħ]")
+_MALTESE_ARTICLE = re.compile(
+    r"(?<![\w'-])(?:il|is|it|id|in|ir|ix|iż|iċ|tal|tas|tat|tad|tar|tax|taż|tan|fil|fis|fit"
+    r"|bil|mill|għall|għal|lill|sal|mal|bl|fl)-\w"
+)
+_MALTESE_WORDS = frozenset(
+    "xi kif jekk biex huwa hija huma mhux ukoll jfisser liema jista nista irrid jien ahna".split()
+)
+_IRISH_MUTATION = re.compile(
+    r"(?<![\w'-])(?:(?:m|g|n|b|d|bh|h|t)-?[A-ZÁÉÍÓÚ][a-záéíóú]|(?:bhf|gc|dt|bp)[aeiouáéíóú])"
+)
+_IRISH_WORDS = frozenset(
+    "agus conas cé cá cén cad céard bhfuil atá níl chun féidir faoi agam againn orm orainn "
+    "dúinn duit linn nuair mbeadh cathain dhom liom léi uaim ionas ceart mo seo gur rinne fháil "
+    "dhéanamh úsáid ár dár sula gá níos chóir fearr aon ann fáth brí mé leis nó cosúil liomsa "
+    "agamsa domsa".split()
+)
+MIN_SPELLING_CUES = 2  # one cue can be a name or a borrowed word; two are the language
+
+
+def spelling_cues(text: str) -> dict[str, int]:
+    """How many cues of Irish ('ga') and of Maltese ('mt') a text's spelling shows."""
+    lower = text.lower()
+    words = letter_words(text)
+    maltese = (
+        2 * bool(_MALTESE_LETTERS.search(lower))
+        + ("ż" in lower)  # Polish writes it too
+        + len(_MALTESE_ARTICLE.findall(lower))
+        + sum(w in _MALTESE_WORDS for w in words)
+    )
+    irish = len(_IRISH_MUTATION.findall(text)) + sum(w in _IRISH_WORDS for w in words)
+    return {"mt": maltese, "ga": irish}
+
+
+def language_by_spelling(text: str) -> str | None:
+    """'ga' or 'mt' for a text written in Irish or Maltese, else None (langdetect decides)."""
+    cues = spelling_cues(text)
+    language = max(cues, key=cues.__getitem__)
+    return language if cues[language] >= MIN_SPELLING_CUES else None
+
+
 def only_words_of(text: str, words: frozenset[str]) -> bool:
     """Whether a text of a few words or more uses only these (lower-case) words."""
     found = letter_words(text)
@@ -122,17 +170,21 @@ class LanguageDetector:
         and langdetect often names another language for a short text; but every one of its words
         is a whole word of the English model's vocabulary, which no translated eval question is.
         """
+        if spelled := language_by_spelling(text):
+            return spelled
         if known_word_share(text, vocabulary) >= ENGLISH_WORD_SHARE:
             return ENGLISH
         if only_words_of(text, english_words):
             return ENGLISH
+        wanted = (hint or "").split("-")[0].split("_")[0].lower()
+        if spelling_cues(text).get(wanted):  # a single cue of the language the platform names
+            return wanted
         from langdetect.lang_detect_exception import LangDetectException
 
         try:
             candidates = self._detect(text)
         except LangDetectException:  # no letters at all: nothing to translate either
             return ENGLISH
-        wanted = (hint or "").split("-")[0].split("_")[0].lower()
         if any(c.lang == wanted and c.prob >= HINT_MIN_PROBABILITY for c in candidates):
             return wanted
         return str(candidates[0].lang).split("-")[0]

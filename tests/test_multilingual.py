@@ -24,6 +24,7 @@ from retrieval.multilingual import (
     MODEL_NAME,
     NOTES,
     combined_similarity,
+    language_by_spelling,
     multilingual_store,
     passages_note,
     rank_dense,
@@ -165,6 +166,36 @@ def test_english_chat_that_looks_foreign_to_langdetect_keeps_the_english_path(
     assert retriever.language_of("Qui possède le brevet de mon invention ?") == "fr"
 
 
+@pytest.mark.parametrize(
+    ("question", "language"),
+    [
+        ("Cé leis an aireagán a rinne mé le linn mo PhD?", "ga"),
+        ("An bhfuil cead agam mo thráchtas a fhoilsiú sula gcomhdaítear an phaitinn?", "ga"),
+        ("Conas is féidir liom ceadúnas a thabhairt do chuideachta?", "ga"),
+        ("Min hu s-sid tal-invenzjoni li għamilt waqt il-PhD tiegħi?", "mt"),
+        ("Kif nipproteġi s-software li ktibt fl-università?", "mt"),
+        ("Liema ftehim niffirmaw mal-kumpanija qabel il-proġett?", "mt"),
+    ],
+)
+def test_irish_and_maltese_are_told_by_their_spelling(
+    retriever: Retriever, question: str, language: str
+) -> None:
+    # langdetect has no profiles for these two official EU languages
+    assert retriever.language_of(question) == language
+
+
+def test_no_question_in_another_language_is_read_as_irish_or_maltese(
+    retriever: Retriever,
+) -> None:
+    misread = []
+    for path in sorted(Path(__file__).parent.glob("data/*translated*.yaml")):
+        for lang, data in load_translated_sets(path).items():
+            if lang not in ("ga", "mt"):
+                texts = [q.question for q in data.questions] + list(data.off_topic)
+                misread += [t for t in texts if language_by_spelling(t)]
+    assert not misread, misread
+
+
 def test_reply_says_in_the_users_language_that_passages_are_english(
     retriever: Retriever,
 ) -> None:
@@ -204,6 +235,9 @@ def test_platform_language_is_a_hint_that_settles_close_calls(retriever: Retriev
     assert retriever.language_of(question) == "da"
     assert retriever.language_of(question, hint="sv-SE") == "sv"
     assert retriever.language_of(question, hint="en") == "da"  # a hint never overrides the text
+    # langdetect knows no Irish: the hint settles a question with a single cue of its spelling
+    assert retriever.language_of("Conas paitinn a chosaint?", hint="ga-IE") == "ga"
+    assert retriever.language_of("Can Ann patent her invention?", hint="ga") == "en"
 
 
 async def test_telegram_users_language_code_reaches_the_answer(assistant: Assistant) -> None:
