@@ -72,8 +72,10 @@ def area_choices(assistant: Assistant, typed: str) -> list[app_commands.Choice[s
     ][:CHOICES_MAX]
 
 
-def discord_user(user: discord.abc.User) -> User:
-    return User("discord", str(user.id))
+def discord_user(user: discord.abc.User, locale: discord.Locale | None = None) -> User:
+    """The user as the assistant knows them; an interaction's `locale` (the language of the
+    user's Discord client) is a hint to the language of their question, like Telegram's."""
+    return User("discord", str(user.id), locale.value if locale else None)
 
 
 # -- sending ----------------------------------------------------------------------------
@@ -388,9 +390,8 @@ class IpbotCommands(commands.Cog):
     ) -> None:
         await interaction.response.defer(thinking=True)  # searching may take over 3 s
         conversation = chat_key("discord", interaction.channel_id)
-        reply = await self.assistant.ask(
-            discord_user(interaction.user), question, area, conversation=conversation
-        )
+        user = discord_user(interaction.user, interaction.locale)
+        reply = await self.assistant.ask(user, question, area, conversation=conversation)
         await respond(interaction, outgoing(reply))
 
     @app_commands.command(name="areas", description=DESCRIPTIONS["areas"])

@@ -15,6 +15,7 @@ from bot.discord_format import answer_embed
 from bot.replies import DISCLAIMER, NOT_COVERED, AnswerReply, User
 from bot.settings import Settings, SettingsError
 from bot.store import Store
+from retrieval.multilingual import NOTES
 from retrieval.search import Retriever
 from tests.fakes.discord_server import FLAG_EPHEMERAL, MESSAGE_CONTENT_INTENT, Call, FakeDiscord
 
@@ -146,6 +147,17 @@ async def test_slash_ask_works_in_a_direct_message(fake: FakeDiscord) -> None:
     followup = await fake.next_call(mark, "POST", rf"/webhooks/\d+/{token}")
 
     assert followup.body["embeds"][0]["title"] == "IP valuation"
+
+
+async def test_the_users_discord_language_is_a_hint_to_their_questions_language(
+    fake: FakeDiscord,
+) -> None:
+    question = "Vad betyder nyttiggörande egentligen?"  # langdetect alone leans to Danish
+    for locale, note in (("sv-SE", NOTES["sv"]), ("en-GB", NOTES["da"])):
+        mark = len(fake.calls)
+        token = await fake.run_command("ask", locale=locale, question=question)
+        followup = await fake.next_call(mark, "POST", rf"/webhooks/\d+/{token}")
+        assert f"*{note}*" in followup.body["embeds"][0]["description"]
 
 
 async def test_slash_commands_are_synced_to_the_configured_guild(fake: FakeDiscord) -> None:

@@ -240,9 +240,12 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", data)
         return data
 
-    async def run_command(self, name: str, /, *, dm: bool = False, **options: str | bool) -> str:
-        """A researcher runs a slash command; returns the interaction token."""
-        return await self._interaction(2, self._command_data(name, options), dm=dm)
+    async def run_command(
+        self, name: str, /, *, dm: bool = False, locale: str = "en-GB", **options: str | bool
+    ) -> str:
+        """A researcher runs a slash command (`locale`: their Discord client's language);
+        returns the interaction token."""
+        return await self._interaction(2, self._command_data(name, options), dm=dm, locale=locale)
 
     async def autocomplete(self, name: str, focused: str, /, **options: str) -> str:
         data = self._command_data(name, options)
@@ -284,11 +287,11 @@ class FakeDiscord:
             "data": data,
             "channel_id": str(channel_id),
             "channel": {"id": str(channel_id), "type": 1 if dm else 0},
-            "locale": "en-GB",
             "app_permissions": str(MEMBER_PERMISSIONS),
             "entitlements": [],
             "attachment_size_limit": 8 * 1024 * 1024,
             "context": 1 if dm else 0,
+            "locale": "en-GB",
             **extra,
         }
         if dm:
