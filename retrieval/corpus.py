@@ -11,7 +11,7 @@ import datetime as dt
 import functools
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +33,8 @@ AREA_PREFIXES: dict[str, str] = {
 }
 AREA_SLUGS: tuple[str, ...] = tuple(AREA_PREFIXES)
 GLOSSARY_FILE = "glossary.md"
+ASKED_FILE = "highlights.yaml"  # per sentence, the questions it answers (see load_asked)
+MAX_ASKED_CHARS = 300
 NOT_AREA_FILES = ("readme.md", GLOSSARY_FILE)
 DRAFTS_DIR = "drafts"  # accepted suggestions; never loaded: only top-level *.md are areas
 Kind = Literal["recommendation", "example", "definition"]
@@ -77,6 +79,9 @@ class Passage:
     checked: dt.date | None = None
     file: str = ""
     line: int = 0
+    # per sentence, questions people ask that it answers (corpus/highlights.yaml): a question
+    # is nearer in meaning to another question than to the sentence that answers it
+    asked: tuple[tuple[str, ...], ...] = ()
 
     @functools.cached_property
     def sentences(self) -> tuple[str, ...]:
@@ -203,6 +208,8 @@ def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
     problems += _unknown_english_terms(corpus_dir / GLOSSARY_FILE, glossary, passages)
     scope, scope_problems = _load_scope(corpus_dir / SCOPE_FILE, passages)
     problems += scope_problems
+    passages, asked_problems = _load_asked(corpus_dir / ASKED_FILE, passages)
+    problems += asked_problems
     version = corpus_version(corpus_dir)
     areas.sort(key=lambda a: AREA_SLUGS.index(a.slug))
     corpus = Corpus(
@@ -212,7 +219,7 @@ def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
         glossary=glossary,
         scope=scope,
         version=version,
-        hash=_corpus_hash(passages, areas, scope),
+        hash=_corpus_hash(passages, areas, scope, glossary),
         by_id={p.id: p for p in passages},
     )
     return corpus, problems
@@ -239,16 +246,23 @@ def stale_passages(
     ]
 
 
-def _corpus_hash(passages: list[Passage], areas: list[Area], scope: EvalSet) -> str:
+def _corpus_hash(
+    passages: list[Passage], areas: list[Area], scope: EvalSet, glossary: Glossary
+) -> str:
+    """What the index is built from: scope examples and questions asked are embedded as the
+    glossary widens them, so an edit to any of these makes the index stale."""
     digest = hashlib.sha256()
     texts, labels = scope.examples()  # the scope model is trained with the index
     for text, label in zip(texts, labels, strict=True):
         digest.update(f"{label:.0f}\0{text}\n".encode())
+    for entry in glossary.entries:
+        digest.update(f"{entry.term}\0{';'.join(entry.meanings)}\n".encode())
     for area in sorted(areas, key=lambda a: a.slug):
         digest.update(f"{area.slug}\0{area.title}\0{area.description}\n".encode())
     for p in passages:
         fields = (p.id, p.area, p.kind, p.title, p.text, p.citation, p.url, ",".join(p.keywords))
-        digest.update(("\0".join(fields) + "\n").encode())
+        asked = "\0".join("\1".join(questions) for questions in p.asked)
+        digest.update(("\0".join(fields) + "\2" + asked + "\n").encode())
     return digest.hexdigest()
 
 
@@ -564,6 +578,62 @@ def _load_scope(path: Path, passages: list[Passage]) -> tuple[EvalSet, list[Prob
             )
             problems.append(Problem(str(path), line, f"{what} for '{question.question}'"))
     return scope, problems
+
+
+def _load_asked(path: Path, passages: list[Passage]) -> tuple[list[Passage], list[Problem]]:
+    """The passages with the questions their sentences answer, from the optional file.
+
+    The file maps a passage ID to the first words of each sentence and that sentence's
+    questions, so that editing one sentence leaves the others' questions in place. A sentence
+    start that no longer begins exactly one sentence of its passage is reported.
+    """
+    if not path.is_file():
+        return passages, []
+    name = str(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return passages, [Problem(name, mark.line + 1 if mark else 0, f"malformed YAML: {exc}")]
+    if not isinstance(data, dict):
+        return passages, [Problem(name, 1, "expected passage IDs, each with sentence starts")]
+    by_id = {p.id: p for p in passages}
+    problems: list[Problem] = []
+    asked: dict[str, tuple[tuple[str, ...], ...]] = {}
+    for passage_id, starts in data.items():
+        line = line_of(text, f"{passage_id}:")
+        passage = by_id.get(str(passage_id))
+        if passage is None:
+            problems.append(Problem(name, line, f"unknown passage ID {passage_id}"))
+            continue
+        found, found_problems = _asked_of(passage, starts)
+        problems += [Problem(name, line, f"{passage_id}: {message}") for message in found_problems]
+        asked[passage.id] = found
+    return [replace(p, asked=asked[p.id]) if p.id in asked else p for p in passages], problems
+
+
+def _asked_of(passage: Passage, starts: object) -> tuple[tuple[tuple[str, ...], ...], list[str]]:
+    """Per sentence of the passage, the questions listed under its first words."""
+    if not isinstance(starts, dict):
+        return (), ["expected the first words of a sentence, each with a list of questions"]
+    problems: list[str] = []
+    questions: list[list[str]] = [[] for _ in passage.sentences]
+    for start, listed in starts.items():
+        opening = " ".join(str(start).split())
+        matching = [i for i, s in enumerate(passage.sentences) if s.startswith(opening)]
+        if len(matching) != 1:
+            how = "no sentence" if not matching else f"{len(matching)} sentences"
+            problems.append(f"'{opening}' starts {how} of the passage")
+            continue
+        good = isinstance(listed, list) and all(
+            isinstance(q, str) and q.strip() and len(q) <= MAX_ASKED_CHARS for q in listed
+        )
+        if not good:
+            problems.append(f"'{opening}': expected a list of questions, each one line")
+            continue
+        questions[matching[0]] += [" ".join(q.split()) for q in listed]
+    return tuple(tuple(q) for q in questions), problems
 
 
 def _load_updates(folder: Path) -> tuple[list[Update], list[Problem]]:

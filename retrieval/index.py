@@ -30,7 +30,7 @@ from tqdm import tqdm
 from retrieval.corpus import Corpus, Passage, sha256_text
 from retrieval.glossary import Glossary
 
-FORMAT_VERSION = 3  # 2: builds hold the scope examples' vectors; 3: the multilingual ones too
+FORMAT_VERSION = 4  # 2: scope examples' vectors; 3: the multilingual ones too; 4: questions asked
 KEEP_BUILDS = 6  # builds kept on disk besides the current one: the versions moderators can restore
 SNAPSHOT = "corpus"  # the corpus copy inside a build folder
 # from here exact search costs more per question than embedding it (1.4 ms at 10,000 passages,
@@ -143,6 +143,9 @@ class SearchIndex:
     title_vectors: np.ndarray | None = None  # only in a store made `with_titles`
     build: str = ""  # the build folder's name: which version this is
     scope_vectors: np.ndarray | None = None  # the corpus's scope examples, as they are searched
+    # the questions each sentence answers (`Passage.asked`), in passage and sentence order,
+    # as they are searched; only in a store made `with_asked`
+    asked_vectors: np.ndarray | None = None
 
     def rows_in(self, area: str) -> np.ndarray:
         """The rows of an area's passages: a question asked within an area ranks only these."""
@@ -156,6 +159,29 @@ class SearchIndex:
         ends = np.append(starts[1:], len(self.sentence_vectors)).astype(np.int64)
         return starts, ends
 
+    def asked_similarities(self, row: int, vector: np.ndarray) -> np.ndarray | None:
+        """Per sentence of the passage in `row`, the best cosine of the question to the
+        questions that sentence answers (NaN for a sentence without any); None if none has."""
+        if self.asked_vectors is None:
+            return None
+        start, end = self._asked_bounds[row], self._asked_bounds[row + 1]
+        if start == end:
+            return None
+        similarities = self.asked_vectors[start:end] @ vector
+        best = np.full(len(self.passages[row].sentences), np.nan, dtype=np.float32)
+        first = 0
+        for sentence, questions in enumerate(self.passages[row].asked):
+            if questions:
+                best[sentence] = similarities[first : first + len(questions)].max()
+                first += len(questions)
+        return best
+
+    @functools.cached_property
+    def _asked_bounds(self) -> np.ndarray:
+        """Where each passage's questions asked start in `asked_vectors` (one more at the end)."""
+        counts = [sum(len(q) for q in p.asked) for p in self.passages]
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
     @functools.cached_property
     def _rows_by_area(self) -> dict[str, np.ndarray]:
         """Computed once per index, not once per question (100,000 passages take 10 ms)."""
@@ -163,6 +189,10 @@ class SearchIndex:
         for row, passage in enumerate(self.passages):
             rows.setdefault(passage.area, []).append(row)
         return {area: np.array(found, dtype=np.int64) for area, found in rows.items()}
+
+
+def _asked_count(passages: list[Passage]) -> int:
+    return sum(len(q) for p in passages for q in p.asked)
 
 
 def sentence_offsets(passages: list[Passage]) -> list[int]:
@@ -225,14 +255,21 @@ class IndexStore:
 
     `kind` names a second index of the same passages kept beside the first (its own builds,
     link and cache under `index/<kind>/`), such as the multilingual model's; `with_titles`
-    also embeds each passage's title, which that model ranks with.
+    also embeds each passage's title, which that model ranks with; `with_asked` the questions
+    each sentence answers, which English highlights read.
     """
 
     def __init__(
-        self, data_dir: Path, index_type: str = "flat", kind: str = "", with_titles: bool = False
+        self,
+        data_dir: Path,
+        index_type: str = "flat",
+        kind: str = "",
+        with_titles: bool = False,
+        with_asked: bool = True,
     ):
         self.root = Path(data_dir) / "index" / kind if kind else Path(data_dir) / "index"
         self.with_titles = with_titles
+        self.with_asked = with_asked
         self.builds = self.root / "builds"
         self.current = self.root / "current"
         self.index_type = index_type
@@ -347,6 +384,7 @@ class IndexStore:
         titles = self._read_optional(folder, "titles", self.with_titles, (rows, width))
         examples = len(corpus.scope.examples()[0])
         scope = self._read_optional(folder, "scope", True, (examples, width))
+        asked = self._read_optional(folder, "asked", self.with_asked, (_asked_count(passages), width))
         return SearchIndex(
             passages,
             vectors,
@@ -358,12 +396,14 @@ class IndexStore:
             titles,
             build=folder.name,
             scope_vectors=scope,
+            asked_vectors=asked,
         )
 
     def _read_optional(
         self, folder: Path, name: str, wanted: bool, shape: tuple[int, int]
     ) -> np.ndarray | None:
-        """The vectors of `name`.npy (titles, scope examples) where this store keeps them."""
+        """The vectors of `name`.npy (titles, scope examples, questions asked) where this store
+        keeps them."""
         if not wanted:
             return None
         try:
@@ -397,7 +437,11 @@ class IndexStore:
         # model's vectors, the multilingual path's abstention the second model's
         examples = corpus.scope.examples()[0]
         groups.append([search_text(corpus.glossary, lexical.vocab_dict, q) for q in examples])
+        if self.with_asked:  # embedded as a user's question is
+            asked = [q for p in passages for questions in p.asked for q in questions]
+            groups.append([search_text(corpus.glossary, lexical.vocab_dict, q) for q in asked])
         vectors, sentence_vectors, *extra = self._embed_cached(groups, embedder, progress)
+        asked_vectors = extra.pop() if self.with_asked else None
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             model=embedder.name,
@@ -418,6 +462,7 @@ class IndexStore:
             sentence_offsets(passages),
             title_vectors=extra[0] if self.with_titles else None,
             scope_vectors=extra[-1],
+            asked_vectors=asked_vectors,
         )
         index.build = self._write(index, snapshot_of)
         if activate:
@@ -475,6 +520,8 @@ class IndexStore:
             np.save(folder / "titles.npy", index.title_vectors, allow_pickle=False)
         if index.scope_vectors is not None:
             np.save(folder / "scope.npy", index.scope_vectors, allow_pickle=False)
+        if index.asked_vectors is not None:
+            np.save(folder / "asked.npy", index.asked_vectors, allow_pickle=False)
         faiss.write_index(index.dense, str(folder / "dense.faiss"))
         index.lexical.save(str(folder / "bm25"), show_progress=False)
         # the manifest is written last: a build without one is incomplete by definition

@@ -350,7 +350,7 @@ def abstains_translated(
 def multilingual_store(data_dir: Path, index_type: str = "auto") -> IndexStore:
     """The second index, beside the first, with the title vectors this ranking uses; its FAISS
     index (which hands a large corpus's candidates over) is chosen by size like the first's."""
-    return IndexStore(data_dir, index_type, kind=INDEX_KIND, with_titles=True)
+    return IndexStore(data_dir, index_type, kind=INDEX_KIND, with_titles=True, with_asked=False)
 
 
 @dataclass(frozen=True)

@@ -552,7 +552,8 @@ class Retriever:
         passage = state.index.passages[row]
         start = state.index.sentence_offsets[row]
         similarities = state.index.sentence_vectors[start : start + len(passage.sentences)] @ vector
-        return answering_sentence(passage, similarities, terms)
+        asked = state.index.asked_similarities(row, vector)
+        return answering_sentence(passage, similarities, terms, asked)
 
 
 def expanded_question(state: _State, question: str) -> str:

@@ -351,3 +351,74 @@ def test_shipped_scope_examples_cover_both_kinds_and_every_area() -> None:
     assert not measured & ({q.question for q in scope.questions} | set(scope.near_domain)), (
         "an eval question is also a training example: the tuning figures would be optimistic"
     )
+
+
+def test_questions_asked_attach_to_the_sentence_they_start(tmp_path: Path) -> None:
+    text = (
+        "Valuation helps organisations decide how to protect an asset and what to ask for it. "
+        "A patent that nobody licenses still costs renewal fees every year it is kept in force. "
+        + " ".join(["Valuation is revisited as the market and the technology change."] * 3)
+    )
+    write_area(tmp_path, PASSAGE.format(id="VAL-R1", title="A", kind="example", text=text))
+    (tmp_path / "highlights.yaml").write_text(
+        "VAL-R1:\n"
+        "  A patent that nobody licenses:\n  - do unused patents still cost money?\n"
+        "  Valuation helps   organisations decide:\n  - why value an invention at all\n"
+    )
+    passage = load_corpus(tmp_path).by_id["VAL-R1"]
+    assert passage.asked[:2] == (
+        ("why value an invention at all",),
+        ("do unused patents still cost money?",),
+    )
+    assert not any(passage.asked[2:])
+
+
+def test_questions_asked_that_no_longer_fit_their_passage_are_located(tmp_path: Path) -> None:
+    passages = [
+        PASSAGE.format(id=i, title="A", kind="example", text=WORDS) for i in ("VAL-R1", "VAL-R2")
+    ]
+    write_area(tmp_path, "".join(passages))
+    (tmp_path / "highlights.yaml").write_text(
+        "VAL-R1:\n"
+        "  A sentence that was rewritten:\n  - what now?\n"
+        "  Valuation helps research:\n  - why value?\n"  # starts all five sentences
+        "VAL-R9:\n  Valuation helps:\n  - gone?\n"
+        "VAL-R2: [not, a, mapping]\n"
+    )
+    problems = problems_in(tmp_path)
+    asked = f"{tmp_path}/highlights.yaml"
+    assert (
+        f"{asked}:1: VAL-R1: 'A sentence that was rewritten' starts no sentence of the passage"
+        in problems
+    )
+    assert (
+        f"{asked}:1: VAL-R1: 'Valuation helps research' starts 5 sentences of the passage"
+        in problems
+    )
+    assert f"{asked}:6: unknown passage ID VAL-R9" in problems
+    assert any(p.startswith(f"{asked}:9: VAL-R2: expected the first words") for p in problems)
+
+
+def test_shipped_questions_asked_cover_every_passage_and_make_the_index_stale(
+    tmp_path: Path,
+) -> None:
+    corpus = load_corpus(CORPUS)
+    assert all(any(p.asked) for p in corpus.passages)
+    shutil.copytree(CORPUS, tmp_path / "corpus")
+    path = tmp_path / "corpus" / "highlights.yaml"
+    first = next(q for q in corpus.passages[0].asked if q)[0]
+    path.write_text(path.read_text().replace(first, first + " really", 1))
+    assert load_corpus(tmp_path / "corpus").hash != corpus.hash
+
+
+def test_no_question_asked_is_an_eval_question() -> None:
+    def norm(text: str) -> str:
+        return " ".join(text.lower().split()).strip("?!. ")
+
+    asked = {norm(q) for p in load_corpus(CORPUS).passages for s in p.asked for q in s}
+    measured = set()
+    for path in (ROOT / "tests" / "data").glob("*.yaml"):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        items = data if isinstance(data, list) else data.get("questions", [])
+        measured |= {norm(i.get("q") or i.get("en", "")) for i in items if isinstance(i, dict)}
+    assert not asked & measured, "a highlight measure would measure its own training questions"

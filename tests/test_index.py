@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from retrieval.corpus import load_corpus
@@ -167,3 +168,22 @@ def test_an_index_built_before_auto_existed_is_loaded_without_rebuilding(
 
     assert loaded is not None, "upgrading to index type auto rebuilt a small corpus's index"
     assert loaded.manifest.index_type == "flat"
+
+
+def test_questions_asked_are_embedded_kept_and_read_per_sentence(
+    store: IndexStore, small_corpus: Path, retriever: Retriever
+) -> None:
+    passage = load_corpus(small_corpus).passages[0]
+    opening = " ".join(passage.sentences[1].split()[:8])
+    question = "is there a quick way to see what our invention is worth?"
+    (small_corpus / "highlights.yaml").write_text(f'{passage.id}:\n  "{opening}":\n  - {question}\n')
+    build(store, small_corpus, retriever.embedder)
+
+    loaded = store.load(load_corpus(small_corpus), retriever.embedder.name)
+    assert loaded is not None and loaded.asked_vectors is not None
+    assert loaded.asked_vectors.shape == (1, retriever.embedder.dimension)
+    vector = retriever.embedder.embed([question])[0]
+    asked = loaded.asked_similarities(0, vector)
+    assert asked is not None and asked[1] == pytest.approx(1.0, abs=1e-3)
+    assert np.isnan(np.delete(asked, 1)).all()
+    assert loaded.asked_similarities(1, vector) is None  # a passage without questions asked

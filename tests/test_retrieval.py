@@ -100,7 +100,7 @@ def test_highlights_on_the_tuning_questions_mark_a_sentence_a_reader_marked(
 
     report = highlight_accuracy(retriever, EVAL.parent / "eval_highlights.yaml")
     assert report.judged >= 100
-    assert report.accuracy >= 0.58, f"tuning highlights right: {report.accuracy:.3f}"
+    assert report.accuracy >= 0.68, f"tuning highlights right: {report.accuracy:.3f}"
 
 
 def test_area_filter_keeps_results_in_that_area(retriever: Retriever) -> None:
