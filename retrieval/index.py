@@ -176,6 +176,23 @@ class SearchIndex:
                 first += len(questions)
         return best
 
+    def asked_best(self, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
+        """Per row, the best cosine of the question to the questions its passage's sentences
+        answer (NaN for a passage without any), computed for these rows only."""
+        best = np.full(len(rows), np.nan, dtype=np.float32)
+        if self.asked_vectors is None or not len(self.asked_vectors) or not len(rows):
+            return best
+        starts = self._asked_bounds[rows]
+        counts = self._asked_bounds[rows + 1] - starts
+        has = counts > 0
+        if not has.any():
+            return best
+        starts, counts = starts[has], counts[has]
+        firsts = np.cumsum(counts) - counts
+        asked = np.repeat(starts - firsts, counts) + np.arange(counts.sum())
+        best[has] = np.maximum.reduceat(self.asked_vectors[asked] @ vector, firsts)
+        return best
+
     @functools.cached_property
     def _asked_bounds(self) -> np.ndarray:
         """Where each passage's questions asked start in `asked_vectors` (one more at the end)."""

@@ -187,3 +187,5 @@ def test_questions_asked_are_embedded_kept_and_read_per_sentence(
     assert asked is not None and asked[1] == pytest.approx(1.0, abs=1e-3)
     assert np.isnan(np.delete(asked, 1)).all()
     assert loaded.asked_similarities(1, vector) is None  # a passage without questions asked
+    best = loaded.asked_best(np.array([1, 0, 2]), vector)  # per passage, for ranking
+    assert best[1] == pytest.approx(1.0, abs=1e-3) and np.isnan(best[[0, 2]]).all()
