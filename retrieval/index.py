@@ -176,6 +176,15 @@ class SearchIndex:
                 first += len(questions)
         return best
 
+    def with_asked(
+        self, rows: np.ndarray, similarity: np.ndarray, vector: np.ndarray, weight: float
+    ) -> np.ndarray:
+        """The rows' similarities to the question, each mixed with `weight` of the best
+        similarity to the questions the passage's sentences answer, where it has any."""
+        asked = self.asked_best(rows, vector)
+        mixed = (1 - weight) * similarity + weight * asked
+        return np.where(np.isnan(asked), similarity, mixed).astype(np.float32)
+
     def asked_best(self, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
         """Per row, the best cosine of the question to the questions its passage's sentences
         answer (NaN for a passage without any), computed for these rows only."""

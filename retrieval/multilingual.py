@@ -282,10 +282,8 @@ def rank_dense(
     if also is not None and len(also):
         rows = np.union1d(rows, also[allowed[also]] if allowed is not None else also)
     similarity = combined_similarity(index, vector, rows)
-    asked = index.asked_best(rows, vector)
-    mixed = (1 - ASKED_WEIGHT) * similarity + ASKED_WEIGHT * asked
     scores = np.full(len(index.passages), -1.0, dtype=np.float32)
-    scores[rows] = np.where(np.isnan(asked), similarity, mixed)
+    scores[rows] = index.with_asked(rows, similarity, vector, ASKED_WEIGHT)
     order = rows[np.lexsort((rows, -scores[rows]))]
     return DenseRanking(order, scores, float(similarity.max()) if len(rows) else 0.0)
 
