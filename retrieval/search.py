@@ -73,11 +73,6 @@ HYBRID_RRF_K = 12
 _EU_ACT = re.compile(r"\((?:EU|EC|EEC)\) (?:No )?\d{2,4}/\d+")
 RESTATEMENT_COSINE = 0.845  # same source and this similar: the same point said twice
 CANDIDATES = 100  # rows taken from each ranker before fusion
-# the dense ranker orders passages by 0.8 of their cosine and 0.2 of the best cosine to the
-# questions their sentences answer (corpus/highlights.yaml): recall@1 0.865 -> 0.899 on
-# eval.yaml and 0.818 -> 0.859 on eval_users.yaml, recall@3 level (0.1: 0.870, 0.838; 0.3:
-# 0.894, 0.859 but one less in the top 3)
-ASKED_WEIGHT = 0.2
 SEARCHES_KEPT = 4096  # questions whose searched text, or bridged terms, are kept (`_kept`)
 Key = TypeVar("Key")
 Value = TypeVar("Value")
@@ -214,16 +209,6 @@ def _dense_scores(
     rows = found[0][valid]
     dense[rows] = scores[0][valid]
     return dense, rows
-
-
-def _dense_order(
-    index: SearchIndex, dense: np.ndarray, candidates: np.ndarray, vector: np.ndarray
-) -> np.ndarray:
-    """What orders the dense candidates: their cosine mixed with the best cosine to the
-    questions their sentences answer. Abstention still reads the cosine alone."""
-    order = dense.copy()
-    order[candidates] = index.with_asked(candidates, dense[candidates], vector, ASKED_WEIGHT)
-    return order
 
 
 def _lexical_scores(index: SearchIndex, tokens: Sequence[str]) -> np.ndarray:
@@ -521,7 +506,7 @@ class Retriever:
         lexical = _lexical_scores(state.index, terms_of(text)[0])
         if area is not None:
             lexical[~in_area(state.index, area)] = 0.0
-        by_dense = _top_rows(_dense_order(state.index, dense, candidates, vector), candidates)
+        by_dense = _top_rows(dense, candidates)
         by_lexical = _top_rows(lexical, np.flatnonzero(lexical > 0))
         features = scope_signals(state, question, text, vector, dense)
         in_scope = state.scope.probability(features) if state.scope is not None else 1.0

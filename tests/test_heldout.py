@@ -72,11 +72,11 @@ def test_new_look_alike_questions_are_mostly_not_answered(hybrid) -> None:
 
 
 def test_highlights_mark_the_sentence_a_reader_marked(retriever: Retriever) -> None:
-    """Sentences marked by reading (tests/data/heldout_highlights.yaml): 0.69 reached (70 of
-    102) with the questions each sentence answers (0.65 without), target 0.8."""
+    """Sentences marked by reading (tests/data/heldout_highlights.yaml): 0.71 reached (72 of
+    101) with the questions each sentence answers (0.65 without), target 0.8."""
     report = highlight_accuracy(retriever, DATA / "heldout_highlights.yaml")
     assert report.judged >= 80
-    assert report.accuracy >= 0.67, f"held-out highlights right: {report.accuracy:.3f}"
+    assert report.accuracy >= 0.70, f"held-out highlights right: {report.accuracy:.3f}"
 
 
 @pytest.fixture(scope="module")
