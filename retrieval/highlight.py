@@ -45,15 +45,14 @@ def answering_sentence(
     question_terms: set[str],
     asked: np.ndarray | None = None,
 ) -> str:
-    """The passage's sentence that answers, given each sentence's cosine to the question and,
-    where known, its best cosine to the questions the sentence answers (NaN where none)."""
+    """The passage's sentence that answers, given each sentence's cosine to the question and
+    its best cosine to the questions the sentence answers (`SearchIndex.asked_similarities`)."""
     sentences = passage.sentences
     shared = [len(question_terms.intersection(sentence_terms(s))) for s in sentences]
     bonus = np.array([TERM_BONUS * min(n, MAX_TERMS) for n in shared], dtype=np.float32)
     scores = np.asarray(similarities, dtype=np.float32)
     if asked is not None:
-        mixed = (1 - ASKED_WEIGHT) * scores + ASKED_WEIGHT * asked
-        scores = np.where(np.isnan(asked), scores, mixed)
+        scores = ((1 - ASKED_WEIGHT) * scores + ASKED_WEIGHT * asked).astype(np.float32)
     scores = scores + bonus
     scores -= _penalties(sentences)
     if passage.kind == "definition":

@@ -160,16 +160,17 @@ class SearchIndex:
         ends = np.append(starts[1:], len(self.sentence_vectors)).astype(np.int64)
         return starts, ends
 
-    def asked_similarities(self, row: int, vector: np.ndarray) -> np.ndarray | None:
+    def asked_similarities(self, row: int, vector: np.ndarray, own: np.ndarray) -> np.ndarray:
         """Per sentence of the passage in `row`, the best cosine of the question to the
-        questions that sentence answers (NaN for a sentence without any); None if none has."""
+        questions that sentence answers; `own` (the sentences' cosines to the question) for a
+        sentence without any, so that mixing the two leaves it as it was."""
         if self.asked_vectors is None or not len(self.asked_vectors):
-            return None
+            return own
         start, end = self._asked_bounds[row], self._asked_bounds[row + 1]
         if start == end:
-            return None
+            return own
         sentences, firsts = self._asked_groups[row]
-        best = np.full(len(self.passages[row].sentences), np.nan, dtype=np.float32)
+        best = own.copy()
         best[sentences] = np.maximum.reduceat(self.asked_vectors[start:end] @ vector, firsts)
         return best
 

@@ -552,7 +552,7 @@ class Retriever:
         passage = state.index.passages[row]
         start = state.index.sentence_offsets[row]
         similarities = state.index.sentence_vectors[start : start + len(passage.sentences)] @ vector
-        asked = state.index.asked_similarities(row, vector)
+        asked = state.index.asked_similarities(row, vector, similarities)
         return answering_sentence(passage, similarities, terms, asked)
 
 

@@ -183,9 +183,11 @@ def test_questions_asked_are_embedded_kept_and_read_per_sentence(
     assert loaded is not None and loaded.asked_vectors is not None
     assert loaded.asked_vectors.shape == (1, retriever.embedder.dimension)
     vector = retriever.embedder.embed([question])[0]
-    asked = loaded.asked_similarities(0, vector)
-    assert asked is not None and asked[1] == pytest.approx(1.0, abs=1e-3)
-    assert np.isnan(np.delete(asked, 1)).all()
-    assert loaded.asked_similarities(1, vector) is None  # a passage without questions asked
+    own = np.linspace(0.1, 0.5, len(passage.sentences)).astype(np.float32)
+    asked = loaded.asked_similarities(0, vector, own)
+    assert asked[1] == pytest.approx(1.0, abs=1e-3)
+    assert (np.delete(asked, 1) == np.delete(own, 1)).all()  # sentences without questions
+    other = np.zeros(len(loaded.passages[1].sentences), dtype=np.float32)
+    assert loaded.asked_similarities(1, vector, other) is other  # a passage without any
     best = loaded.asked_best(np.array([1, 0, 2]), vector)  # per passage, for ranking
     assert best[1] == pytest.approx(1.0, abs=1e-3) and np.isnan(best[[0, 2]]).all()
