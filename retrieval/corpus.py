@@ -33,7 +33,7 @@ AREA_PREFIXES: dict[str, str] = {
 }
 AREA_SLUGS: tuple[str, ...] = tuple(AREA_PREFIXES)
 GLOSSARY_FILE = "glossary.md"
-ASKED_FILE = "highlights.yaml"  # per sentence, the questions it answers (see load_asked)
+ASKED_FILE = "highlights.yaml"  # per sentence, the questions it answers (see _load_asked)
 MAX_ASKED_CHARS = 300
 NOT_AREA_FILES = ("readme.md", GLOSSARY_FILE)
 DRAFTS_DIR = "drafts"  # accepted suggestions; never loaded: only top-level *.md are areas

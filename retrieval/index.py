@@ -145,7 +145,7 @@ class SearchIndex:
     build: str = ""  # the build folder's name: which version this is
     scope_vectors: np.ndarray | None = None  # the corpus's scope examples, as they are searched
     # the questions each sentence answers (`Passage.asked`), in passage and sentence order,
-    # as they are searched; only in a store made `with_asked`
+    # as they are searched
     asked_vectors: np.ndarray | None = None
 
     def rows_in(self, area: str) -> np.ndarray:
@@ -307,8 +307,8 @@ class IndexStore:
 
     `kind` names a second index of the same passages kept beside the first (its own builds,
     link and cache under `index/<kind>/`), such as the multilingual model's; `with_titles`
-    also embeds each passage's title, which that model ranks with; `with_asked` the questions
-    each sentence answers, which English highlights read.
+    also embeds each passage's title, which that model ranks with. Both embed the questions
+    each sentence answers (`Passage.asked`): highlights and the multilingual ranking read them.
     """
 
     def __init__(
@@ -317,11 +317,9 @@ class IndexStore:
         index_type: str = "flat",
         kind: str = "",
         with_titles: bool = False,
-        with_asked: bool = True,
     ):
         self.root = Path(data_dir) / "index" / kind if kind else Path(data_dir) / "index"
         self.with_titles = with_titles
-        self.with_asked = with_asked
         self.builds = self.root / "builds"
         self.current = self.root / "current"
         self.index_type = index_type
@@ -436,7 +434,7 @@ class IndexStore:
         titles = self._read_optional(folder, "titles", self.with_titles, (rows, width))
         examples = len(corpus.scope.examples()[0])
         scope = self._read_optional(folder, "scope", True, (examples, width))
-        asked = self._read_optional(folder, "asked", self.with_asked, (_asked_count(passages), width))
+        asked = self._read_optional(folder, "asked", True, (_asked_count(passages), width))
         return SearchIndex(
             passages,
             vectors,
@@ -489,11 +487,10 @@ class IndexStore:
         # model's vectors, the multilingual path's abstention the second model's
         examples = corpus.scope.examples()[0]
         groups.append([search_text(corpus.glossary, lexical.vocab_dict, q) for q in examples])
-        if self.with_asked:  # embedded as a user's question is
-            asked = [q for p in passages for questions in p.asked for q in questions]
-            groups.append([search_text(corpus.glossary, lexical.vocab_dict, q) for q in asked])
+        asked = [q for p in passages for questions in p.asked for q in questions]
+        groups.append([search_text(corpus.glossary, lexical.vocab_dict, q) for q in asked])
         vectors, sentence_vectors, *extra = self._embed_cached(groups, embedder, progress)
-        asked_vectors = extra.pop() if self.with_asked else None
+        asked_vectors = extra.pop()  # embedded as a user's question is
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             model=embedder.name,
