@@ -36,7 +36,6 @@ SNAPSHOT = "corpus"  # the corpus copy inside a build folder
 # from here exact search costs more per question than embedding it (1.4 ms at 10,000 passages,
 # 7-40 ms at 20,000-100,000 on two cores), while HNSW stays under 0.5 ms
 HNSW_FROM = 10_000
-GATHER_SHARE = 8  # rows that are at least an eighth of the corpus: score every question asked
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its own logger to DEBUG
 Progress = Callable[[str], None]
@@ -196,37 +195,11 @@ class SearchIndex:
 
     def asked_best(self, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
         """Per row, the best cosine of the question to the questions its passage's sentences
-        answer (NaN for a passage without any).
-
-        When the rows are a good share of the corpus, one product with every question asked
-        and a maximum per passage cost less than gathering the rows' questions (30 against
-        110 us for 100 of 233 passages); for a few rows of a large corpus, the gather wins.
-        """
-        if self.asked_vectors is None or not len(self.asked_vectors) or not len(rows):
+        answer (NaN for a passage without any)."""
+        if self.asked_vectors is None:
             return np.full(len(rows), np.nan, dtype=np.float32)
-        if len(rows) * GATHER_SHARE >= len(self.passages):
-            best = np.full(len(self.passages), np.nan, dtype=np.float32)
-            passages, starts = self._asked_starts
-            best[passages] = np.maximum.reduceat(self.asked_vectors @ vector, starts)
-            return best[rows]
-        best = np.full(len(rows), np.nan, dtype=np.float32)
-        starts = self._asked_bounds[rows]
-        counts = self._asked_bounds[rows + 1] - starts
-        has = counts > 0
-        if not has.any():
-            return best
-        starts, counts = starts[has], counts[has]
-        firsts = np.cumsum(counts) - counts
-        asked = np.repeat(starts - firsts, counts) + np.arange(counts.sum())
-        best[has] = np.maximum.reduceat(self.asked_vectors[asked] @ vector, firsts)
-        return best
-
-    @functools.cached_property
-    def _asked_starts(self) -> tuple[np.ndarray, np.ndarray]:
-        """The rows of passages with questions asked, and where their questions start."""
         bounds = self._asked_bounds
-        passages = np.flatnonzero(bounds[1:] > bounds[:-1])
-        return passages, bounds[passages]
+        return best_of_segments(self.asked_vectors, bounds[rows], bounds[rows + 1], vector)
 
     @functools.cached_property
     def _asked_bounds(self) -> np.ndarray:
@@ -241,6 +214,24 @@ class SearchIndex:
         for row, passage in enumerate(self.passages):
             rows.setdefault(passage.area, []).append(row)
         return {area: np.array(found, dtype=np.int64) for area, found in rows.items()}
+
+
+def best_of_segments(
+    vectors: np.ndarray, starts: np.ndarray, ends: np.ndarray, vector: np.ndarray
+) -> np.ndarray:
+    """Per segment `vectors[start:end]`, the best cosine to `vector` (NaN for an empty one):
+    one product over the segments' rows, so that scoring a few passages' sentences or
+    questions asked costs no Python loop over them."""
+    best = np.full(len(starts), np.nan, dtype=np.float32)
+    counts = ends - starts
+    has = counts > 0
+    if not has.any():
+        return best
+    starts, counts = starts[has], counts[has]
+    firsts = np.cumsum(counts) - counts
+    rows = np.repeat(starts - firsts, counts) + np.arange(counts.sum())
+    best[has] = np.maximum.reduceat(vectors[rows] @ vector, firsts)
+    return best
 
 
 def _asked_count(passages: list[Passage]) -> int:

@@ -25,6 +25,7 @@ from retrieval.index import (
     IndexStore,
     Progress,
     SearchIndex,
+    best_of_segments,
     known_word_share,
     letter_words,
 )
@@ -145,7 +146,10 @@ def spelling_cues(text: str) -> dict[str, int]:
 
 def language_by_spelling(text: str) -> str | None:
     """'ga' or 'mt' for a text written in Irish or Maltese, else None (langdetect decides)."""
-    cues = spelling_cues(text)
+    return _spelled(spelling_cues(text))
+
+
+def _spelled(cues: dict[str, int]) -> str | None:
     language = max(cues, key=cues.__getitem__)
     return language if cues[language] >= MIN_SPELLING_CUES else None
 
@@ -175,14 +179,15 @@ class LanguageDetector:
         and langdetect often names another language for a short text; but every one of its words
         is a whole word of the English model's vocabulary, which no translated eval question is.
         """
-        if spelled := language_by_spelling(text):
+        cues = spelling_cues(text)
+        if spelled := _spelled(cues):
             return spelled
         if known_word_share(text, vocabulary) >= ENGLISH_WORD_SHARE:
             return ENGLISH
         if only_words_of(text, english_words):
             return ENGLISH
         wanted = (hint or "").split("-")[0].split("_")[0].lower()
-        if spelling_cues(text).get(wanted):  # a single cue of the language the platform names
+        if cues.get(wanted):  # a single cue of the language the platform names
             return wanted
         from langdetect.lang_detect_exception import LangDetectException
 
@@ -308,11 +313,8 @@ def combined_similarity(index: SearchIndex, vector: np.ndarray, rows: np.ndarray
     weight = 1.0
     if len(index.sentence_vectors) and len(rows):
         starts, ends = index.sentence_bounds
-        counts = ends[rows] - starts[rows]
-        firsts = np.cumsum(counts) - counts
-        sentence_rows = np.repeat(starts[rows] - firsts, counts) + np.arange(counts.sum())
-        similarities = index.sentence_vectors[sentence_rows] @ vector
-        scores = scores + SENTENCE_WEIGHT * np.maximum.reduceat(similarities, firsts)
+        best = best_of_segments(index.sentence_vectors, starts[rows], ends[rows], vector)
+        scores = scores + SENTENCE_WEIGHT * best
         weight += SENTENCE_WEIGHT
     if index.title_vectors is not None:
         scores = scores + TITLE_WEIGHT * (index.title_vectors[rows] @ vector)
