@@ -97,8 +97,7 @@ def letter_words(text: str) -> list[str]:
 
 def known_word_share(text: str, vocabulary: dict[str, int]) -> float:
     """Share of a text's words that are English stop words or corpus terms (1.0 if few words)."""
-    letters = [c for c in text if c.isalpha()]
-    if letters and sum(c.isascii() for c in letters) < len(letters) / 2:
+    if not text.isascii() and _mostly_other_script(text):
         return 0.0  # mostly another script (Cyrillic, Greek, CJK...)
     words = letter_words(text)
     if len(words) < MIN_WORDS_TO_TELL:
@@ -107,6 +106,13 @@ def known_word_share(text: str, vocabulary: dict[str, int]) -> float:
         w in _STOPWORDS or stem in vocabulary for w, stem in zip(words, _stem(words), strict=True)
     )
     return known / len(words)
+
+
+def _mostly_other_script(text: str) -> bool:
+    """Whether fewer than half of a text's letters are ASCII (checked only for non-ASCII text:
+    English questions, the busiest path, skip the loop over characters)."""
+    letters = [c for c in text if c.isalpha()]
+    return bool(letters) and sum(c.isascii() for c in letters) < len(letters) / 2
 
 
 def tokenize(text: str) -> list[str]:
