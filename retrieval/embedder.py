@@ -303,7 +303,10 @@ def quantize_int8(folder: Path) -> Path:
     target = folder / INT8_FILE
     work = folder / f".{INT8_FILE}.{os.getpid()}.tmp"
     try:
-        quantize_dynamic(folder / "model.onnx", work, weight_type=QuantType.QInt8, per_channel=True)
+        with _quantiser_quiet():
+            quantize_dynamic(
+                folder / "model.onnx", work, weight_type=QuantType.QInt8, per_channel=True
+            )
         exported = _OnnxBackend(folder, work.name).embed(PROBES, 8)
         expected = _OnnxBackend(folder).embed(PROBES, 8)
         if float(np.min(np.sum(exported * expected, axis=1))) < INT8_MIN_COSINE:
@@ -312,6 +315,23 @@ def quantize_int8(folder: Path) -> Path:
     finally:
         work.unlink(missing_ok=True)
     return target
+
+
+@contextlib.contextmanager
+def _quantiser_quiet() -> Iterator[None]:
+    """Drop what onnxruntime's quantiser logs on the root logger: a line per tensor at INFO and
+    advice for its own tools, hundreds of lines among a first start's progress bars that no
+    user can act on. Other records pass; only records the quantiser logs itself are dropped."""
+    root = logging.getLogger()
+
+    def from_elsewhere(record: logging.LogRecord) -> bool:
+        return f"onnxruntime{os.sep}quantization" not in record.pathname
+
+    root.addFilter(from_elsewhere)
+    try:
+        yield
+    finally:
+        root.removeFilter(from_elsewhere)
 
 
 def _load_backend(path: str, cache_dir: Path | None, int8: bool = False) -> _Backend:

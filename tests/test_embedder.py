@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from pathlib import Path
 
@@ -10,12 +11,14 @@ import numpy as np
 import pytest
 
 from retrieval.embedder import (
+    INT8_FILE,
     INT8_MIN_COSINE,
     Embedder,
     MicroBatcher,
     ModelNotFoundError,
     _export_key,
     _TorchBackend,
+    quantize_int8,
     resolve_model_path,
 )
 from retrieval.search import Retriever
@@ -213,3 +216,21 @@ async def test_a_text_read_on_the_model_thread_fails_alone(retriever: Retriever)
 
 def _unit(vector: np.ndarray) -> np.ndarray:
     return vector
+
+
+@pytest.mark.slow
+def test_quantising_keeps_the_quantisers_chatter_out_of_the_logs(
+    data_dir: Path, tmp_path: Path, fp32: Embedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A first start quantises the export once; onnxruntime's quantiser logs a line per tensor
+    on the root logger, which used to fill the console between the progress bars."""
+    export = next(p.parent for p in (data_dir / "models").glob("onnx-*/model.onnx"))
+    folder = Path(shutil.copytree(export, tmp_path / "export"))
+    (folder / INT8_FILE).unlink(missing_ok=True)
+    caplog.set_level(logging.INFO)
+
+    assert quantize_int8(folder).exists()
+    logging.getLogger().info("ours, after quantising")
+
+    assert not [r for r in caplog.records if "onnxruntime" in r.pathname]
+    assert "ours, after quantising" in caplog.text, "the filter outlived the quantisation"
