@@ -105,11 +105,14 @@ def names_ip_term(question: str, glossary: Glossary) -> bool:
     text = f"{question} {meanings}".lower()
     if any(phrase in text for phrase in IP_PHRASES):
         return True
-    for word in _WORD.findall(text):
-        parts = {word, word.replace("-", ""), *word.split("-")}  # spin-off, give-away-IP
-        if IP_WORDS.intersection(parts):
-            return True
-    return False
+    words = _WORD.findall(text)
+    if not IP_WORDS.isdisjoint(words):
+        return True
+    return any(  # spin-off, give-away-IP
+        not IP_WORDS.isdisjoint([word.replace("-", ""), *word.split("-")])
+        for word in words
+        if "-" in word
+    )
 
 
 @dataclass(frozen=True)

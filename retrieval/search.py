@@ -644,8 +644,14 @@ def without_restatements(index: SearchIndex, rows: Sequence[int], needed: int) -
 
 def source_key(passage: Passage) -> str:
     """The cited document: an EU act's number when the citation names one, else the URL."""
-    act = _EU_ACT.search(passage.citation)
-    return act.group(0) if act else passage.url.split("#", 1)[0].rstrip("/")
+    return _source_key(passage.citation, passage.url)
+
+
+@functools.lru_cache(maxsize=SEARCHES_KEPT)
+def _source_key(citation: str, url: str) -> str:
+    """Kept: every answer compares the sources of its first passages."""
+    act = _EU_ACT.search(citation)
+    return act.group(0) if act else url.split("#", 1)[0].rstrip("/")
 
 
 def abstention_signals(ranking: Ranking) -> Signals:
