@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import bm25s
 import faiss
@@ -30,7 +31,8 @@ from tqdm import tqdm
 from retrieval.corpus import Corpus, Passage, sha256_text
 from retrieval.glossary import Glossary
 
-FORMAT_VERSION = 4  # 2: scope examples' vectors; 3: the multilingual ones too; 4: questions asked
+FORMAT_VERSION = 5  # 2: scope examples' vectors; 3: the multilingual ones too; 4: questions
+# asked; 5: the multilingual model's questions asked on its query side
 KEEP_BUILDS = 6  # builds kept on disk besides the current one: the versions moderators can restore
 SNAPSHOT = "corpus"  # the corpus copy inside a build folder
 # from here exact search costs more per question than embedding it (1.4 ms at 10,000 passages,
@@ -484,10 +486,13 @@ class IndexStore:
         # model's vectors, the multilingual path's abstention the second model's
         examples = corpus.scope.examples()[0]
         groups.append([search_text(corpus.glossary, lexical.vocab_dict, q) for q in examples])
+        # the questions each sentence answers, embedded as a user's question is: on the side of
+        # a model that has one for questions (e5's query side), like the questions they meet
         asked = [q for p in passages for questions in p.asked for q in questions]
-        groups.append([search_text(corpus.glossary, lexical.vocab_dict, q) for q in asked])
-        vectors, sentence_vectors, *extra = self._embed_cached(groups, embedder, progress)
-        asked_vectors = extra.pop()  # embedded as a user's question is
+        asked_texts = [search_text(corpus.glossary, lexical.vocab_dict, q) for q in asked]
+        work = [(embedder, group) for group in groups]
+        work.append((getattr(embedder, "questions", embedder), asked_texts))
+        vectors, sentence_vectors, *extra, asked_vectors = self._embed_cached(work, progress)
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             model=embedder.name,
@@ -517,20 +522,28 @@ class IndexStore:
         return index
 
     def _embed_cached(
-        self, groups: list[list[str]], embedder, progress: Progress
+        self, work: list[tuple[Any, list[str]]], progress: Progress
     ) -> list[np.ndarray]:
-        """Vectors for each group of texts, embedding only texts the cache has not seen."""
-        cache = self._read_cache(embedder.name)
-        wanted = {sha256_text(t): t for group in groups for t in group}
-        missing = [h for h in wanted if h not in cache]
-        if missing:
-            progress(f"Embedding {len(missing)} new or changed texts (of {len(wanted)})...")
-            cache.update(_embed_with_progress(embedder, missing, wanted))
-            self._write_cache(embedder.name, cache, keep=set(wanted))
-        empty = np.zeros((0, embedder.dimension), dtype=np.float32)
+        """Vectors for each (embedder, texts) group, embedding only texts that embedder's cache
+        has not seen; each embedder keeps its own cache, of the texts it embedded this time."""
+        by_name: dict[str, tuple[Any, dict[str, str]]] = {}
+        for embedder, group in work:
+            wanted = by_name.setdefault(embedder.name, (embedder, {}))[1]
+            wanted.update((sha256_text(t), t) for t in group)
+        caches = {}
+        for name, (embedder, wanted) in by_name.items():
+            cache = self._read_cache(name)
+            missing = [h for h in wanted if h not in cache]
+            if missing:
+                progress(f"Embedding {len(missing)} new or changed texts (of {len(wanted)})...")
+                cache.update(_embed_with_progress(embedder, missing, wanted))
+                self._write_cache(name, cache, keep=set(wanted))
+            caches[name] = cache
         return [
-            np.stack([cache[sha256_text(t)] for t in group]).astype(np.float32) if group else empty
-            for group in groups
+            np.stack([caches[e.name][sha256_text(t)] for t in group]).astype(np.float32)
+            if group
+            else np.zeros((0, e.dimension), dtype=np.float32)
+            for e, group in work
         ]
 
     def _read_cache(self, model: str) -> dict[str, np.ndarray]:
