@@ -478,20 +478,37 @@ class HighlightReport:
         return self.right / self.judged if self.judged else 0.0
 
 
-def highlight_accuracy(retriever: Retriever, path: Path) -> HighlightReport:
+def highlight_accuracy(
+    retriever: Retriever, path: Path, translated: Path | None = None
+) -> HighlightReport:
     """Score highlights against sentences marked by reading (see tests/data/*highlights.yaml).
 
     Only passages that appear in the answer and that the reader found an answering sentence
-    in are judged, so ranking changes move the count but not the measure.
+    in are judged, so ranking changes move the count but not the measure. With `translated`
+    (a file of translations keyed by language, with the English question under `en`), each
+    marked question is asked in every language of that file instead: the passages and their
+    marked sentences are English whatever the language of the question.
     """
+    marks = {
+        item["q"]: item["answering"]
+        for item in yaml.safe_load(Path(path).read_text(encoding="utf-8")) or []
+    }
+    asked = [(question, question) for question in marks]
+    if translated is not None:
+        data = yaml.safe_load(Path(translated).read_text(encoding="utf-8")) or {}
+        asked = [
+            (item["en"], str(item[language]))
+            for item in data.get("questions", [])
+            if item["en"] in marks
+            for language in data.get("languages", [])
+        ]
     judged, misses = 0, []
-    for item in yaml.safe_load(Path(path).read_text(encoding="utf-8")) or []:
-        answering: dict[str, list[str]] = item["answering"]
-        for hit in retriever.answer(item["q"]).hits:
-            good = answering.get(hit.passage.id)
+    for english, text in asked:
+        for hit in retriever.answer(text).hits:
+            good = marks[english].get(hit.passage.id)
             if not good:
                 continue
             judged += 1
             if hit.highlight not in good:
-                misses.append((item["q"], hit.passage.id, hit.highlight))
+                misses.append((text, hit.passage.id, hit.highlight))
     return HighlightReport(judged, judged - len(misses), tuple(misses))

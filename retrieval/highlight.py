@@ -14,7 +14,7 @@ import functools
 import numpy as np
 
 from retrieval.corpus import Passage
-from retrieval.index import tokenize
+from retrieval.index import SearchIndex, tokenize
 
 TERM_BONUS = 0.04  # cosine added per specific question term the sentence contains
 MAX_TERMS = 3
@@ -58,3 +58,16 @@ def answering_sentence(
     if passage.kind == "definition":
         scores[0] += DEFINITION_BONUS
     return sentences[int(np.argmax(scores))]
+
+
+def nearest_sentence(index: SearchIndex, row: int, vector: np.ndarray) -> str:
+    """The sentence that answers a question in another language: the multilingual model's
+    cosine, averaged like the English rule's with the best cosine to the questions the sentence
+    answers (embedded on the model's query side), without the rule's term bonus and length
+    penalty, which were fitted on MiniLM's scale. On the tuning marks of the translated
+    questions (632 passages shown): cosine alone 0.74, this 0.82, with the English rule 0.72."""
+    sentences = index.passages[row].sentences
+    start = index.sentence_offsets[row]
+    similarities = index.sentence_vectors[start : start + len(sentences)] @ vector
+    asked = index.asked_similarities(row, vector, similarities)
+    return sentences[int(np.argmax((1 - ASKED_WEIGHT) * similarities + ASKED_WEIGHT * asked))]

@@ -255,14 +255,6 @@ def sentence_offsets(passages: list[Passage]) -> list[int]:
     return offsets
 
 
-def best_sentence(index: SearchIndex, row: int, vector: np.ndarray) -> str:
-    """The passage's sentence closest in meaning to the question (same model as the vector)."""
-    sentences = index.passages[row].sentences
-    start = index.sentence_offsets[row]
-    similarities = index.sentence_vectors[start : start + len(sentences)] @ vector
-    return sentences[int(np.argmax(similarities))]
-
-
 def search_on_one_core() -> None:
     """Make this thread's FAISS searches single-threaded (OpenMP's setting is per thread).
 

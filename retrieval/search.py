@@ -29,11 +29,10 @@ from retrieval.abstention import (
 )
 from retrieval.corpus import AREA_PREFIXES, Area, Corpus, CorpusError, Passage, Problem
 from retrieval.embedder import Embedder
-from retrieval.highlight import answering_sentence
+from retrieval.highlight import answering_sentence, nearest_sentence
 from retrieval.index import (
     Progress,
     SearchIndex,
-    best_sentence,
     known_word_share,
     search_text,
     tokenize,
@@ -467,7 +466,7 @@ class Retriever:
         rows = best_first(fused)
         best_area = area or state.corpus.area(index.passages[rows[0]].area)
         hits = tuple(
-            Hit(index.passages[r], fused[r] / fused[rows[0]], best_sentence(index, r, vector))
+            Hit(index.passages[r], fused[r] / fused[rows[0]], nearest_sentence(index, r, vector))
             for r in rows[offset : offset + top_k]
         )
         has_more = len(rows) > offset + top_k

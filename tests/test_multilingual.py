@@ -16,6 +16,7 @@ from retrieval.evaluate import (
     TRANSLATED_EVAL_FILE,
     LanguageReport,
     evaluate_language,
+    highlight_accuracy,
     load_translated_sets,
 )
 from retrieval.glossary import LANGUAGES as GLOSSARY_LANGUAGES
@@ -274,3 +275,15 @@ def test_questions_asked_are_read_on_the_multilingual_models_query_side(
 
     assert np.allclose(index.asked_vectors[0], model.queries.embed([text])[0], atol=1e-4)
     assert not np.allclose(index.asked_vectors[0], model.passages.embed([text])[0], atol=1e-3)
+
+
+def test_highlights_of_translated_questions_mark_a_sentence_a_reader_marked(
+    retriever: Retriever,
+) -> None:
+    """The tuning marks (tests/data/eval_highlights.yaml), asked in the tuning translations'
+    eleven languages: 0.80 of the highlights shown (307 of 382) with the questions each sentence
+    answers, 0.72 (274) with the model's sentence cosine alone."""
+    marks = TRANSLATED_EVAL_FILE.parent / "eval_highlights.yaml"
+    report = highlight_accuracy(retriever, marks, TRANSLATED_EVAL_FILE)
+    assert report.judged >= 300
+    assert report.accuracy >= 0.79, f"translated highlights right: {report.accuracy:.3f}"
