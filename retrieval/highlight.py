@@ -13,7 +13,6 @@ import functools
 
 import numpy as np
 
-from retrieval.corpus import Passage
 from retrieval.index import SearchIndex, tokenize
 
 TERM_BONUS = 0.04  # cosine added per specific question term the sentence contains
@@ -40,20 +39,16 @@ def _penalties(sentences: tuple[str, ...]) -> np.ndarray:
 
 
 def answering_sentence(
-    passage: Passage,
-    similarities: np.ndarray,
-    question_terms: set[str],
-    asked: np.ndarray | None = None,
+    index: SearchIndex, row: int, vector: np.ndarray, question_terms: set[str]
 ) -> str:
-    """The passage's sentence that answers, given each sentence's cosine to the question and
-    its best cosine to the questions the sentence answers (`SearchIndex.asked_similarities`)."""
+    """The sentence of the passage in `row` that answers an English question: meaning and the
+    questions each sentence answers, plus the question's specific terms (`question_terms`)
+    that a sentence contains, less a penalty for sentences too short to answer."""
+    passage = index.passages[row]
     sentences = passage.sentences
     shared = [len(question_terms.intersection(sentence_terms(s))) for s in sentences]
     bonus = np.array([TERM_BONUS * min(n, MAX_TERMS) for n in shared], dtype=np.float32)
-    scores = np.asarray(similarities, dtype=np.float32)
-    if asked is not None:
-        scores = ((1 - ASKED_WEIGHT) * scores + ASKED_WEIGHT * asked).astype(np.float32)
-    scores = scores + bonus
+    scores = _meaning_and_questions(index, row, vector) + bonus
     scores -= _penalties(sentences)
     if passage.kind == "definition":
         scores[0] += DEFINITION_BONUS
@@ -61,13 +56,21 @@ def answering_sentence(
 
 
 def nearest_sentence(index: SearchIndex, row: int, vector: np.ndarray) -> str:
-    """The sentence that answers a question in another language: the multilingual model's
-    cosine, averaged like the English rule's with the best cosine to the questions the sentence
-    answers (embedded on the model's query side), without the rule's term bonus and length
+    """The sentence that answers a question in another language: meaning and the questions
+    each sentence answers, as in English, without the English rule's term bonus and length
     penalty, which were fitted on MiniLM's scale. On the tuning marks of the translated
     questions (632 passages shown): cosine alone 0.74, this 0.82, with the English rule 0.72."""
     sentences = index.passages[row].sentences
+    return sentences[int(np.argmax(_meaning_and_questions(index, row, vector)))]
+
+
+def _meaning_and_questions(index: SearchIndex, row: int, vector: np.ndarray) -> np.ndarray:
+    """Per sentence of the passage in `row`: its cosine to the question, averaged with the best
+    cosine to the questions the sentence answers (`SearchIndex.asked_similarities`; a sentence
+    without any keeps its own). The index's model made `vector`: MiniLM's or e5's query side."""
     start = index.sentence_offsets[row]
-    similarities = index.sentence_vectors[start : start + len(sentences)] @ vector
+    count = len(index.passages[row].sentences)
+    similarities = index.sentence_vectors[start : start + count] @ vector
     asked = index.asked_similarities(row, vector, similarities)
-    return sentences[int(np.argmax((1 - ASKED_WEIGHT) * similarities + ASKED_WEIGHT * asked))]
+    mixed = (1 - ASKED_WEIGHT) * np.asarray(similarities, dtype=np.float32) + ASKED_WEIGHT * asked
+    return mixed.astype(np.float32)

@@ -427,7 +427,7 @@ class Retriever:
             Hit(
                 state.index.passages[row],
                 ranking.score(row),
-                self._highlight(state, row, vector, terms),
+                answering_sentence(state.index, row, vector, terms),
             )
             for row in window
         )
@@ -544,15 +544,6 @@ class Retriever:
             if len(slugs) == count:
                 break
         return tuple(corpus.area(s) for s in slugs)
-
-    def _highlight(self, state: _State, row: int, vector: np.ndarray, terms: set[str]) -> str:
-        """The sentence of the passage that answers the question (see `retrieval.highlight`);
-        `terms` are the question's specific terms."""
-        passage = state.index.passages[row]
-        start = state.index.sentence_offsets[row]
-        similarities = state.index.sentence_vectors[start : start + len(passage.sentences)] @ vector
-        asked = state.index.asked_similarities(row, vector, similarities)
-        return answering_sentence(passage, similarities, terms, asked)
 
 
 def expanded_question(state: _State, question: str) -> str:
