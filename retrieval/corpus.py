@@ -41,7 +41,7 @@ Kind = Literal["recommendation", "example", "definition"]
 KINDS: tuple[str, ...] = ("recommendation", "example", "definition")
 MIN_WORDS, MAX_WORDS = 40, 150
 REQUIRED_FIELDS = ("kind", "source", "url")
-KNOWN_FIELDS = (*REQUIRED_FIELDS, "keywords", "checked")
+KNOWN_FIELDS = (*REQUIRED_FIELDS, "keywords", "checked", "country")
 STALE_AFTER_DAYS = 365
 
 _HEADING = re.compile(r"^##\s+(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]*)\s*:\s*(?P<title>.*\S)\s*$")
@@ -77,6 +77,9 @@ class Passage:
     url: str
     keywords: tuple[str, ...] = ()
     checked: dt.date | None = None
+    # for a passage that holds in one country only (its law, a national scheme): the names
+    # people give that country; see `names_country`
+    country: tuple[str, ...] = ()
     file: str = ""
     line: int = 0
     # per sentence, questions people ask that it answers (corpus/highlights.yaml): a question
@@ -260,7 +263,10 @@ def _corpus_hash(
     for area in sorted(areas, key=lambda a: a.slug):
         digest.update(f"{area.slug}\0{area.title}\0{area.description}\n".encode())
     for p in passages:
-        fields = (p.id, p.area, p.kind, p.title, p.text, p.citation, p.url, ",".join(p.keywords))
+        fields = (
+            *(p.id, p.area, p.kind, p.title, p.text, p.citation, p.url),
+            *(",".join(p.keywords), ",".join(p.country)),
+        )
         asked = "\0".join("\1".join(questions) for questions in p.asked)
         digest.update(("\0".join(fields) + "\2" + asked + "\n").encode())
     return digest.hexdigest()
@@ -454,7 +460,10 @@ def _passage_from_section(
     problems += _check_text(text, line_no, path)
     if problems:
         return None, problems
-    keywords = tuple(k.strip() for k in fields.get("keywords", "").split(",") if k.strip())
+    keywords = _listed(fields.get("keywords", ""))
+    country = _listed(fields.get("country", ""))
+    if "country" in fields and not country:
+        return None, [Problem(path, line_no, f"{heading['id']}: country: names no country")]
     checked, problems = _checked_date(fields.get("checked"), line_no, heading["id"], path)
     if problems:
         return None, problems
@@ -468,10 +477,24 @@ def _passage_from_section(
         url=fields["url"],
         keywords=keywords,
         checked=checked,
+        country=country,
         file=path,
         line=line_no,
     )
     return passage, []
+
+
+def _listed(value: str) -> tuple[str, ...]:
+    """The items of a comma-separated field."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def names_country(question: str, passage: Passage) -> bool:
+    """Whether a question names the one country a passage holds in (any of its `country:`
+    names, as a word or the start of one: "German" finds "Germany" and "German's")."""
+    return any(
+        re.search(r"(?<!\w)" + re.escape(name), question, re.IGNORECASE) for name in passage.country
+    )
 
 
 def _check_fields(
@@ -560,6 +583,8 @@ def _unknown_english_terms(
                 Problem(str(path), line, f"no passage uses {', '.join(unknown)} ('{english}')")
             )
     return problems
+
+
 def _load_scope(path: Path, passages: list[Passage]) -> tuple[EvalSet, list[Problem]]:
     """The optional scope examples; a passage id or area they name must exist."""
     if not path.is_file():

@@ -160,6 +160,12 @@ class SearchIndex:
         return self._rows_by_area.get(area, np.zeros(0, dtype=np.int64))
 
     @functools.cached_property
+    def country_rows(self) -> frozenset[int]:
+        """The rows of passages that hold in one country only (`Passage.country`): few, so
+        ranking looks at these instead of every candidate."""
+        return frozenset(row for row, passage in enumerate(self.passages) if passage.country)
+
+    @functools.cached_property
     def sentence_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Where each passage's sentence vectors start and end, as arrays: scoring a few
         candidates' sentences then costs no Python loop over the whole corpus."""

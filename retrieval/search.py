@@ -27,7 +27,15 @@ from retrieval.abstention import (
     names_ip_term,
     specific_terms,
 )
-from retrieval.corpus import AREA_PREFIXES, Area, Corpus, CorpusError, Passage, Problem
+from retrieval.corpus import (
+    AREA_PREFIXES,
+    Area,
+    Corpus,
+    CorpusError,
+    Passage,
+    Problem,
+    names_country,
+)
 from retrieval.embedder import Embedder
 from retrieval.highlight import answering_sentence, nearest_sentence
 from retrieval.index import (
@@ -71,6 +79,9 @@ RRF_K = 60
 HYBRID_RRF_K = 12
 _EU_ACT = re.compile(r"\((?:EU|EC|EEC)\) (?:No )?\d{2,4}/\d+")
 RESTATEMENT_COSINE = 0.845  # same source and this similar: the same point said twice
+# what a passage of one country's law keeps of its score when the question names another
+# country or none: about fifteen places lower in the fused ranking, off the first page
+ELSEWHERE_FACTOR = 0.6
 CANDIDATES = 100  # rows taken from each ranker before fusion
 SEARCHES_KEPT = 4096  # questions whose searched text, or bridged terms, are kept (`_kept`)
 Key = TypeVar("Key")
@@ -461,7 +472,7 @@ class Retriever:
         if abstains_translated(confidence, ip_term, ml.min_score, ml.confident_score):
             suggestions = self._closest_areas(state.corpus, index, ranking.scores)
             return Answer(question, False, area, suggestions=suggestions, notes=notes)
-        fused = _bridged(ranking, lexical, by_lexical)
+        fused = _elsewhere_discounted(index, _bridged(ranking, lexical, by_lexical), question)
         top_k, offset = window
         rows = best_first(fused)
         best_area = area or state.corpus.area(index.passages[rows[0]].area)
@@ -510,12 +521,11 @@ class Retriever:
         features = scope_signals(state, question, text, vector, dense)
         in_scope = state.scope.probability(features) if state.scope is not None else 1.0
         if mode != "hybrid":
-            rows = by_dense if mode == "dense" else by_lexical
-            scores = _rank_scores(rows)
+            scores = _rank_scores(by_dense if mode == "dense" else by_lexical)
         else:
             scores = fuse_scores([by_dense, by_lexical], k=HYBRID_RRF_K)
-            rows = best_first(scores)
-        return Ranking(rows, dense, lexical, mode, scores, in_scope)
+        scores = _elsewhere_discounted(state.index, scores, question)
+        return Ranking(best_first(scores), dense, lexical, mode, scores, in_scope)
 
     def _abstains(self, ranking: Ranking, area: Area | None) -> bool:
         """Whether to say "not covered"; a user who chose an area has said the topic is IP."""
@@ -610,6 +620,21 @@ def _bridged(ranking: DenseRanking, lexical: np.ndarray, by_lexical: list[int]) 
     """
     rows = dict.fromkeys([*(int(r) for r in ranking.rows[:CANDIDATES]), *by_lexical])
     return {row: float(ranking.scores[row]) + BRIDGE_WEIGHT * float(lexical[row]) for row in rows}
+
+
+def _elsewhere_discounted(
+    index: SearchIndex, scores: dict[int, float], question: str
+) -> dict[int, float]:
+    """`scores` with those of passages that hold in one country only (`Passage.country`),
+    a country the question does not name, multiplied by `ELSEWHERE_FACTOR`.
+
+    German employee-invention law is no answer to a Swedish professor, nor to a question that
+    names no country: it shares the words of every question about who owns an invention.
+    """
+    for row in index.country_rows.intersection(scores):
+        if not names_country(question, index.passages[row]):
+            scores[row] *= ELSEWHERE_FACTOR
+    return scores
 
 
 def without_restatements(index: SearchIndex, rows: Sequence[int], needed: int) -> list[int]:

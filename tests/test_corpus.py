@@ -11,7 +11,13 @@ import pytest
 import yaml
 
 from bot.cli import main
-from retrieval.corpus import AREA_SLUGS, check_corpus, load_corpus, stale_passages
+from retrieval.corpus import (
+    AREA_SLUGS,
+    check_corpus,
+    load_corpus,
+    names_country,
+    stale_passages,
+)
 from retrieval.glossary import parse_glossary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,6 +232,23 @@ def test_malformed_or_future_checked_date_is_an_error(tmp_path: Path, value: str
     write_area(tmp_path, passage.replace("\nurl:", f"\nchecked: {value}\nurl:"))
     problems = problems_in(tmp_path)
     assert any(f"{tmp_path}/valuation.md:" in p and "VAL-R1: checked date" in p for p in problems)
+
+
+def test_country_names_are_read_and_found_at_the_start_of_a_word(tmp_path: Path) -> None:
+    passage = PASSAGE.format(id="VAL-E1", title="A", kind="example", text=WORDS)
+    write_area(tmp_path, passage.replace("\nurl:", "\ncountry: Germany, German, Niemc\nurl:"))
+    (found,) = load_corpus(tmp_path).passages
+    assert found.country == ("Germany", "German", "Niemc")
+    assert names_country("does my GERMAN university own it?", found)
+    assert names_country("pracuję w Niemczech", found)  # an inflected form
+    assert not names_country("who owns what I invent?", found)
+    assert not names_country("no Reichsgermany here", found)
+
+
+def test_an_empty_country_field_is_an_error(tmp_path: Path) -> None:
+    passage = PASSAGE.format(id="VAL-E1", title="A", kind="example", text=WORDS)
+    write_area(tmp_path, passage.replace("\nurl:", "\ncountry: , \nurl:"))
+    assert any("VAL-E1: country: names no country" in p for p in problems_in(tmp_path))
 
 
 def test_glossary_mistakes_are_reported_as_file_line_message(tmp_path: Path) -> None:

@@ -351,6 +351,8 @@ def test_choosing_a_scope_setting_prefers_the_smoother_of_equals() -> None:
         ScopeTrial(1.0, 0.3, near_domain=0.90, wrongly=0.005),
     ]
     assert choose_scope_setting(trials) == trials[1]
+
+
 @pytest.mark.parametrize(
     "question", ["Who owns joint results?", "MTA for cell lines", "patent patent licence"]
 )
@@ -360,3 +362,24 @@ def test_bm25_scores_are_the_ones_bm25s_computes(retriever: Retriever, question:
     ranking = retriever.rank(retriever.state, question, vector, None, "hybrid")
     expected = retriever.index.lexical.get_scores(tokenize(retriever.search_text(question)))
     assert np.allclose(ranking.lexical, expected, atol=1e-5)
+
+
+def test_one_countrys_law_answers_only_questions_that_name_that_country(
+    retriever: Retriever,
+) -> None:
+    """German employee-invention law (IAM-E12) shares its words with every question about who
+    owns an invention: it led the answer to a question that names no country, and came second
+    for a professor in Sweden. A question that names Germany, in any language, still gets it."""
+
+    def shown(question: str) -> list[str]:
+        return [hit.passage.id for hit in retriever.answer(question).hits]
+
+    assert "IAM-E12" not in shown("who owns an invention made by a professor?")
+    assert "IAM-E12" not in shown("I am a professor in Sweden, do I own my inventions?")
+    assert shown("in Germany does the university own what I invent")[0] == "IAM-E12"
+    assert (
+        shown("Ich bin Professorin in Deutschland: gehört meine Erfindung der Hochschule?")[0]
+        == "IAM-E12"
+    )
+    swedish = shown("Je suis chercheur en Suède, à qui appartient mon invention ?")
+    assert swedish[0] == "IAM-E11" and "IAM-E12" not in swedish
