@@ -259,7 +259,9 @@ class Assistant:
             return await self._batcher(ENGLISH).embed_then(read, search), ENGLISH
         except _OtherLanguage as other:
             answer = functools.partial(search, language=other.language)
-            return await self._batcher(other.language).embed_then(other.query, answer), other.language
+            return await self._batcher(other.language).embed_then(
+                other.query, answer
+            ), other.language
 
     def _english_query(self, text: str, language_hint: str | None) -> str:
         """The text MiniLM embeds for a question read as English; raises `_OtherLanguage` (on
@@ -492,9 +494,7 @@ class Assistant:
                 "See /versions in a while.",
             )
         items = self.dissemination.items
-        offers = tuple(
-            (items[u].title, announce_token(u)) for u in request.offers if u in items
-        )
+        offers = tuple((items[u].title, announce_token(u)) for u in request.offers if u in items)
         return RefreshReply(request.result, request.status == "done", offers)
 
     async def list_versions(self, context: Context) -> Notice:
@@ -507,10 +507,14 @@ class Assistant:
         """A line typed in a private chat (the console's and the tests' way in)."""
         return await self.handle(Context.private(user), text, working)
 
-    async def confirm_announce(self, context: Context, token: str) -> Notice:
-        """A moderator confirmed an announcement preview: publish it and report here."""
+    async def announce_choice(self, context: Context, token: str, confirm: bool) -> Notice:
+        """Confirm (publish, and report here) or Cancel under an announcement preview. Only a
+        moderator's press counts: anyone else's is refused (kind "refused") and must change
+        nothing, so that the moderator can still confirm."""
         if not self.is_moderator(context):
             return Notice("refused", REFUSED.format(who="moderators", name="announce"))
+        if not confirm:
+            return Notice("cancelled", "Cancelled: nothing was announced.")
         return await self.dissemination.publish(token, context.user.key, context.chat)
 
     async def follow(self, user: User, question_id: int) -> Notice:

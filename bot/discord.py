@@ -243,12 +243,14 @@ class AnnounceButton(ReplyButton, template=r"^ann:(?P<token>[0-9a-f]{12}):(?P<ch
         return cls(match["token"], match["choice"] == "y")
 
     async def pressed(self, interaction: discord.Interaction) -> None:
-        if not self.confirm:
-            await interaction.response.edit_message(view=None)
-            return
         context = interaction_context(interaction)
-        notice = await assistant_of(interaction).confirm_announce(context, self.token)
+        notice = await assistant_of(interaction).announce_choice(context, self.token, self.confirm)
+        if notice.kind == "refused":  # someone else in the channel: only they see it
+            await respond(interaction, Outgoing(escape(notice.text), ephemeral=True))
+            return
         await interaction.response.edit_message(view=None)
+        if notice.kind == "cancelled":
+            return
         await interaction.followup.send(
             escape(notice.text), allowed_mentions=NO_MENTIONS, ephemeral=False
         )
@@ -497,6 +499,7 @@ class IpbotCommands(commands.Cog):
     async def rollback(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(thinking=True)
         await self.run(interaction, "/rollback")
+
     @app_commands.command(name="suggest", description=DESCRIPTIONS["suggest"])
     async def suggest(self, interaction: discord.Interaction) -> None:
         """In a server the exchange moves to a direct message (it is between the person and
@@ -690,10 +693,10 @@ class IpBot(commands.Bot):
 # -- running ----------------------------------------------------------------------------
 
 
-
 class ShardedIpBot(IpBot, commands.AutoShardedBot):
     """IpBot over IPBOT_DISCORD_SHARDS gateway shards, all in this process (for very large
     bots; Discord requires sharding from 2,500 servers). Replicas still run one gateway."""
+
 
 def point_library_at(settings: Settings) -> None:
     """Use the configured REST and gateway URLs (Discord's own, or a local fake in tests)."""

@@ -282,16 +282,16 @@ async def on_vote(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def on_announce(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Confirm or Cancel under an announcement preview (moderators only)."""
     query, (token, choice) = pressed(update, context)
-    if choice == "n":
-        await query.answer("Cancelled.")
-        with unless_unchanged():
-            await query.edit_message_reply_markup(None)
+    notice = await assistant_of(context).announce_choice(
+        context_of(update, context), token, confirm=choice == "y"
+    )
+    if notice.kind == "refused":  # someone else in the chat: only they see it, buttons stay
+        await query.answer(notice.text, show_alert=True)
         return
-    notice = await assistant_of(context).confirm_announce(context_of(update, context), token)
-    await query.answer()
+    await query.answer("Cancelled." if notice.kind == "cancelled" else None)
     with unless_unchanged():
         await query.edit_message_reply_markup(None)
-    if update.effective_chat is not None:
+    if notice.kind != "cancelled" and update.effective_chat is not None:
         await send(context, update.effective_chat.id, render(notice))
 
 

@@ -647,3 +647,28 @@ async def test_suggest_starts_with_the_slash_command_and_continues_in_direct_mes
         assert waiting.contact is None  # no consent, no contact kept
     finally:
         await stop_bot(server, stop, task)
+
+
+async def test_only_a_moderators_press_counts_under_an_announcement_preview(
+    fake: FakeDiscord, assistant: Assistant
+) -> None:
+    """Anyone in the channel can press Confirm or Cancel under a moderator's preview: their
+    press is refused to them alone and leaves the buttons, so the moderator can still confirm."""
+    assistant.moderators = frozenset({f"discord-role:{fake.moderator_role_id}"})
+    fake.member_roles = [str(fake.moderator_role_id)]
+    preview, _ = await slash(fake, "announce", update="2023-03-01-code-of-practice-adopted")
+    buttons = custom_ids(fake.messages[preview.message_id])
+    fake.member_roles = []  # the next presses come from a member who is no moderator
+    for button in buttons:
+        mark = len(fake.calls)
+        token = await fake.click(preview.message_id, button)
+        refused = await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
+        assert "only moderators" in refused.body["data"]["content"]
+        assert refused.body["data"]["flags"] & FLAG_EPHEMERAL
+    assert custom_ids(fake.messages[preview.message_id]) == buttons
+
+    fake.member_roles = [str(fake.moderator_role_id)]
+    mark = len(fake.calls)
+    token = await fake.click(preview.message_id, next(b for b in buttons if b.endswith(":n")))
+    cancelled = await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
+    assert cancelled.body["type"] == 7 and not custom_ids(fake.messages[preview.message_id])

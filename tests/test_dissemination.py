@@ -25,7 +25,7 @@ from bot.subscriptions import Dissemination
 from bot.telegram import TelegramOutlet, build_application, polling
 from retrieval.search import Retriever
 from tests.conftest import ipbot_env, ipbot_running
-from tests.fakes.telegram_server import USER_ID, Call, FakeTelegram
+from tests.fakes.telegram_server import GROUP, USER_ID, Call, FakeTelegram
 
 pytestmark = pytest.mark.slow
 MODERATOR = 4242
@@ -181,6 +181,24 @@ async def test_a_non_moderator_cannot_announce(telegram: FakeTelegram, app: App)
 
     assert "only moderators" in reply.text
     assert not await app.store.is_published(UPDATE)
+
+
+async def test_another_member_cannot_cancel_or_confirm_a_moderators_preview(
+    telegram: FakeTelegram, app: App
+) -> None:
+    """In a group, anyone can press the buttons under a moderator's preview: their press is
+    refused to them alone, and the moderator can still confirm."""
+    telegram.group_message(f"/announce {UPDATE}", MODERATOR)
+    preview = await message_to(telegram, GROUP["id"], "Preview")
+    for button in ("✖ Cancel", "✅ Confirm"):
+        telegram.press(preview.result, button, user_id=2002)
+        refusal = await telegram.next_call("answerCallbackQuery")
+        assert "only moderators" in refusal.params["text"] and refusal.params["show_alert"]
+    assert not await app.store.is_published(UPDATE)
+
+    telegram.press(preview.result, "✅ Confirm", MODERATOR)  # the buttons are still there
+    assert "Publishing" in (await message_to(telegram, GROUP["id"], "ublish")).text
+    await settled(app.store, UPDATE)
 
 
 async def test_forget_deletes_the_callers_subscription(telegram: FakeTelegram, app: App) -> None:
