@@ -1,7 +1,8 @@
-"""Follow-up questions: "and what about for software?" is read with the chat's previous question.
+"""Follow-up questions: "and what about for software?" is read with the previous question.
 
-Each chat keeps only its last standalone question, for a few minutes, and only the most recent
-chats are kept at all, so memory stays bounded however many people talk to the bot.
+Each person in each chat (`chat_key`) keeps only their last standalone question, for a few
+minutes, and only the most recent conversations are kept at all, so memory stays bounded
+however many people talk to the bot.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class Conversations:
             self._last.popitem(last=False)
 
 
-def chat_key(platform: str, chat_id: object) -> str:
-    """The conversation a message belongs to: one per chat or channel on each platform."""
-    return f"{platform}:{chat_id}"
+def chat_key(platform: str, chat_id: object, user_id: object, thread: object = None) -> str:
+    """The conversation a message belongs to: one per person in each chat or channel (and
+    forum topic), so that in a group another member's "and for software?" is never read with
+    your question, nor a question in one topic with one asked in another."""
+    return f"{platform}:{chat_id}:{thread or ''}:{user_id}"

@@ -391,7 +391,7 @@ class IpbotCommands(commands.Cog):
         area: str | None = None,
     ) -> None:
         await interaction.response.defer(thinking=True)  # searching may take over 3 s
-        conversation = chat_key("discord", interaction.channel_id)
+        conversation = interaction_context(interaction).conversation
         user = discord_user(interaction.user, interaction.locale)
         reply = await self.assistant.ask(user, question, area, conversation=conversation)
         await respond(interaction, outgoing(reply))
@@ -659,7 +659,7 @@ class IpBot(commands.Bot):
             else:
                 # Follow-ups are typed in the thread: it continues the channel's conversation.
                 if isinstance(reply, AnswerReply):
-                    thread_key = chat_key("discord", thread.id)
+                    thread_key = chat_key("discord", thread.id, message.author.id)
                     self.assistant.conversations.remember(thread_key, reply.answer.question)
                 await thread.send(**out.kwargs())
                 return

@@ -66,11 +66,12 @@ class Context:
     chat: Chat
     is_chat_admin: Callable[[], Awaitable[bool]] = field(default=_not_admin, compare=False)
     roles: frozenset[str] = frozenset()  # the platform's role ids (Discord), for moderator roles
+    thread: str | None = None  # a forum topic of a group (Telegram), where replies must go
 
     @property
     def conversation(self) -> str:
-        """The key under which this chat's previous question is remembered for follow-ups."""
-        return chat_key(self.chat.platform, self.chat.id)
+        """The key under which this person's previous question here is kept for follow-ups."""
+        return chat_key(self.chat.platform, self.chat.id, self.user.id, self.thread)
 
     @classmethod
     def private(cls, user: User) -> Context:

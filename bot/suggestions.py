@@ -103,8 +103,13 @@ class Suggestions:
     # -- /suggest ---------------------------------------------------------------------------
 
     def waiting(self, context: Context) -> bool:
-        """Whether this person's next message belongs to an exchange."""
-        return self.exchanges.get(context.user.key) is not None
+        """Whether this message belongs to its author's exchange: a /suggest exchange runs in a
+        private chat (a question asked meanwhile in a group is a question), while the reason a
+        moderator was asked for after Reject may come wherever they pressed it."""
+        exchange = self.exchanges.get(context.user.key)
+        if exchange is None:
+            return False
+        return context.chat.is_private or exchange.step == "reason"
 
     def start(self, context: Context) -> Notice:
         if not context.chat.is_private:

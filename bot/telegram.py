@@ -61,7 +61,6 @@ from telegram.request import HTTPXRequest
 from bot import metrics
 from bot.assistant import EXPIRED, Assistant
 from bot.commands import ALIASES, COMMANDS, public_commands
-from bot.conversation import chat_key
 from bot.http import Receiver, WebhookSlot
 from bot.leadership import first_of, once_among_replicas
 from bot.replies import AnswerReply, Chat, Context, Notice, Quiet, User
@@ -98,13 +97,21 @@ WEBHOOK_CHECK_SECONDS = 60.0
 
 # Sending.
 async def send(
-    context: ContextTypes.DEFAULT_TYPE, chat_id: int, out: Outgoing, quote: Message | None = None
+    context: ContextTypes.DEFAULT_TYPE,
+    chat_id: int,
+    out: Outgoing,
+    quote: Message | None = None,
+    beside: Message | None = None,
 ) -> None:
-    """Send the pieces in order: the first quotes the question in groups, the last has buttons."""
+    """Send the pieces in order: the first quotes the question in groups, the last has buttons.
+
+    In a forum group they go to the topic of `quote`, or of `beside` (the bot's message whose
+    button was pressed): without it Telegram posts them to the General topic.
+    """
     reply_to = None
     if quote is not None and quote.chat.type != ChatType.PRIVATE:
         reply_to = ReplyParameters(quote.message_id, allow_sending_without_reply=True)
-    thread = quote.message_thread_id if quote is not None and quote.is_topic_message else None
+    thread = topic_of(quote or beside)
     for number, text in enumerate(out.texts, start=1):
         await context.bot.send_message(
             chat_id,
@@ -113,6 +120,11 @@ async def send(
             reply_parameters=reply_to if number == 1 else None,
             message_thread_id=thread,
         )
+
+
+def topic_of(message: Message | None) -> int | None:
+    """The forum topic a message is in (None outside forum groups and in their General topic)."""
+    return message.message_thread_id if message is not None and message.is_topic_message else None
 
 
 def typing_in(message: Message) -> Callable[[], Awaitable[None]]:
@@ -169,13 +181,18 @@ def context_of(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Context:
             return False
         return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
 
-    return Context(user, Chat("telegram", str(chat.id), kind), is_admin)
+    topic = topic_of(update.effective_message)
+    thread = str(topic) if topic is not None else None
+    return Context(user, Chat("telegram", str(chat.id), kind), is_admin, thread=thread)
 
 
 def addressed_question(message: Message, bot_id: int, username: str) -> str | None:
     """The question in a group message that mentions or replies to the bot; None for chatter."""
     mention = f"@{username}".lower()
-    mentions = message.parse_entities([MessageEntityType.MENTION]).values()
+    text = message.text or message.caption or ""  # a photo's caption can ask too
+    kinds: list[str | None] = [MessageEntityType.MENTION]
+    found = message.parse_entities(kinds) if message.text else message.parse_caption_entities(kinds)
+    mentions = found.values()
     mentioned = any(text.lower() == mention for text in mentions)
     replied = message.reply_to_message is not None and (
         message.reply_to_message.from_user is not None
@@ -183,7 +200,7 @@ def addressed_question(message: Message, bot_id: int, username: str) -> str | No
     )
     if not (mentioned or replied):
         return None
-    return re.sub(re.escape(mention), " ", message.text or "", flags=re.IGNORECASE)
+    return re.sub(re.escape(mention), " ", text, flags=re.IGNORECASE)
 
 
 # Handlers.
@@ -211,17 +228,15 @@ async def on_private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
 
 
 async def on_group_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """In a group only a mention of the bot or a reply to it is a question; chatter is ignored."""
+    """In a group only a mention of the bot or a reply to it is for the bot (a question, or
+    the line a moderator was asked for after Reject); chatter is ignored."""
     message, bot = update.effective_message, context.bot
     assert message is not None
     question = addressed_question(message, bot.id, bot.username)
     if question is None:
         return
-    reply = await assistant_of(context).ask(
-        user_of(update),
-        question,
-        working=typing_in(message),
-        conversation=chat_key("telegram", message.chat_id),
+    reply = await assistant_of(context).handle(
+        context_of(update, context), question, typing_in(message)
     )
     await send(context, message.chat_id, render(reply), quote=message)
 
@@ -235,7 +250,9 @@ async def on_more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     await query.answer()
     if update.effective_chat is not None:
-        await send(context, update.effective_chat.id, render(reply))
+        await send(
+            context, update.effective_chat.id, render(reply), beside=update.effective_message
+        )
 
 
 async def on_sources(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -248,7 +265,7 @@ async def on_sources(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     await query.answer()
     if update.effective_chat is not None:
         out = Outgoing(pack(format_source(passage) for passage in passages))
-        await send(context, update.effective_chat.id, out)
+        await send(context, update.effective_chat.id, out, beside=update.effective_message)
 
 
 async def on_browse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -260,7 +277,7 @@ async def on_browse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         with unless_unchanged():
             await query.edit_message_text(out.texts[0], reply_markup=out.keyboard)
     elif update.effective_chat is not None:
-        await send(context, update.effective_chat.id, out)
+        await send(context, update.effective_chat.id, out, beside=update.effective_message)
 
 
 async def on_vote(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -292,7 +309,9 @@ async def on_announce(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     with unless_unchanged():
         await query.edit_message_reply_markup(None)
     if notice.kind != "cancelled" and update.effective_chat is not None:
-        await send(context, update.effective_chat.id, render(notice))
+        await send(
+            context, update.effective_chat.id, render(notice), beside=update.effective_message
+        )
 
 
 async def on_cover(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -310,7 +329,9 @@ async def on_decide(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     )
     await query.answer()
     if update.effective_chat is not None:
-        await send(context, update.effective_chat.id, render(notice))
+        await send(
+            context, update.effective_chat.id, render(notice), beside=update.effective_message
+        )
 
 
 async def on_expired_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -353,7 +374,10 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     with contextlib.suppress(TelegramError):
         if update.callback_query:
             await update.callback_query.answer()
-        await context.bot.send_message(update.effective_chat.id, escape(SORRY))
+        topic = topic_of(update.effective_message)
+        await context.bot.send_message(
+            update.effective_chat.id, escape(SORRY), message_thread_id=topic
+        )
 
 
 class RetryAfterLimiter(BaseRateLimiter[None]):
@@ -447,7 +471,8 @@ def build_application(
             MessageHandler(new & filters.COMMAND & filters.ChatType.PRIVATE, on_command),
             MessageHandler(new & ~filters.COMMAND & filters.ChatType.PRIVATE, on_private_text),
             MessageHandler(
-                new & filters.TEXT & ~filters.COMMAND & filters.ChatType.GROUPS, on_group_text
+                new & (filters.TEXT | filters.CAPTION) & ~filters.COMMAND & filters.ChatType.GROUPS,
+                on_group_text,
             ),
             CallbackQueryHandler(on_more, pattern=MORE),
             CallbackQueryHandler(on_sources, pattern=SOURCES),

@@ -23,7 +23,7 @@ from bot.telegram import TelegramOutlet, build_application, polling
 from retrieval.abstention import AbstentionPolicy
 from retrieval.corpus import check_corpus, check_draft
 from retrieval.search import Retriever, open_retriever
-from tests.fakes.telegram_server import USER_ID, Call, FakeTelegram
+from tests.fakes.telegram_server import BOT_USER, GROUP, USER_ID, Call, FakeTelegram
 
 MODERATOR = 4242
 QUESTION = "How do we protect a new plant variety that our university bred?"
@@ -264,6 +264,35 @@ async def test_reject_asks_for_a_reason_that_reaches_the_proposer(
     assert "Already cited in IAM-R2." in html.unescape(told.text)
     assert (await running.store.audit_log())[0].detail == "#1"
     assert await running.store.open_suggestions() == []
+
+
+async def test_in_a_group_the_reason_for_a_reject_is_the_moderators_reply_to_the_bot(
+    app: tuple[FakeTelegram, App],
+) -> None:
+    """A moderator may open /queue in a group; the reason asked for after Reject is their
+    next message to the bot there (a reply to it), not a question to search."""
+    telegram, running = app
+    await suggest(telegram, "1", "An example long enough to be kept in the queue.", "skip", "no")
+    telegram.group_message(f"/queue@{BOT_USER['username']}", MODERATOR)
+    queue = await message_to(telegram, GROUP["id"], "#1")
+    telegram.press(queue.result, "✖ Reject #1", MODERATOR)
+    prompt = await message_to(telegram, GROUP["id"], "Why is #1 rejected")
+    telegram.group_message("Too close to IAM-E3.", MODERATOR, reply_to=prompt.result)
+
+    assert "Rejected #1" in (await message_to(telegram, GROUP["id"])).text
+    assert await running.store.open_suggestions() == []
+
+
+async def test_a_suggestion_left_open_does_not_take_a_question_asked_in_a_group(
+    app: tuple[FakeTelegram, App],
+) -> None:
+    telegram, running = app
+    await say(telegram, "/suggest")  # the exchange now waits for 1, 2 or 3 in private
+    telegram.group_message(f"@{BOT_USER['username']} {QUESTION}")
+    answer = await message_to(telegram, GROUP["id"])
+
+    assert "1, 2 or 3" not in answer.text
+    assert "Stopped" in (await say(telegram, "/cancel")).text  # still open in private
 
 
 async def test_a_researcher_cannot_open_the_queue(app: tuple[FakeTelegram, App]) -> None:

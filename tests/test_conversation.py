@@ -66,7 +66,7 @@ def test_memory_is_bounded_to_the_most_recent_chats() -> None:
 async def test_assistant_answers_a_follow_up_and_says_how_it_understood_it(
     assistant: Assistant,
 ) -> None:
-    user, key = User("telegram", "7"), chat_key("telegram", 42)
+    user, key = User("telegram", "7"), chat_key("telegram", 42, "7")
     await assistant.ask(user, "who owns the results of a joint research project?", conversation=key)
     reply = await assistant.ask(user, "what if the partner is in the US?", conversation=key)
     assert isinstance(reply, AnswerReply) and reply.answer.answered

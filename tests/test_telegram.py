@@ -75,6 +75,46 @@ async def test_follow_up_in_the_same_chat_is_read_with_the_previous_question(
     assert "I read this together with your previous question" in reply.text
 
 
+async def test_in_a_group_a_follow_up_is_read_with_its_authors_question_in_its_topic(
+    telegram: FakeTelegram, bot
+) -> None:
+    """Another member's "and what about software?", or one typed in another forum topic, is
+    not read with someone else's question; the answer stays in the topic it was asked in."""
+    mention = f"@{BOT_USER['username']}"
+    telegram.group_message(f"{mention} {QUESTION}", topic=10)
+    first = await telegram.next_call("sendMessage")
+    telegram.group_message(f"{mention} and what about software?", user_id=2002, topic=20)
+    other = await telegram.next_call("sendMessage")
+    telegram.group_message(f"{mention} and what about software?", topic=20)
+    elsewhere = await telegram.next_call("sendMessage")
+    telegram.group_message(f"{mention} and what about software?", topic=10)
+    same = await telegram.next_call("sendMessage")
+
+    assert [c.params.get("message_thread_id") for c in (first, other, elsewhere, same)] == [
+        10, 20, 20, 10,
+    ]  # fmt: skip
+    assert "previous question" not in other.text and "previous question" not in elsewhere.text
+    assert "I read this together with your previous question" in same.text
+
+
+async def test_what_a_button_sends_goes_to_the_topic_of_its_answer(telegram: FakeTelegram, bot):
+    telegram.group_message(f"@{BOT_USER['username']} {QUESTION}", topic=77)
+    answer = (await replies_until_buttons(telegram))[-1]
+    for button in ("More ▸", "Sources"):
+        telegram.press(answer.result, button)
+        sent = await telegram.next_call("sendMessage")
+        assert sent.params.get("message_thread_id") == 77, f"{button} went to the General topic"
+
+
+async def test_a_photo_caption_that_mentions_the_bot_in_a_group_is_answered(
+    telegram: FakeTelegram, bot
+) -> None:
+    telegram.group_photo(f"@{BOT_USER['username']} {QUESTION}")
+    reply = await telegram.next_call("sendMessage")
+
+    assert PASSAGE_HEADING.search(reply.text)
+
+
 async def test_private_question_gets_a_cited_answer(telegram: FakeTelegram, bot, assistant):
     telegram.private_message(QUESTION)
     typing = await telegram.next_call("sendChatAction")

@@ -177,9 +177,30 @@ class FakeTelegram:
         return self._queue_message(text, chat, user_id)
 
     def group_message(
-        self, text: str, user_id: int = USER_ID, reply_to: dict[str, Any] | None = None
+        self,
+        text: str,
+        user_id: int = USER_ID,
+        reply_to: dict[str, Any] | None = None,
+        topic: int | None = None,
     ) -> dict[str, Any]:
-        return self._queue_message(text, GROUP, user_id, reply_to)
+        """A message in the supergroup; with `topic`, in that forum topic (the group is then a
+        forum, as Telegram marks it)."""
+        if topic is None:
+            return self._queue_message(text, GROUP, user_id, reply_to)
+        message = self._message(text, {**GROUP, "is_forum": True}, user_id, reply_to)
+        message.update(message_thread_id=topic, is_topic_message=True)
+        self._queue(message=message)
+        return message
+
+    def group_photo(self, caption: str, user_id: int = USER_ID) -> dict[str, Any]:
+        """A photo with a caption in the supergroup (a caption has entities, as text does)."""
+        message = self._message(caption, GROUP, user_id)
+        message["caption"] = message.pop("text")
+        if entities := message.pop("entities", None):
+            message["caption_entities"] = entities
+        message["photo"] = [{"file_id": "p1", "file_unique_id": "u1", "width": 90, "height": 90}]
+        self._queue(message=message)
+        return message
 
     def press(self, message: dict[str, Any], button_text: str, user_id: int = USER_ID) -> None:
         """Tap a button of a message the bot sent, as that message looks now."""
@@ -440,6 +461,8 @@ class FakeTelegram:
         reply = (params.get("reply_parameters") or {}).get("message_id")
         if reply is not None:
             message["reply_to_message"] = {"message_id": reply, "date": 0, "chat": message["chat"]}
+        if topic := params.get("message_thread_id"):  # sent into a forum topic
+            message.update(message_thread_id=int(topic), is_topic_message=True)
         self.messages[(chat_id, message["message_id"])] = message
         return message
 
