@@ -13,13 +13,15 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from bot.assistant import Assistant, configured_retriever
 from bot.coverage import answers_from, notify_covered
 from bot.leadership import while_leading
 from bot.refresh import Refresher
 from bot.sender import Outlet, Sender
 from bot.settings import Settings
-from bot.store import Store, open_store
+from bot.store import Store, StoreError, open_store
 from bot.subscriptions import Dissemination, refresh_feeds
 from bot.suggestions import Suggestions
 from retrieval.index import Progress
@@ -117,14 +119,19 @@ async def open_app(
         refresher=app.refresher,
         suggestions=Suggestions(store, retriever, settings.corpus_dir, on_notice=app.wake_sender),
     )
-    await app.refresher.start()
-    if feeds is not None:
-        await refresh_feeds(store, feeds, retriever.corpus)
-    if outlets:
-        app.outlets = outlets
-        app.sender = Sender(store, outlets, retriever.corpus.areas)
-    await ensure_outlet_subscriptions(app)
-    await purge_old_questions(app)
+    try:
+        await app.refresher.start()
+        if feeds is not None:
+            await refresh_feeds(store, feeds, retriever.corpus)
+        if outlets:
+            app.outlets = outlets
+            app.sender = Sender(store, outlets, retriever.corpus.areas)
+        await ensure_outlet_subscriptions(app)
+        await purge_old_questions(app)
+    except (SQLAlchemyError, OSError) as exc:  # e.g. a read-only SQLite file with its journal
+        await store.close()
+        reason = getattr(exc, "orig", None) or exc  # the driver's words, not the SQL sent
+        raise StoreError(f"cannot use the database at start: {reason}") from None
     return app
 
 

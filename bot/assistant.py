@@ -228,8 +228,11 @@ class Assistant:
                 (hit.passage.id for hit in answer.hits),
                 latency,
             )
-        except Exception:  # the user still gets the answer, only without its buttons
-            log.exception("the question could not be stored; answering without buttons")
+        except Exception as exc:  # the user still gets the answer, only without its buttons
+            # one line per question during an outage; the traceback with --debug
+            debug = log.isEnabledFor(logging.DEBUG)
+            log.error("the question could not be stored (%r); answering without buttons", exc,
+                      exc_info=debug)  # fmt: skip
             question_id = None
         return AnswerReply(answer, question_id)
 

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from importlib.metadata import PackageNotFoundError, version
@@ -154,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         return dispatch(args, settings)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `ipbot ask ... | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141  # as a shell reports a command ended by SIGPIPE
     except (SettingsError, ModelNotFoundError, UserInputError, StoreError) as exc:
         return fail(str(exc), args.debug, code=2)
     except CorpusError as exc:
@@ -294,7 +298,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         raise UserInputError(
             'Please type a question, for example: ipbot ask "Who owns joint results?"'
         )
-    top_k = args.top_k or settings.top_k
+    top_k = settings.top_k if args.top_k is None else args.top_k
     if not 1 <= top_k <= 50:
         raise UserInputError("--top-k must be between 1 and 50")
     from bot.assistant import configured_retriever

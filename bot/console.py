@@ -8,9 +8,12 @@ talk to the bot: push a line, read the reply.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import shutil
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 
 from bot.assistant import Assistant
@@ -18,6 +21,7 @@ from bot.replies import (
     HELPDESK_URL,
     HUMAN_HELP,
     NOT_COVERED,
+    SORRY,
     AboutReply,
     AnnouncePreview,
     AnswerReply,
@@ -39,6 +43,7 @@ from retrieval.search import Answer, Hit
 MAX_WIDTH = 100  # long lines are hard to read even on a wide terminal
 MIN_WIDTH = 40
 PROMPT = "you> "
+log = logging.getLogger(__name__)
 
 
 def width() -> int:
@@ -186,7 +191,16 @@ class ConsoleChat:
         self._disclaimer_shown = False
 
     async def send(self, text: str) -> str:
-        """The bot's reply to one line typed by the user."""
+        """The bot's reply to one line typed by the user. A failure (the database down, say)
+        is logged in one line and the user told, and the chat goes on, as on the platforms."""
+        try:
+            return await self._reply(text)
+        except Exception as exc:
+            debug = log.isEnabledFor(logging.DEBUG)
+            log.error("console: a message could not be handled: %r", exc, exc_info=debug)
+            return SORRY
+
+    async def _reply(self, text: str) -> str:
         command = text.strip().lower()
         if command == "/sources":
             return self._sources()
@@ -229,6 +243,35 @@ class ConsoleChat:
         return self.assistant.browse(page.area.slug, page.page + 1)
 
 
+async def read_aside(read_line: Callable[[str], str], prompt: str) -> str:
+    """One line read in a daemon thread while the event loop goes on (the sender, refreshes).
+
+    Not in the loop's executor: on Ctrl+C Python waits at exit for the executor's threads, and
+    one of them would sit in `input()` until Enter was pressed.
+    """
+    loop = asyncio.get_running_loop()
+    line: asyncio.Future[str] = loop.create_future()
+
+    def settle(value: str | None, error: BaseException | None) -> None:
+        if line.done():  # the chat ended meanwhile
+            return
+        if error is not None:
+            line.set_exception(error)
+        else:
+            line.set_result(value or "")
+
+    def read() -> None:
+        try:
+            value, error = read_line(prompt), None
+        except BaseException as exc:  # EOFError, KeyboardInterrupt: the chat's to handle
+            value, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed while this thread waited
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=read, name="console-input", daemon=True).start()
+    return await line
+
+
 async def run_console(
     assistant: Assistant,
     read_line: Callable[[str], str] = input,
@@ -237,13 +280,15 @@ async def run_console(
     """The REPL: read a line, print the reply, until /quit or end of input."""
     chat = ConsoleChat(assistant, bold=sys.stdout.isatty())
     write("ipbot: ask me about managing IP in research. /help for commands, /quit to leave.")
-    loop = asyncio.get_running_loop()
     while True:
         try:
-            line = await loop.run_in_executor(None, read_line, PROMPT)
+            line = await read_aside(read_line, PROMPT)
         except (EOFError, KeyboardInterrupt):
             write("")
             return
+        except asyncio.CancelledError:  # Ctrl+C: the chat ends at once
+            write("")
+            raise
         if line.strip().lower() in ("/quit", "/exit", "quit", "exit"):
             return
         if line.strip() and (reply := await chat.send(line)):

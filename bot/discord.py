@@ -35,6 +35,7 @@ from bot.discord_format import (
     thread_name,
 )
 from bot.replies import (
+    SORRY,
     AnnouncePreview,
     AnswerReply,
     AreaPage,
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 BUTTON_TIMEOUT = 3600.0
 BUTTON_LABEL_MAX = 80  # Discord's limit
 MAX_OFFER_BUTTONS = 5  # one row of buttons
-SORRY = "Sorry, something went wrong while answering. Please try again in a moment."
 DESCRIPTIONS = {c.name: c.description[:100] for c in COMMANDS}
 # on_ready fires this long after the last GUILD_CREATE (discord.py's default is 2 s); we use
 # no guild events, so a short wait only makes a quick start-stop cycle clean (see run_discord)

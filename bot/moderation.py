@@ -27,6 +27,13 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 3650
 
 
+def as_text_cell(text: str) -> str:
+    """A user's text as a spreadsheet shows it, never as a formula: a cell that starts with
+    =, +, -, @, a tab or a carriage return gets a leading apostrophe (OWASP's advice), since
+    anyone can type "=HYPERLINK(...)" as a question and a moderator opens the export."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 @dataclass(frozen=True)
 class Gap:
     """Unanswered questions that mean much the same, and the area closest to them."""
@@ -158,7 +165,7 @@ class Moderation:
         writer.writerow(["group", "group_size", "nearest_area", "question"])
         for number, gap in enumerate(await self.gaps(days), start=1):
             for question in gap.questions:
-                writer.writerow([number, gap.size, gap.nearest_area, question])
+                writer.writerow([number, gap.size, gap.nearest_area, as_text_cell(question)])
         return out.getvalue()
 
     def _area_title(self, slug: str | None) -> str:

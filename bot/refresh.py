@@ -31,6 +31,7 @@ from retrieval.versions import Build, Versions, VersionUnavailableError
 
 log = logging.getLogger(__name__)
 
+FAILURE_LOG_SECONDS = 60.0  # a run of failed steps is logged again at most this often
 POLL_SECONDS = 2.0  # how soon a request from the command line, or another replica's swap, is seen
 MAX_PROBLEMS_SHOWN = 15
 OnSwap = Callable[[Build], Awaitable[str | None]]  # runs after a swap; may add a summary line
@@ -86,6 +87,8 @@ class Refresher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._unavailable: str | None = None  # a live build this process could not open
+        self._failing_since: float | None = None  # when the worker's steps began to fail
+        self._failure_logged = 0.0
 
     @property
     def versions(self) -> Versions | None:
@@ -117,11 +120,33 @@ class Refresher:
                     await self._handle(request)
                     continue
                 await self._follow_live()
-            except Exception:
-                log.exception("refresh worker: a step failed; trying again shortly")
+                self._recovered()
+            except Exception as exc:
+                self._failed(exc)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+
+    def _failed(self, exc: Exception) -> None:
+        """Log a failed step: the first of a run in full, then one line a minute at most. A
+        database outage fails every step, every two seconds: a traceback each time buried the
+        console chat and the service log."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = self._failure_logged = now
+            log.exception("refresh worker: a step failed; trying again shortly")
+        elif now - self._failure_logged >= FAILURE_LOG_SECONDS:
+            self._failure_logged = now
+            waited = now - self._failing_since
+            log.warning("refresh worker: still failing after %.0f s: %r", waited, exc)
+
+    def _recovered(self) -> None:
+        if self._failing_since is not None:
+            log.warning(
+                "refresh worker: working again after %.0f s",
+                time.monotonic() - self._failing_since,
+            )
+            self._failing_since = None
 
     def stop(self) -> None:
         self._stopping = True
@@ -289,7 +314,9 @@ class Refresher:
         if versions is None or not self.store.shared:
             return
         if not await self.store.has_artefact(build.name):
-            await self.store.save_artefact(build.name, await asyncio.to_thread(versions.pack, build))
+            await self.store.save_artefact(
+                build.name, await asyncio.to_thread(versions.pack, build)
+            )
         kept = [v.build for v in await self.store.versions(KEEP_BUILDS + 1)]
         live = await self.store.live_version()
         await self.store.prune_artefacts([*kept, build.name, *([live.build] if live else [])])

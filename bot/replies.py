@@ -25,6 +25,7 @@ HUMAN_HELP = (
     "or your institution's technology transfer office."
 )
 NOT_COVERED = "I could not find this in the Code of Practice material I can cite."
+SORRY = "Sorry, something went wrong on my side. Please try again in a moment."
 EXAMPLE_QUESTION = "Who owns the results of a joint research project?"
 
 

@@ -235,6 +235,8 @@ def load_settings(**overrides: object) -> Settings:
     """Read settings, turning validation errors into one line that names the variable."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except UnicodeDecodeError:  # pydantic-settings reads .env as UTF-8
+        raise SettingsError("the .env file is not valid UTF-8: save it as UTF-8") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         message = str(first["msg"]).removeprefix("Value error, ")

@@ -63,7 +63,7 @@ from bot.assistant import EXPIRED, Assistant
 from bot.commands import ALIASES, COMMANDS, public_commands
 from bot.http import Receiver, WebhookSlot
 from bot.leadership import first_of, once_among_replicas
-from bot.replies import AnswerReply, Chat, Context, Notice, Quiet, User
+from bot.replies import SORRY, AnswerReply, Chat, Context, Notice, Quiet, User
 from bot.sender import DeliveryResult, Outbound, Outcome, Target
 from bot.settings import Settings, SettingsError
 from bot.store import Store
@@ -89,7 +89,6 @@ log = logging.getLogger(__name__)
 START_RETRY_FIRST, START_RETRY_MAX = 1.0, 30.0  # seconds between attempts to reach Telegram
 MAX_RETRY_WAIT = 60.0  # seconds; a longer flood wait fails the request instead of stalling it
 INLINE_CACHE_SECONDS = 60
-SORRY = "Sorry, something went wrong on my side. Please try again in a moment."
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY, Update.INLINE_QUERY]
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # carries the secret given at setWebhook
 WEBHOOK_CHECK_SECONDS = 60.0

@@ -182,9 +182,13 @@ def load_corpus(corpus_dir: Path) -> Corpus:
 
 
 def corpus_version(corpus_dir: Path) -> str:
-    """The moderators' version label in `VERSION`, readable without loading the corpus."""
+    """The moderators' version label in `VERSION`, readable without loading the corpus (an
+    unreadable one is reported by `check_corpus`)."""
     version_file = Path(corpus_dir) / "VERSION"
-    return version_file.read_text().strip() if version_file.exists() else "unversioned"
+    if not version_file.exists():
+        return "unversioned"
+    text, _ = _read_text(version_file)
+    return text.strip() if text is not None else "unreadable"
 
 
 def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
@@ -214,6 +218,8 @@ def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
     passages, asked_problems = _load_asked(corpus_dir / ASKED_FILE, passages)
     problems += asked_problems
     version = corpus_version(corpus_dir)
+    if (corpus_dir / "VERSION").exists():
+        problems += _read_text(corpus_dir / "VERSION")[1]
     areas.sort(key=lambda a: AREA_SLUGS.index(a.slug))
     corpus = Corpus(
         areas=tuple(areas),
@@ -332,14 +338,25 @@ def _impossible_date_line(front_matter: list[str]) -> int:
 
 
 def _read_lines(path: Path) -> tuple[list[str], list[Problem]]:
-    """The file's lines, or a problem naming the line of the first byte that is not UTF-8."""
-    data = path.read_bytes()
+    """The file's lines, or a problem (see `_read_text`)."""
+    text, problems = _read_text(path)
+    return (text.splitlines() if text is not None else []), problems
+
+
+def _read_text(path: Path) -> tuple[str | None, list[Problem]]:
+    """A corpus file's text, or a problem instead of an exception: a byte that is not UTF-8
+    (at its line), or no readable file (a folder named like one, a broken or looping link)."""
     try:
-        return data.decode("utf-8").splitlines(), []
+        data = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return None, [Problem(str(path), 0, f"cannot be read ({reason}); it must be a text file")]
+    try:
+        return data.decode("utf-8"), []
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         message = f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
-        return [], [Problem(str(path), line, message)]
+        return None, [Problem(str(path), line, message)]
 
 
 def check_draft(path: Path, corpus: Corpus, replaces: str | None = None) -> list[Problem]:
@@ -564,9 +581,12 @@ def _check_text(text: str, line_no: int, path: str) -> list[Problem]:
 
 def _load_glossary(path: Path) -> tuple[Glossary, list[Problem]]:
     """The optional glossary; its problems are located like any other corpus problem."""
-    if not path.is_file():
+    if not path.exists():
         return Glossary(), []
-    glossary, problems = parse_glossary(path.read_text(encoding="utf-8"))
+    text, unreadable = _read_text(path)
+    if text is None:
+        return Glossary(), unreadable
+    glossary, problems = parse_glossary(text)
     return glossary, [Problem(str(path), line, message) for line, message in problems]
 
 
@@ -587,9 +607,11 @@ def _unknown_english_terms(
 
 def _load_scope(path: Path, passages: list[Passage]) -> tuple[EvalSet, list[Problem]]:
     """The optional scope examples; a passage id or area they name must exist."""
-    if not path.is_file():
+    if not path.exists():
         return EvalSet((), ()), []
-    text = path.read_text(encoding="utf-8")
+    text, unreadable = _read_text(path)
+    if text is None:
+        return EvalSet((), ()), unreadable
     scope, found = parse_eval_set(text)
     problems = [Problem(str(path), line, message) for line, message in found]
     ids = {p.id for p in passages}
@@ -612,10 +634,12 @@ def _load_asked(path: Path, passages: list[Passage]) -> tuple[list[Passage], lis
     questions, so that editing one sentence leaves the others' questions in place. A sentence
     start that no longer begins exactly one sentence of its passage is reported.
     """
-    if not path.is_file():
+    if not path.exists():
         return passages, []
     name = str(path)
-    text = path.read_text(encoding="utf-8")
+    text, unreadable = _read_text(path)
+    if text is None:
+        return passages, unreadable
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:

