@@ -177,6 +177,7 @@ class Assistant:
         remember: bool = True,
         working: Working | None = None,
         conversation: str | None = None,
+        language: str | None = None,
     ) -> AnswerReply | Notice | Quiet:
         """Answer a question (or another page of it) and remember it, without who asked.
 
@@ -185,7 +186,8 @@ class Assistant:
         "typing..." there. Inline queries (`remember=False`) fire on every keystroke: they
         are not stored. With a `conversation` key (see `chat_key`), a follow-up such as "and
         for software?" is read together with that chat's previous question, and the answer
-        says so.
+        says so. `language` forces the language a page is read in (More continues an answer
+        in the language it was answered in); otherwise it is detected, the user's as a hint.
         """
         admission = self.rate_limiter.check(user.key)
         if admission == "drop":
@@ -204,7 +206,7 @@ class Assistant:
             await working()
         started = time.perf_counter()
         answer, language = await self._search(
-            text, area_filter, max(0, offset), notes, user.language
+            text, area_filter, max(0, offset), notes, user.language, language
         )
         log.info(
             "question answered=%s area=%s language=%s",
@@ -227,6 +229,7 @@ class Assistant:
                 answer.hits[0].score if answer.hits else None,
                 (hit.passage.id for hit in answer.hits),
                 latency,
+                language,
             )
         except Exception as exc:  # the user still gets the answer, only without its buttons
             # one line per question during an outage; the traceback with --debug
@@ -243,6 +246,7 @@ class Assistant:
         offset: int,
         notes: tuple[str, ...] = (),
         language_hint: str | None = None,
+        language: str | None = None,
     ) -> tuple[Answer, str]:
         """The answer to a question and the language it was read in.
 
@@ -257,7 +261,7 @@ class Assistant:
             self.retriever.answer_with_vector,
             text, area=area, top_k=self.top_k, offset=offset, notes=notes,
         )  # fmt: skip
-        read = functools.partial(self._english_query, text, language_hint)
+        read = functools.partial(self._english_query, text, language_hint, language)
         try:
             return await self._batcher(ENGLISH).embed_then(read, search), ENGLISH
         except _OtherLanguage as other:
@@ -266,10 +270,14 @@ class Assistant:
                 other.query, answer
             ), other.language
 
-    def _english_query(self, text: str, language_hint: str | None) -> str:
+    def _english_query(self, text: str, language_hint: str | None, known: str | None) -> str:
         """The text MiniLM embeds for a question read as English; raises `_OtherLanguage` (on
-        the model's thread) for a question the multilingual model answers."""
-        language, query = self.retriever.language_and_query(text, language_hint)
+        the model's thread) for a question the multilingual model answers. A `known` language
+        (an earlier page's) is not detected again."""
+        if known is not None and (known == ENGLISH or self.retriever.multilingual is not None):
+            language, query = known, self.retriever.query_text(text, known)
+        else:
+            language, query = self.retriever.language_and_query(text, language_hint)
         if language != ENGLISH:
             raise _OtherLanguage(language, query)
         return query
@@ -298,7 +306,9 @@ class Assistant:
         asked = await self.store.question(question_id)
         if asked is None:
             return Notice("expired", EXPIRED)
-        reply = await self.ask(user, asked.text, asked.area_filter, offset, working=working)
+        reply = await self.ask(
+            user, asked.text, asked.area_filter, offset, working=working, language=asked.language
+        )
         if isinstance(reply, AnswerReply):
             return AnswerReply(reply.answer, question_id, reply.disclaimer)
         return reply
@@ -309,7 +319,7 @@ class Assistant:
         if asked is None:
             return Notice("expired", EXPIRED)
         text, _, area = self.retriever.prepare(asked.text, asked.area_filter)
-        answer, _ = await self._search(text, area, offset)
+        answer, _ = await self._search(text, area, offset, language=asked.language)
         return tuple(hit.passage for hit in answer.hits)
 
     async def vote(self, user: User, question_id: int, helpful: bool) -> Notice:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from bot.assistant import Assistant, User
+from bot.replies import AnswerReply
 from bot.scale import synthetic_index
 from retrieval.abstention import names_ip_concept
 from retrieval.evaluate import (
@@ -245,6 +246,23 @@ async def test_telegram_users_language_code_reaches_the_answer(assistant: Assist
     user = User("telegram", "42", language="sv")
     reply = await assistant.ask(user, "Vad betyder nyttiggörande egentligen?")
     assert NOTES["sv"] in reply.answer.notes  # type: ignore[union-attr]
+
+
+async def test_more_and_sources_continue_the_answer_in_its_language(assistant: Assistant) -> None:
+    """Read with the asker's hint, this question is Swedish; alone, langdetect takes it for
+    French. Sources and More searched again without the hint (and a Discord press carries
+    none), so they showed other passages, with a French note."""
+    asked = await assistant.ask(User("telegram", "42", "sv"), "Hur licensierar vi en patent?")
+    assert isinstance(asked, AnswerReply) and asked.question_id is not None
+    assert NOTES["sv"] in asked.answer.notes
+
+    sources = await assistant.sources(asked.question_id)
+    more = await assistant.more(User("discord", "7"), asked.question_id, 3)
+
+    assert [p.id for p in sources] == [hit.passage.id for hit in asked.answer.hits]  # type: ignore[union-attr]
+    assert isinstance(more, AnswerReply) and NOTES["sv"] in more.answer.notes
+    shown = {hit.passage.id for hit in asked.answer.hits}
+    assert not shown & {hit.passage.id for hit in more.answer.hits}
 
 
 def test_multilingual_index_is_kept_beside_the_first(retriever: Retriever, data_dir: Path) -> None:

@@ -136,6 +136,7 @@ class QuestionRecord:
     text: str
     area_filter: str | None
     asked_at: dt.datetime
+    language: str | None = None  # the language it was answered in, where kept
 
 
 @dataclass(frozen=True)
@@ -430,6 +431,7 @@ class Store:
         best_score: float | None,
         passage_ids: Iterable[str],
         latency_ms: float | None = None,
+        language: str | None = None,
     ) -> int:
         """Keep a question and return its id; questions that arrive together share a commit."""
         row = {
@@ -442,6 +444,7 @@ class Store:
             "best_score": best_score,
             "passage_ids": ",".join(passage_ids),
             "latency_ms": latency_ms,
+            "language": language,
         }
         return await self._questions.submit(row)
 
@@ -456,7 +459,9 @@ class Store:
             row = await session.get(QuestionRow, question_id)
         if row is None:
             return None
-        return QuestionRecord(row.id, row.platform, row.text, row.area_filter, row.asked_at)
+        return QuestionRecord(
+            row.id, row.platform, row.text, row.area_filter, row.asked_at, row.language
+        )
 
     async def _voter(self, user_key: str) -> str:
         """A salted one-way digest: enough to count one vote per person, not to name them."""
@@ -1156,7 +1161,9 @@ class Store:
     async def set_figures(self, number: int, figures: dict[str, Any]) -> None:
         async with self.session.begin() as session:
             await session.execute(
-                update(VersionRow).where(VersionRow.id == number).values(figures=json.dumps(figures))
+                update(VersionRow)
+                .where(VersionRow.id == number)
+                .values(figures=json.dumps(figures))
             )
 
     async def make_live(self, number: int, leaving: VersionStatus = VersionStatus.PREVIOUS) -> None:
@@ -1249,6 +1256,7 @@ class Store:
                 )
             )
             return int(done.rowcount or 0)  # type: ignore[attr-defined]
+
     async def pending_by_platform(self) -> dict[str, int]:
         """Deliveries waiting in the outbox, per platform (for /metrics)."""
         async with self.session() as session:
@@ -1296,9 +1304,7 @@ class Store:
                     if lost.is_set():  # broken: the server ended the session and its lock
                         await connection.invalidate()
                     else:
-                        await connection.execute(
-                            text("SELECT pg_advisory_unlock(:k)"), {"k": key}
-                        )
+                        await connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                         await connection.commit()
 
     async def meta(self, key: str) -> str | None:

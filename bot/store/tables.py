@@ -47,6 +47,9 @@ class QuestionRow(Base):
     best_score: Mapped[float | None]
     passage_ids: Mapped[str] = mapped_column(Text, default="")
     latency_ms: Mapped[float | None]
+    # the language it was answered in (None before it was kept): More and Sources continue
+    # that answer, whoever presses them and whatever their client's language
+    language: Mapped[str | None] = mapped_column(String(8))
     # lets SQLite insert a batch of questions in one statement and still return each its own
     # id in order: without it, SQLAlchemy inserts them one at a time (one trip to the database
     # thread each)
@@ -214,6 +217,8 @@ class RefreshRequestRow(Base):
     result: Mapped[str] = mapped_column(Text, default="")  # the summary the moderator reads
     offers: Mapped[str] = mapped_column(Text, default="")  # update ids offered for publishing
     finished_at: Mapped[dt.datetime | None]
+
+
 class CoverageRow(Base):
     """Someone asked to be told when an unanswered question gets an answer (opt-in only).
 
