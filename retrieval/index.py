@@ -97,12 +97,15 @@ def letter_words(text: str) -> list[str]:
     return _LETTER_WORDS.findall(text.lower())
 
 
-def known_word_share(text: str, vocabulary: dict[str, int]) -> float:
-    """Share of a text's words that are English stop words or corpus terms (1.0 if few words)."""
+def known_word_share(
+    text: str, vocabulary: dict[str, int], min_words: int = MIN_WORDS_TO_TELL
+) -> float:
+    """Share of a text's words that are English stop words or corpus terms (1.0 if fewer than
+    `min_words` words)."""
     if not text.isascii() and _mostly_other_script(text):
         return 0.0  # mostly another script (Cyrillic, Greek, CJK...)
     words = letter_words(text)
-    if len(words) < MIN_WORDS_TO_TELL:
+    if len(words) < max(min_words, 1):
         return 1.0
     known = sum(
         w in _STOPWORDS or stem in vocabulary for w, stem in zip(words, _stem(words), strict=True)

@@ -130,6 +130,11 @@ _IRISH_WORDS = frozenset(
     "dhéanamh úsáid ár dár sula gá níos chóir fearr aon ann fáth brí mé leis nó cosúil liomsa "
     "agamsa domsa".split()
 )
+# languages langdetect takes for one another on a short text, and Serbian and Bosnian, which it
+# has no profile for: a platform's hint of one of them wins when detection names another
+CLOSE_LANGUAGES = (
+    *(frozenset(group.split()) for group in ("da no sv", "cs sk", "hr sl sr bs", "bg mk sr")),
+)
 MIN_SPELLING_CUES = 2  # one cue can be a name or a borrowed word; two are the language
 
 
@@ -155,6 +160,20 @@ def language_by_spelling(text: str) -> str | None:
 def _spelled(cues: dict[str, int]) -> str | None:
     language = max(cues, key=cues.__getitem__)
     return language if cues[language] >= MIN_SPELLING_CUES else None
+
+
+def _short_and_not_english(
+    text: str, vocabulary: dict[str, int], english_words: frozenset[str]
+) -> bool:
+    """Too short for the share of English words to tell (one or two words), with a word that is
+    neither an English word nor a corpus term: with a platform's hint of another language, that
+    language ("Umowa licencyjna?"); "FTO?" or "patent licence" stay English."""
+    words = letter_words(text)
+    if not words or len(words) >= MIN_WORDS_TO_TELL:
+        return False
+    if known_word_share(text, vocabulary, min_words=1) == 1.0:
+        return False
+    return not all(word in english_words for word in words)
 
 
 def only_words_of(text: str, words: frozenset[str]) -> bool:
@@ -185,11 +204,13 @@ class LanguageDetector:
         cues = spelling_cues(text)
         if spelled := _spelled(cues):
             return spelled
+        wanted = (hint or "").split("-")[0].split("_")[0].lower()
+        if wanted not in ("", ENGLISH) and _short_and_not_english(text, vocabulary, english_words):
+            return wanted  # "Brevetto unitario?" from an Italian client
         if known_word_share(text, vocabulary) >= ENGLISH_WORD_SHARE:
             return ENGLISH
         if only_words_of(text, english_words):
             return ENGLISH
-        wanted = (hint or "").split("-")[0].split("_")[0].lower()
         if cues.get(wanted):  # a single cue of the language the platform names
             return wanted
         from langdetect.lang_detect_exception import LangDetectException
@@ -200,7 +221,10 @@ class LanguageDetector:
             return ENGLISH
         if any(c.lang == wanted and c.prob >= HINT_MIN_PROBABILITY for c in candidates):
             return wanted
-        return str(candidates[0].lang).split("-")[0]
+        found = str(candidates[0].lang).split("-")[0]
+        if any(wanted in group and found in group for group in CLOSE_LANGUAGES):
+            return wanted  # Slovenian read as Croatian, Serbian (no profile) as Macedonian
+        return found
 
 
 class MultilingualModel:

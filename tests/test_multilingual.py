@@ -242,6 +242,30 @@ def test_platform_language_is_a_hint_that_settles_close_calls(retriever: Retriev
     assert retriever.language_of("Can Ann patent her invention?", hint="ga") == "en"
 
 
+@pytest.mark.parametrize(
+    "question, hint",
+    [
+        ("Umowa licencyjna?", "pl"),  # two words: too few for the share of English words
+        ("Brevetto unitario?", "it"),
+        ("Octrooi aanvragen?", "nl"),
+        ("Kdo je lastnik izuma?", "sl"),  # langdetect: Croatian
+        ("Ko je vlasnik pronalaska?", "sr"),  # langdetect has no Serbian: Croatian
+        ("Ко је власник проналаска?", "sr"),  # and in Cyrillic: Macedonian
+    ],
+)
+def test_the_platforms_language_settles_short_and_neighbouring_questions(
+    retriever: Retriever, question: str, hint: str
+) -> None:
+    assert retriever.language_of(question, hint=hint) == hint
+
+
+def test_short_english_stays_english_whatever_the_platforms_language(
+    retriever: Retriever,
+) -> None:
+    for question in ("FTO?", "patent licence", "MTA", "spin-off equity"):
+        assert retriever.language_of(question, hint="de") == "en", question
+
+
 async def test_telegram_users_language_code_reaches_the_answer(assistant: Assistant) -> None:
     user = User("telegram", "42", language="sv")
     reply = await assistant.ask(user, "Vad betyder nyttiggörande egentligen?")
