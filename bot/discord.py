@@ -618,12 +618,18 @@ class IpBot(commands.Bot):
         assert self.user is not None
         channel = message.channel
         in_own_thread = isinstance(channel, discord.Thread) and channel.owner_id == self.user.id
-        mentioned = any(user.id == self.user.id for user in message.mentions)
+        own_roles = {
+            r.id for r in message.role_mentions if r.tags and r.tags.bot_id == self.user.id
+        }
+        mentioned = bool(own_roles) or any(user.id == self.user.id for user in message.mentions)
         # without the message content intent, unaddressed thread messages arrive empty
         follow_up = in_own_thread and bool(message.content.strip())
         if message.guild is not None and not (mentioned or follow_up):
             return None
-        return re.sub(rf"<@!?{self.user.id}>", " ", message.content).strip()
+        text = re.sub(rf"<@!?{self.user.id}>", " ", message.content)
+        for role in own_roles:  # the bot's own role, which Discord's picker offers beside it
+            text = text.replace(f"<@&{role}>", " ")
+        return text.strip()
 
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot:

@@ -172,7 +172,12 @@ def context_of(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Context:
     kinds = {ChatType.PRIVATE: "private", ChatType.CHANNEL: "channel"}
     kind = kinds.get(ChatType(chat.type), "group") if chat.type in kinds else "group"
 
+    message = update.effective_message
+    sender_chat = message.sender_chat if message is not None else None
+
     async def is_admin() -> bool:
+        if sender_chat is not None and sender_chat.id == chat.id:
+            return True  # an anonymous administrator: only administrators post as the group
         try:
             member = await context.bot.get_chat_member(chat.id, int(user.id))
         except TelegramError as exc:

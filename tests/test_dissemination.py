@@ -137,6 +137,19 @@ async def test_only_a_groups_administrators_subscribe_it(telegram: FakeTelegram,
     assert group is not None and group.kind == "group"
 
 
+async def test_an_administrator_posting_as_the_group_subscribes_it(
+    telegram: FakeTelegram, app: App
+) -> None:
+    """Telegram names GroupAnonymousBot as the sender, who is no administrator: the group as
+    sender says an administrator posted it."""
+    telegram.anonymous_admin_message("/subscribe")
+    accepted = await telegram.next_call("sendMessage")
+
+    assert "Subscribed" in accepted.text
+    group = await app.store.subscription("telegram", str(accepted.params["chat_id"]))
+    assert group is not None and group.kind == "group"
+
+
 async def test_a_moderator_previews_confirms_and_each_subscriber_gets_one_copy(
     telegram: FakeTelegram, app: App
 ) -> None:

@@ -222,11 +222,15 @@ class FakeDiscord:
         dm: bool = False,
         channel_id: int = 0,
         author: dict | None = None,
+        role_mention: bool = False,
     ) -> dict:
-        """A researcher (or `author`) writes a message in the channel, a thread or a DM."""
+        """A researcher (or `author`) writes a message in the channel, a thread or a DM;
+        `role_mention` addresses the bot's own role, which Discord's picker offers beside it."""
         author = author or self.researcher
         if mention:
             content = f"<@{self.bot_user['id']}> {content}"
+        elif role_mention:
+            content = f"<@&{self.guild_id + 1}> {content}"
         elif not dm and not (self.identify or {}).get("intents", 0) & MESSAGE_CONTENT_INTENT:
             content = ""  # as Discord does for a bot without the message content intent
         data = self._message(
@@ -234,6 +238,8 @@ class FakeDiscord:
         )
         if mention:
             data["mentions"] = [self.bot_user]
+        if role_mention:
+            data["mention_roles"] = [str(self.guild_id + 1)]
         if not dm:
             data["guild_id"] = str(self.guild_id)
             data["member"] = {k: v for k, v in self._member(author).items() if k != "user"}
@@ -369,6 +375,7 @@ class FakeDiscord:
                     "permissions": str(MEMBER_PERMISSIONS),
                     "position": 1,
                     "managed": True,
+                    "tags": {"bot_id": self.bot_user["id"]},  # the role Discord made for the bot
                 },
                 {
                     "id": str(self.moderator_role_id),

@@ -44,6 +44,7 @@ BOT_USER = {
 }
 USER_ID = 1001
 GROUP = {"id": -1002003004005, "type": "supergroup", "title": "Research office"}
+ANONYMOUS_ADMIN = 1087968824  # GroupAnonymousBot, the sender of what admins post as the group
 CHAT_ACTIONS = {"typing", "upload_photo", "record_video", "upload_document", "find_location"}
 # Parameters that stay strings even when they look like JSON ("123" as a question is text).
 TEXT_PARAMETERS = {
@@ -189,6 +190,15 @@ class FakeTelegram:
             return self._queue_message(text, GROUP, user_id, reply_to)
         message = self._message(text, {**GROUP, "is_forum": True}, user_id, reply_to)
         message.update(message_thread_id=topic, is_topic_message=True)
+        self._queue(message=message)
+        return message
+
+    def anonymous_admin_message(self, text: str) -> dict[str, Any]:
+        """A message an administrator posts as the group itself: Telegram sends it from
+        GroupAnonymousBot, with the group as `sender_chat`."""
+        message = self._message(text, GROUP, ANONYMOUS_ADMIN)
+        message["from"] = {"id": ANONYMOUS_ADMIN, "is_bot": True, "first_name": "Group"}
+        message["sender_chat"] = GROUP
         self._queue(message=message)
         return message
 
