@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 AREA_PAGE_SIZE = 5
 EXPIRED = "This button has expired. Please ask your question again."
+NOTHING_MORE = "There is nothing more to show for this question."
 REFUSED = "Sorry, only {who} can use /{name}."
 Working = Callable[[], Awaitable[None]]  # an adapter's "typing..." once a question is admitted
 MAX_TRACKED_USERS = 50_000  # rate-limit entries kept at most, however many users write at once
@@ -309,17 +310,26 @@ class Assistant:
         reply = await self.ask(
             user, asked.text, asked.area_filter, offset, working=working, language=asked.language
         )
+        if isinstance(reply, AnswerReply) and reply.answer.answered and not reply.answer.hits:
+            return Notice("usage", NOTHING_MORE)  # past the last page (an old or forged button)
         if isinstance(reply, AnswerReply):
             return AnswerReply(reply.answer, question_id, reply.disclaimer)
         return reply
 
-    async def sources(self, question_id: int, offset: int = 0) -> tuple[Passage, ...] | Notice:
-        """The passages an answer cited, in full: what a Sources button shows."""
+    async def sources(
+        self, user: User, question_id: int, offset: int = 0
+    ) -> tuple[Passage, ...] | Notice:
+        """The passages an answer cited, in full: what a Sources button shows. A press is a
+        search like a question, so it counts toward the same rate limit."""
+        if self.rate_limiter.check(user.key) != "allow":
+            return self._slow_down(user)
         asked = await self.store.question(question_id)
         if asked is None:
             return Notice("expired", EXPIRED)
         text, _, area = self.retriever.prepare(asked.text, asked.area_filter)
         answer, _ = await self._search(text, area, offset, language=asked.language)
+        if not answer.hits:
+            return Notice("usage", NOTHING_MORE)
         return tuple(hit.passage for hit in answer.hits)
 
     async def vote(self, user: User, question_id: int, helpful: bool) -> Notice:

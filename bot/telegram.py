@@ -262,7 +262,7 @@ async def on_more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def on_sources(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The Sources button: each cited passage in full, folded in an expandable quote."""
     query, (question_id, offset) = pressed(update, context)
-    passages = await assistant_of(context).sources(int(question_id), int(offset))
+    passages = await assistant_of(context).sources(user_of(update), int(question_id), int(offset))
     if isinstance(passages, Notice):
         await query.answer(passages.text, show_alert=True)
         return
@@ -285,12 +285,14 @@ async def on_browse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def on_vote(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Helpful / not helpful: recorded for moderators, then the vote buttons disappear."""
+    """Helpful / not helpful: recorded for moderators, then, in a private chat, the vote buttons
+    disappear (in a group every member may vote once: they stay)."""
     query, (question_id, sign) = pressed(update, context)
     notice = await assistant_of(context).vote(user_of(update), int(question_id), sign == "+")
     await query.answer(notice.text)
     message = query.message
-    if isinstance(message, Message) and message.reply_markup:
+    private = isinstance(message, Message) and message.chat.type == ChatType.PRIVATE
+    if private and isinstance(message, Message) and message.reply_markup:
         rows = [
             [b for b in row if not str(b.callback_data).startswith("fb:")]
             for row in message.reply_markup.inline_keyboard

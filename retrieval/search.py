@@ -104,7 +104,8 @@ class UnknownAreaError(UserInputError):
     def __init__(self, given: str, areas: Sequence[Area], closest: Area | None):
         listing = ", ".join(a.slug for a in areas)
         hint = f" Did you mean '{closest.slug}'?" if closest else ""
-        super().__init__(f"There is no area called '{given}'.{hint} The areas are: {listing}.")
+        shown = given if len(given) <= 60 else given[:60].rsplit(" ", 1)[0] + "…"  # echo briefly
+        super().__init__(f"There is no area called '{shown}'.{hint} The areas are: {listing}.")
         self.closest = closest
 
 

@@ -173,3 +173,9 @@ def test_ctrl_c_at_the_prompt_ends_the_chat_at_once() -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30
     )
     assert done.stdout.rstrip().endswith("interrupted"), done.stderr
+
+
+async def test_an_unknown_area_is_echoed_briefly(chat: ConsoleChat) -> None:
+    """Telegram split the echo of a long /area argument over several messages."""
+    reply = await chat.send("/area " + "valuation nonsense " * 200)
+    assert "There is no area called 'valuation nonsense" in reply and len(reply) < 600

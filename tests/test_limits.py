@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from bot.assistant import Assistant, RateLimiter
-from bot.replies import Notice, Quiet, User
+from bot.replies import AnswerReply, Notice, Quiet, User
 
 QUESTION = "Who owns the results of a joint research project?"
 
@@ -83,3 +83,21 @@ async def test_replies_never_echo_text_that_cannot_be_sent(assistant: Assistant,
     text = getattr(reply, "text", "")
     text.encode("utf-8")  # raises on a lone surrogate
     assert "\ud800" not in text and "\udfff" not in text
+
+
+async def test_sources_count_as_a_question_and_a_page_past_the_end_says_so(
+    assistant: Assistant,
+) -> None:
+    """A Sources press searches again, as More does; an old or forged button for a page past
+    the last one said nothing (Sources) or showed an answer with no passages (More)."""
+    user = User("telegram", "9")
+    asked = await assistant.ask(user, "what is a consortium agreement?")
+    assert isinstance(asked, AnswerReply) and asked.question_id is not None
+
+    for page in (assistant.more(user, asked.question_id, 9999),
+                 assistant.sources(user, asked.question_id, 9999)):  # fmt: skip
+        reply = await page
+        assert isinstance(reply, Notice) and "nothing more" in reply.text
+    assistant.rate_limiter.limit = 3  # three searches so far
+    limited = await assistant.sources(user, asked.question_id)
+    assert isinstance(limited, Notice) and limited.kind == "rate_limited"

@@ -280,7 +280,7 @@ async def test_more_and_sources_continue_the_answer_in_its_language(assistant: A
     assert isinstance(asked, AnswerReply) and asked.question_id is not None
     assert NOTES["sv"] in asked.answer.notes
 
-    sources = await assistant.sources(asked.question_id)
+    sources = await assistant.sources(User("telegram", "42", "sv"), asked.question_id)
     more = await assistant.more(User("discord", "7"), asked.question_id, 3)
 
     assert [p.id for p in sources] == [hit.passage.id for hit in asked.answer.hits]  # type: ignore[union-attr]

@@ -234,6 +234,21 @@ async def test_feedback_buttons_record_a_vote(
     assert "👍 Helpful" not in edit.button_texts and "Sources" in edit.button_texts
 
 
+async def test_in_a_group_every_member_can_vote_on_an_answer(
+    telegram: FakeTelegram, bot, assistant
+):
+    """The first vote removed the vote buttons for the whole group."""
+    telegram.group_message(f"@{BOT_USER['username']} {QUESTION}")
+    answer = (await replies_until_buttons(telegram))[-1]
+    telegram.press(answer.result, "👍 Helpful", user_id=2001)
+    await telegram.next_call("answerCallbackQuery")
+    telegram.press(answer.result, "👎 Not helpful", user_id=2002)  # the buttons are still there
+    await telegram.next_call("answerCallbackQuery")
+
+    assert await assistant.store.feedback_counts() == {True: 1, False: 1}
+    assert not telegram.calls_of("editMessageReplyMarkup")
+
+
 async def test_off_topic_question_is_not_covered_and_offers_areas(telegram: FakeTelegram, bot):
     reply = await ask_privately(telegram, "What is the best pizza topping in Naples?")
 
