@@ -84,13 +84,15 @@ class Dissemination:
         self.feeds_dir = feeds_dir
         self.dm_limit = dm_limit  # Discord quarantines bots that open many DMs
         self.on_publish = on_publish  # wakes the sender in this process
-        self._items: tuple[str, dict[str, UpdateItem]] = ("", {})
+        self._items: tuple[Corpus | None, dict[str, UpdateItem]] = (None, {})
 
     @property
     def items(self) -> dict[str, UpdateItem]:
+        """The served corpus's updates, kept per corpus served (not per corpus hash, which
+        leaves updates out: a new update file alone makes a new version to announce from)."""
         corpus = self.retriever.corpus
-        if self._items[0] != corpus.hash:
-            self._items = (corpus.hash, update_items(corpus))
+        if self._items[0] is not corpus:
+            self._items = (corpus, update_items(corpus))
         return self._items[1]
 
     def _all_slugs(self) -> list[str]:

@@ -711,7 +711,7 @@ def _parse_update(path: Path) -> tuple[Update | None, list[Problem]]:
         if not str(meta.get(key) or "").strip():
             problems.append(Problem(name, 2, f"malformed front matter: '{key}' is missing"))
     date = meta.get("date")
-    if date and not isinstance(date, dt.date):
+    if date and (not isinstance(date, dt.date) or isinstance(date, dt.datetime)):
         problems.append(Problem(name, 2, "date must be written YYYY-MM-DD"))
     areas = _update_areas(meta.get("areas"))
     unknown = [a for a in areas if a not in AREA_PREFIXES]

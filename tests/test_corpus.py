@@ -267,6 +267,17 @@ def test_unreadable_corpus_files_are_problems_not_crashes(tmp_path: Path) -> Non
     assert any("glossary.md:1: not valid UTF-8" in p for p in problems)
 
 
+def test_an_update_dated_with_a_time_of_day_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    """YAML reads "2025-10-01 09:30:00" as a datetime, which sorting beside dates crashed."""
+    write_area(tmp_path, PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS))
+    (tmp_path / "updates").mkdir()
+    for name, date in (("a", "2025-10-01 09:30:00"), ("b", "2025-10-02")):
+        (tmp_path / "updates" / f"{name}.md").write_text(
+            f"---\ndate: {date}\ntitle: T\nurl: https://example.org/\nareas: all\n---\n\nText.\n"
+        )
+    assert any("a.md:2: date must be written YYYY-MM-DD" in p for p in problems_in(tmp_path))
+
+
 def test_glossary_mistakes_are_reported_as_file_line_message(tmp_path: Path) -> None:
     write_area(tmp_path, PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS))
     (tmp_path / "glossary.md").write_text(

@@ -350,6 +350,7 @@ async def test_a_moderator_reloads_on_telegram_and_publishes_the_new_update_from
     from tests.fakes.telegram_server import FakeTelegram
 
     update = sorted((CORPUS_DIR / "updates").glob("*.md"))[0]
+    await served.assistant.handle(Context.private(MODERATOR), "/updates")  # none yet, kept
     (served.corpus / "updates").mkdir()
     shutil.copy(update, served.corpus / "updates")
     await served.store.subscribe("telegram", "4001", "private", None)
