@@ -204,7 +204,8 @@ class Dissemination:
         return Notice(
             "forgotten",
             "Done. I deleted your own subscription, your votes, your requests to be told when "
-            "a question is covered, and your contact on suggestions, if there were any. "
+            "a question is covered, the messages kept for you, and your contact on suggestions, "
+            "if there were any. "
             "Questions are kept without who asked them, so nothing else links to you. "
             "Group and channel subscriptions belong to their chat: an administrator can "
             "/unsubscribe them.",

@@ -128,8 +128,12 @@ async def test_forget_and_the_retention_purge_remove_coverage_requests(database_
     purged = await store.record_question("telegram", "q2", None, None, False, None, ())
     assert await store.request_coverage(kept, "telegram", "5") is True
     assert await store.request_coverage(purged, "telegram", "6") is True
+    for chat in ("5", "6"):  # a notice quotes the question: /forget takes it too, sent or not
+        await store.enqueue_notice("telegram", chat, "covered", "about q", key=f"covered:{chat}")
     await store.forget("telegram", "telegram:5", ["5"])
     assert [r.chat_id for r in await store.open_coverage_requests()] == ["6"]
+    assert await store.notice_status("covered:5") is None
+    assert await store.notice_status("covered:6") == "pending"
     await store.purge_questions(dt.timedelta(seconds=-1))
     assert await store.open_coverage_requests() == []
     await store.close()

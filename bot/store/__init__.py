@@ -662,11 +662,16 @@ class Store:
 
     @staticmethod
     async def _forget_community(session: Any, platform: str, chat_ids: list[str]) -> None:
-        """`/forget` also drops coverage requests and the contact left with suggestions."""
+        """`/forget` also drops coverage requests, the contact left with suggestions and the
+        personal notices to them, sent or not (they quote the question or suggestion; a notice
+        being sent right now goes out, and its outcome then updates no row)."""
         await session.execute(
             delete(CoverageRow).where(
                 CoverageRow.platform == platform, CoverageRow.chat_id.in_(chat_ids)
             )
+        )
+        await session.execute(
+            delete(NoticeRow).where(NoticeRow.platform == platform, NoticeRow.chat_id.in_(chat_ids))
         )
         await session.execute(
             update(SuggestionRow)
