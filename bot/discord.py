@@ -29,6 +29,7 @@ from bot.discord_format import (
     CONTENT_MAX,
     NO_MENTIONS,
     escape,
+    new_embed,
     outbound_embed,
     reply_embed,
     shorten,
@@ -108,7 +109,10 @@ def outgoing(reply: Reply) -> Outgoing | None:
     embed = reply_embed(reply)
     if embed is None:
         assert isinstance(reply, Notice)
-        return Outgoing(content=escape(reply.text), ephemeral=True)
+        text = escape(reply.text)
+        if len(text) > CONTENT_MAX:  # /gaps, /stats: an embed holds twice a message's text
+            return Outgoing(embeds=[new_embed("ipbot", text)], ephemeral=True)
+        return Outgoing(content=text, ephemeral=True)
     return Outgoing(embeds=[embed], view=buttons_for(reply))
 
 

@@ -201,16 +201,25 @@ def reply_embed(reply: Reply) -> discord.Embed | None:
     raise TypeError(f"no Discord format for {type(reply).__name__}")
 
 
-def update_value(item: UpdateItem) -> str:
+def update_value(item: UpdateItem, limit: int = FIELD_VALUE_MAX) -> str:
+    """An update in `limit` characters: its text shortened (or left out) before its date and
+    link, which always stay."""
     areas = ", ".join(a.title for a in item.areas) if len(item.areas) < 9 else "all areas"
-    head = f"*{item.date:%d %B %Y} · {escape(areas)}*"
-    return f"{head}\n{escape(item.body)}\n{link('Read more', item.url)}"
+    head, more = f"*{item.date:%d %B %Y} · {escape(areas)}*", link("Read more", item.url)
+    room = min(limit, FIELD_VALUE_MAX) - len(head) - len(more) - 2
+    body = shorten(escape(item.body), room) if room >= 40 else ""
+    return "\n".join(part for part in (head, body, more) if part)
 
 
 def add_updates(embed: discord.Embed, items: tuple[UpdateItem, ...]) -> discord.Embed:
-    for item in items[:FIELDS_MAX]:
-        value = shorten(update_value(item), FIELD_VALUE_MAX)
-        embed.add_field(name=shorten(escape(item.title), FIELD_NAME_MAX), value=value, inline=False)
+    """The updates as fields of one embed (6,000 characters in all): a long digest shortens
+    each update's text, so that every update keeps its title and link."""
+    items = items[:FIELDS_MAX]
+    names = [shorten(escape(item.title), FIELD_NAME_MAX) for item in items]
+    room = EMBED_MAX - len(embed) - sum(map(len, names))
+    share = room // max(len(items), 1)
+    for name, item in zip(names, items, strict=True):
+        embed.add_field(name=name, value=update_value(item, share), inline=False)
     return embed
 
 

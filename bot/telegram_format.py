@@ -44,6 +44,7 @@ from retrieval.corpus import Passage
 from retrieval.search import Answer, Hit
 
 LIMIT = MessageLimit.MAX_TEXT_LENGTH  # 4,096 UTF-16 units of text, counted after parsing tags
+LATER = "<i>More are waiting: decide these, then send /queue again.</i>"
 PLAIN_CHUNK = LIMIT // 2  # plain text cut here fits even if every character is an emoji
 MAX_PASSAGE_CHARS = 3000  # far above any corpus passage: keeps one passage within one message
 HOW_TO_ASK = (
@@ -343,17 +344,21 @@ def render_queue(queue: SuggestionQueue) -> Outgoing:
     for s in queue.items:
         about = f" to {escape(s.passage_id)}" if s.passage_id else ""
         link = f'\n🔗 <a href="{escape(s.url)}">{escape(clip(s.url, 200))}</a>' if s.url else ""
-        blocks.append(
+        block = (
             f"<b>#{s.id}</b> {escape(s.kind)}{about} · {s.created_at:%d %b %Y}\n"
             f"{escape(clip(s.text, 600))}{link}"
         )
+        if visible_length("\n\n".join([*blocks, block, LATER])) > LIMIT:
+            blocks.append(LATER)  # no button for a suggestion the moderator cannot read
+            break
+        blocks.append(block)
         rows.append(
             [
                 button(f"✅ Accept #{s.id}", decide_data(s.id, True)),
                 button(f"✖ Reject #{s.id}", decide_data(s.id, False)),
             ]
         )
-    return Outgoing((pack(blocks)[0],), InlineKeyboardMarkup(rows))
+    return Outgoing(("\n\n".join(blocks),), InlineKeyboardMarkup(rows))
 
 
 def inline_results(reply: AnswerReply | Notice) -> list[InlineQueryResultArticle]:
@@ -377,21 +382,34 @@ def inline_results(reply: AnswerReply | Notice) -> list[InlineQueryResultArticle
     ]
 
 
-def render_update(item: UpdateItem) -> str:
+def render_update(item: UpdateItem, body_chars: int = 1500) -> str:
     areas = ", ".join(escape(a.title) for a in item.areas) if len(item.areas) < 9 else "all areas"
+    body = f"{escape(clip(item.body, body_chars))}\n" if body_chars else ""
     return (
         f"<b>{escape(clip(item.title, 300))}</b>\n<i>{item.date:%d %B %Y} · {areas}</i>\n"
-        f'{escape(clip(item.body, 1500))}\n🔗 <a href="{escape(item.url)}">Read more</a>'
+        f'{body}🔗 <a href="{escape(item.url)}">Read more</a>'
     )
 
 
 def render_bulletin(bulletin: Bulletin) -> str:
-    """An update as subscribers receive it; a weekly digest lists several, newest last."""
+    """An update as subscribers receive it; a weekly digest lists several, newest last.
+
+    It is one message, so a long digest shortens each update's text (then leaves it out) to
+    keep every update's title and link; only if even those do not fit are the oldest named by
+    /updates instead.
+    """
     head = "📬 <b>Your weekly ipbot digest</b>" if bulletin.digest else "📢 <b>ipbot update</b>"
-    blocks = [head, *(render_update(item) for item in bulletin.items)]
     footer = "<i>/unsubscribe to stop these messages, /subscriptions to see what you receive.</i>"
-    text = "\n\n".join([*blocks, footer])
-    return text if visible_length(text) <= LIMIT else pack([*blocks, footer])[0]
+    items = list(bulletin.items)
+    for body_chars in (1500, 600, 300, 150, 0):
+        text = "\n\n".join([head, *(render_update(i, body_chars) for i in items), footer])
+        if visible_length(text) <= LIMIT:
+            return text
+    while len(items) > 1 and visible_length(text) > LIMIT:
+        items = items[1:]  # the newest stay
+        older = f"<i>{len(bulletin.items) - len(items)} earlier updates: see /updates.</i>"
+        text = "\n\n".join([head, older, *(render_update(i, 0) for i in items), footer])
+    return text
 
 
 def render_report(report: DeliveryReport) -> str:
@@ -407,13 +425,18 @@ def render_report(report: DeliveryReport) -> str:
 
 def render_personal(message: PersonalMessage) -> str:
     """A message to one person; cited passages (a question now covered) look as in answers."""
-    blocks = [escape(message.text)]
-    if message.lead:
-        blocks.append(f"<b>{escape(message.lead)}</b>")
-    blocks += [format_hit(number, hit) for number, hit in enumerate(message.hits, start=1)]
+    rest = [f"<b>{escape(message.lead)}</b>"] if message.lead else []
+    rest += [format_hit(number, hit) for number, hit in enumerate(message.hits, start=1)]
     if message.hits:
-        blocks.append(f"<i>{escape(DISCLAIMER)}</i>")
-    return pack(blocks)[0]
+        rest.append(f"<i>{escape(DISCLAIMER)}</i>")
+    # one message: the text (which may quote a long question) gives way to the passages
+    text = message.text
+    while True:
+        whole = "\n\n".join([escape(text), *rest])
+        over = visible_length(whole) - LIMIT
+        if over <= 0 or len(text) <= 200:
+            return whole
+        text = clip(text, max(200, len(text) - over - 1))
 
 
 def render_message(message: Outbound) -> str:

@@ -683,3 +683,34 @@ async def test_only_a_moderators_press_counts_under_an_announcement_preview(
     token = await fake.click(preview.message_id, next(b for b in buttons if b.endswith(":n")))
     cancelled = await fake.next_call(mark, "POST", rf"/interactions/\d+/{token}/callback")
     assert cancelled.body["type"] == 7 and not custom_ids(fake.messages[preview.message_id])
+
+
+async def test_a_long_digest_keeps_every_update_and_a_long_notice_its_text(
+    retriever: Retriever,
+) -> None:
+    """A digest of eleven updates made an embed of 9,460 characters (Discord refuses over
+    6,000), and /gaps was cut at a message's 2,000 characters."""
+    import datetime as dt
+
+    from bot.discord import outgoing
+    from bot.discord_format import EMBED_MAX, outbound_embed
+    from bot.replies import Notice
+    from bot.sender import Bulletin, UpdateItem
+
+    areas = retriever.corpus.areas[:2]
+    updates = tuple(
+        UpdateItem(f"u{n}", dt.date(2026, 1, n + 1), f"Update {n}", "Long news. " * 130,
+                   f"https://example.org/{n}", areas)
+        for n in range(11)
+    )  # fmt: skip
+    embed = outbound_embed(Bulletin(updates, digest=True))
+    assert len(embed) <= EMBED_MAX and [f.name for f in embed.fields] == [
+        f"Update {n}" for n in range(11)
+    ]
+    assert all("https://example.org/" in (f.value or "") for f in embed.fields)
+
+    gaps = "\n".join(
+        f"{n}. A group of questions people asked that found nothing. " * 2 for n in range(30)
+    )
+    sent = outgoing(Notice("gaps", gaps))
+    assert sent is not None and sent.embeds and sent.embeds[0].description == gaps

@@ -548,3 +548,44 @@ async def test_a_question_with_broken_characters_spoils_no_one_elses_answer(
     assert set(replies) == {2001, 2002} and all(r.ok for r in replies.values())
     assert PASSAGE_HEADING.search(replies[2002].text), "the other user's answer was spoiled"
     assert html.escape(SORRY) not in replies[2001].text
+
+
+def test_one_message_renderings_keep_every_item_they_promise(retriever: Retriever) -> None:
+    """A digest, a "now covered" notice and /queue are each one message: they were cut at
+    Telegram's limit, losing updates, cited passages, or the text of a suggestion whose
+    buttons were still shown."""
+    import datetime as dt
+
+    from bot.replies import SuggestionQueue
+    from bot.sender import Bulletin, PersonalMessage, UpdateItem
+    from bot.store import Suggestion
+    from bot.telegram_format import LIMIT, render_bulletin, render_personal, render_queue
+    from bot.telegram_format import visible_length as length
+
+    areas = retriever.corpus.areas[:2]
+    updates = tuple(
+        UpdateItem(f"u{n}", dt.date(2026, 1, n + 1), f"Update {n}", "Long news. " * 130,
+                   f"https://example.org/{n}", areas)
+        for n in range(11)
+    )  # fmt: skip
+    digest = render_bulletin(Bulletin(updates, digest=True))
+    assert length(digest) <= LIMIT and all(f"Update {n}<" in digest for n in range(11))
+    assert "/unsubscribe" in digest
+
+    hits = retriever.answer("who owns the results of a joint research project?").hits
+    question = "who owns the results of our joint project " * 45  # 1,800 characters
+    covered = render_personal(PersonalMessage("covered", f"Now covered: {question}", "Lead.", hits))
+    assert length(covered) <= LIMIT and all(hit.passage.title in covered for hit in hits)
+    assert DISCLAIMER in covered
+
+    now = dt.datetime(2026, 11, 30)
+    queue = render_queue(SuggestionQueue(tuple(
+        Suggestion(n, now, "telegram", None, "example", None, "An example. " * 60,
+                   "https://example.org/" + "x" * 300, "open")
+        for n in range(1, 6)
+    )))  # fmt: skip
+    [text] = queue.texts
+    shown = [n for n in range(1, 6) if f"<b>#{n}</b>" in text]
+    buttons = [b.text for row in queue.keyboard.inline_keyboard for b in row]  # type: ignore[union-attr]
+    assert length(text) <= LIMIT and shown
+    assert buttons == [f"{verb} #{n}" for n in shown for verb in ("✅ Accept", "✖ Reject")]
