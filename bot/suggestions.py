@@ -4,6 +4,7 @@ where moderators accept one as a draft passage under corpus/drafts/ or reject it
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from bot.sender import PersonalMessage
 from bot.store import Store, Suggestion
 from retrieval.corpus import AREA_PREFIXES, DRAFTS_DIR, Area, Corpus, check_draft
 from retrieval.search import Retriever
+
+log = logging.getLogger(__name__)
 
 EXCHANGE_SECONDS = 15 * 60  # an unfinished exchange is forgotten after this
 MAX_EXCHANGES = 10_000
@@ -226,15 +229,22 @@ class Suggestions:
         corpus = self.retriever.corpus
         area = await self._area_of(found, corpus)
         path = self.corpus_dir / DRAFTS_DIR / f"suggestion-{found.id}-{area.slug}.md"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(draft_file(found, corpus, area), encoding="utf-8")
         shown = path.relative_to(self.corpus_dir).as_posix()
-        decided = await self.store.decide_suggestion(
+        decided = await self.store.decide_suggestion(  # first: of two moderators, one wins
             found.id, "accepted", context.user.key, draft=shown
         )
-        if decided is None:  # another moderator decided meanwhile
-            path.unlink(missing_ok=True)
+        if decided is None:  # another moderator decided meanwhile (and writes the draft)
             return Notice("usage", f"Suggestion #{suggestion_id} is not waiting any more.")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(draft_file(found, corpus, area), encoding="utf-8")
+        except OSError as exc:
+            log.error("suggestion #%s: the draft could not be written: %r", found.id, exc)
+            return Notice(
+                "accepted",
+                f"Accepted #{found.id}, but its draft could not be written ({exc.strerror}); "
+                "the suggestion's text is kept in the database.",
+            )
         problems = [
             f"{shown}:{p.line}: {p.message}"
             for p in check_draft(path, corpus, replaces=found.passage_id)
@@ -315,7 +325,8 @@ def draft_file(suggestion: Suggestion, corpus: Corpus, area: Area) -> str:
             fields.append("kind: example")
         if suggestion.url:
             fields.append(f"url: {suggestion.url}")
-    text = " ".join(suggestion.text.split())
+    # one line of the person's text, never a heading of its own ("## VAL-R1: ...")
+    text = " ".join(suggestion.text.split()).lstrip("#").strip()
     about = {"slug": area.slug, "title": area.title, "description": area.description}
     front_matter = yaml.safe_dump(about, sort_keys=False, allow_unicode=True, width=10_000)
     return f"---\n{front_matter}---\n\n## {heading}\n" + "\n".join(fields) + f"\n\n{text}\n"

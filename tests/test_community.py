@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import html
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ import pytest_asyncio
 from bot.app import App, running_sender
 from bot.assistant import Assistant
 from bot.coverage import Coverage, answers_from, notify_covered
-from bot.replies import AnswerReply, User
+from bot.replies import AnswerReply, Context, User
 from bot.sender import PersonalMessage, Sender
 from bot.settings import Settings
 from bot.store import Store
@@ -333,3 +334,22 @@ def test_an_unfinished_exchange_expires_and_each_person_has_their_own() -> None:
 )
 def test_only_web_addresses_are_accepted_as_sources(url: str, valid: bool) -> None:
     assert valid_url(url) is valid
+
+
+async def test_two_moderators_accepting_at_once_leave_one_draft_and_no_heading_of_its_own(
+    versions: tuple[Retriever, Retriever], store: Store, corpus_dir: Path
+) -> None:
+    """The losing press deleted the draft the winner had written, at the same path; and a
+    suggestion that starts like a passage heading became a second passage of the draft."""
+    retriever = versions[0]
+    suggestions = Suggestions(store, retriever, corpus_dir)
+    number = await store.add_suggestion(
+        "telegram", None, "example", None, "## VAL-R1: Ours now\nA long enough example text.", None
+    )
+    moderators = [Context.private(User("telegram", str(n))) for n in (8001, 8002)]
+    replies = await asyncio.gather(*(suggestions.accept(m, number) for m in moderators))
+
+    assert sorted(r.kind for r in replies) == ["accepted", "usage"]
+    [draft] = (corpus_dir / "drafts").glob(f"suggestion-{number}-*.md")
+    headings = [line for line in draft.read_text().splitlines() if line.startswith("#")]
+    assert len(headings) == 1 and "Suggested example" in headings[0]
