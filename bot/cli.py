@@ -433,12 +433,13 @@ def cmd_updates(args: argparse.Namespace, settings: Settings) -> int:
                     )
                 print(item.id)
                 return 0
+            update_id = Path(args.update).name.removesuffix(".md")  # a path or a file name
             if args.action == "resend":
-                count = await store.resend_uncertain(args.update)
-                await store.audit("cli", "resend", args.update, f"{count} requeued")
+                count = await store.resend_uncertain(update_id)
+                await store.audit("cli", "resend", update_id, f"{count} requeued")
                 print(f"{count} uncertain deliveries queued again.")
                 return 0
-            status = await store.status(Path(args.update).name.removesuffix(".md"))
+            status = await store.status(update_id)
             if status is None:
                 raise UserInputError(f"'{args.update}' has not been published")
             if args.json:

@@ -149,3 +149,28 @@ def test_a_damaged_database_at_start_is_one_clear_line(
 def test_top_k_zero_is_refused_not_replaced(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(["ask", "--top-k", "0", "what is FTO"], capsys)
     assert code == 2 and "--top-k must be between 1 and 50" in err
+
+
+def test_updates_resend_takes_a_path_as_status_does(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`resend updates/NAME.md` requeued nothing while `status updates/NAME.md` found it."""
+    import asyncio
+
+    from bot.store import Store
+    from tests.test_store import publish
+
+    url = f"sqlite:///{tmp_path / 'ipbot.db'}"
+
+    async def one_uncertain() -> None:
+        store = await Store.open(url)
+        await store.subscribe("telegram", "1", "private", None)
+        await publish(store)
+        await store.claim(["telegram"])
+        await store.recover(["telegram"], resendable=[])  # a crash mid-send: uncertain
+        await store.close()
+
+    asyncio.run(one_uncertain())
+    monkeypatch.setenv("IPBOT_DATABASE_URL", url)
+    code, out, _ = run_cli(["updates", "resend", "corpus/updates/2023-03-01-adopted.md"], capsys)
+    assert code == 0 and out.startswith("1 uncertain deliveries queued again")
