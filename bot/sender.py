@@ -442,7 +442,7 @@ class Sender:
         if row is None or status is None or row.report_platform not in self.outlets:
             return
         outlet = self.outlets[row.report_platform]
-        target = Target(row.report_platform, row.report_chat or "")
+        target = Target(row.report_platform, row.report_chat or "", row.report_kind or "private")
         report = DeliveryReport(row.title, status)
         if row.report_message is None:
             result = await outlet.send(target, report)

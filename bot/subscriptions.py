@@ -241,7 +241,8 @@ class Dissemination:
             return Notice(
                 "published", f"“{item.title}” was already published; nothing was sent again."
             )
-        await self.store.set_report(item.id, report_chat.platform, report_chat.id, None)
+        chat = report_chat
+        await self.store.set_report(item.id, chat.platform, chat.id, None, kind=chat.kind)
         self.on_publish()
         return Notice(
             "published",

@@ -89,3 +89,27 @@ async def test_a_resend_after_a_crash_cannot_duplicate(retriever: Retriever, sto
     assert fake.copies(fake.channel_id) == 1, "the nonce must stop a second copy"
     status = await store.status(UPDATE)
     assert status is not None and status.sent == 1 and status.uncertain == 0
+
+
+async def test_the_delivery_report_of_an_announce_confirmed_in_a_dm_reaches_that_dm(
+    retriever: Retriever, store: Store
+) -> None:
+    """The report went to a channel with the moderator's user id, which Discord has not."""
+    fake = FakeDiscord()
+    await fake.start()
+    moderator = fake.researcher["id"]
+    await store.subscribe("discord", str(fake.channel_id), "group", None)
+    await publish(store)
+    await store.set_report(UPDATE, "discord", moderator, None, kind="dm")
+    try:
+        sender = Sender(store, [outlet_for(fake)], retriever.corpus.areas, FAST)
+        await settle(sender)
+        async with asyncio.timeout(10):
+            while await store.reports_in_progress():
+                await sender.refresh_reports(force=True)
+    finally:
+        await fake.stop()
+
+    posts = [c.path for c in fake.calls if c.method == "POST" and c.path.endswith("/messages")]
+    assert f"/channels/{fake.dm_channel_id}/messages" in posts
+    assert f"/channels/{moderator}/messages" not in posts

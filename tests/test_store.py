@@ -36,7 +36,7 @@ async def test_migrations_run_twice_without_harm(database_url: str) -> None:
     store = await open_(database_url)
     await store.close()
     store = await open_(database_url)
-    assert await store.check_revision() == "0007_question_language"
+    assert await store.check_revision() == "0008_report_kind"
     await store.close()
 
 

@@ -840,15 +840,22 @@ class Store:
             ]
 
     async def set_report(
-        self, update_id: str, platform: str, chat_id: str | None, message_id: str | None
+        self,
+        update_id: str,
+        platform: str,
+        chat_id: str | None,
+        message_id: str | None,
+        kind: str | None = None,
     ) -> None:
-        """Where the moderator's live delivery report is, so the sender can edit it."""
+        """Where the moderator's live delivery report is, so the sender can edit it (`kind`:
+        the chat's, kept when None)."""
+        values: dict[str, Any] = {
+            "report_platform": platform, "report_chat": chat_id, "report_message": message_id
+        }  # fmt: skip
+        if kind is not None:
+            values["report_kind"] = kind
         async with self.session.begin() as session:
-            await session.execute(
-                update(UpdateRow)
-                .where(UpdateRow.id == update_id)
-                .values(report_platform=platform, report_chat=chat_id, report_message=message_id)
-            )
+            await session.execute(update(UpdateRow).where(UpdateRow.id == update_id).values(values))
 
     async def update_row(self, update_id: str) -> UpdateRow | None:
         async with self.session() as session:

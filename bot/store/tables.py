@@ -102,6 +102,7 @@ class UpdateRow(Base):
     published_by: Mapped[str] = mapped_column(String(80))
     report_platform: Mapped[str | None] = mapped_column(String(16))
     report_chat: Mapped[str | None] = mapped_column(String(64))
+    report_kind: Mapped[str | None] = mapped_column(String(16))  # "dm": a Discord DM is opened
     report_message: Mapped[str | None] = mapped_column(String(64))
 
 
