@@ -403,8 +403,11 @@ class Sender:
                 if subscription is not None:
                     await self.store.deactivate(subscription, result.detail or "blocked")
             case Outcome.MOVED if result.new_chat_id and subscription is not None:
-                await self.store.move_chat(subscription, result.new_chat_id)
-                await self.store.finish(ids, DeliveryStatus.PENDING, error="chat moved")
+                if await self.store.move_chat(subscription, result.new_chat_id):
+                    await self.store.finish(ids, DeliveryStatus.PENDING, error="chat moved")
+                else:  # the new chat has its own subscription: this one is done with
+                    await self.store.deactivate(subscription, "moved to a chat already subscribed")
+                    await self.store.finish(ids, DeliveryStatus.BLOCKED, error="chat moved")
             case Outcome.RETRY if result.retry_after is not None:
                 pacer.pause(result.retry_after)  # flood control holds the whole platform
                 retry_at = utcnow() + dt.timedelta(seconds=result.retry_after)

@@ -94,6 +94,24 @@ async def test_a_group_that_became_a_supergroup_gets_the_update_at_its_new_id(
     await store.close()
 
 
+async def test_a_group_moved_to_a_supergroup_that_is_subscribed_already_gets_one_copy(
+    tmp_path: Path,
+) -> None:
+    """An administrator had subscribed the new supergroup too: moving the old subscription
+    there broke the unique chat and left the delivery "sending" for good."""
+    store = await Store.open(f"sqlite:///{tmp_path / 'ipbot.db'}")
+    async with FakeTelegram() as telegram:
+        telegram.migrated = {-100: -1009999}
+        sender = await broadcast(store, telegram, [-100, -1009999])
+        await run_until_settled(sender, timeout=30)
+        assert telegram.copies(-1009999) == 1
+    status = await store.status(UPDATE.id)
+    assert status is not None and (status.sent, status.pending) == (1, 0)
+    old = await store.subscription("telegram", "-100")
+    assert old is not None and not old.active
+    await store.close()
+
+
 async def test_the_publishing_moderator_sees_one_report_edited_until_done(tmp_path: Path) -> None:
     store = await Store.open(f"sqlite:///{tmp_path / 'ipbot.db'}")
     async with FakeTelegram() as telegram:

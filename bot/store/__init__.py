@@ -631,14 +631,23 @@ class Store:
                 .values(status=DeliveryStatus.BLOCKED, error=reason[:500], changed_at=utcnow())
             )
 
-    async def move_chat(self, subscription_id: int, new_chat_id: str) -> None:
-        """A Telegram group that became a supergroup has a new id."""
+    async def move_chat(self, subscription_id: int, new_chat_id: str) -> bool:
+        """A Telegram group that became a supergroup has a new id: True once the subscription
+        follows it; False when the new id is subscribed already (an administrator subscribed
+        the supergroup again), which keeps its own subscription and deliveries."""
         async with self.session.begin() as session:
-            await session.execute(
-                update(SubscriptionRow)
-                .where(SubscriptionRow.id == subscription_id)
-                .values(chat_id=new_chat_id)
+            old = await session.get(SubscriptionRow, subscription_id)
+            if old is None:
+                return False
+            taken = await session.scalar(
+                select(SubscriptionRow.id).where(
+                    SubscriptionRow.platform == old.platform, SubscriptionRow.chat_id == new_chat_id
+                )
             )
+            if taken is not None:
+                return False
+            old.chat_id = new_chat_id
+        return True
 
     async def forget(self, platform: str, user_key: str, chat_ids: Iterable[str]) -> int:
         """Delete the caller's own subscriptions (with their outbox rows) and their votes."""
