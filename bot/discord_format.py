@@ -251,6 +251,7 @@ def report_embed(report: DeliveryReport) -> discord.Embed:
     embed = new_embed(f"Delivery of “{report.title}” ({state})")
     for name in ("subscribers", "sent", "pending", "failed", "blocked", "uncertain"):
         embed.add_field(name=name.capitalize(), value=str(getattr(s, name)))
+    embed.add_field(name="In weekly digests", value=str(s.scheduled))
     return embed
 
 

@@ -419,6 +419,7 @@ def render_report(report: DeliveryReport) -> str:
     return (
         f"<b>Delivery of “{escape(clip(report.title, 200))}”</b> ({state})\n"
         f"Subscribers: {s.subscribers}\nSent: {s.sent}\nPending: {s.pending}\n"
+        f"In weekly digests: {s.scheduled}\n"
         f"Failed: {s.failed}\nBlocked: {s.blocked}\nUncertain: {s.uncertain}"
     )
 

@@ -290,6 +290,7 @@ async def test_an_update_published_from_the_command_line_reaches_a_running_bot(
         "blocked": 0,
         "uncertain": 0,
         "pending": 0,
+        "scheduled": 0,
     }
     await store.close()
 

@@ -8,10 +8,10 @@ import datetime as dt
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import event
+from sqlalchemy import event, update
 
 from bot.store import DeliveryStatus, Store, StoreError, async_url
-from bot.store.tables import Base, QuestionRow, SubscriptionRow, utcnow
+from bot.store.tables import Base, DeliveryRow, QuestionRow, SubscriptionRow, utcnow
 
 AREAS = ("valuation", "open-science", "industry-academia")
 
@@ -157,6 +157,38 @@ async def test_a_digest_subscription_waits_for_its_day_and_gets_updates_together
     await store.close()
 
 
+async def test_after_quiet_weeks_a_digest_still_waits_for_monday(database_url: str) -> None:
+    """The digest date of a subscriber with nothing to receive stays where it was: an update
+    after quiet weeks was due at that past Monday, so it went out at once, on any day."""
+    store = await open_(database_url)
+    sub = await store.subscribe("telegram", "1", "private", None, digest=True)
+    async with store.session.begin() as session:
+        row = await session.get(SubscriptionRow, sub.id)
+        row.next_digest_at = utcnow() - dt.timedelta(days=17)  # type: ignore[union-attr]
+    await publish(store)
+
+    assert await store.claim(["telegram"]) == []
+    due = await store.next_due(["telegram"])
+    assert due is not None and due > utcnow() and due.weekday() == 0 and due.hour == 8
+    await store.close()
+
+
+async def test_a_report_is_done_once_what_is_due_now_is_sent(database_url: str) -> None:
+    """A weekly subscriber's copy waits for Monday: counted apart, it no longer kept the
+    moderator's live report "sending" (and edited every few seconds) for up to a week."""
+    store = await open_(database_url)
+    await store.subscribe("telegram", "1", "private", None)
+    await store.subscribe("telegram", "2", "private", None, digest=True)
+    await publish(store)
+    [claim] = await store.claim(["telegram"])
+    await store.finish(claim.delivery_ids, DeliveryStatus.SENT, message_id="5")
+
+    status = await store.status("2023-03-01-adopted")
+    assert status is not None and status.done
+    assert (status.sent, status.pending, status.scheduled) == (1, 0, 1)
+    await store.close()
+
+
 async def test_one_vote_per_person_per_answer(database_url: str) -> None:
     store = await open_(database_url)
     qid = await store.record_question(
@@ -224,11 +256,12 @@ async def test_a_weekly_digest_claims_all_its_due_updates_as_one_message(
 ) -> None:
     store = await open_(database_url)
     sub = await store.subscribe("telegram", "1", "private", None, digest=True)
+    await publish(store)
+    await store.publish("second", dt.date(2023, 4, 1), "t", "b", "https://e.eu", AREAS, "cli")
     async with store.session.begin() as session:  # Monday morning has come
         row = await session.get(SubscriptionRow, sub.id)
         row.next_digest_at = utcnow() - dt.timedelta(minutes=1)  # type: ignore[union-attr]
-    await publish(store)
-    await store.publish("second", dt.date(2023, 4, 1), "t", "b", "https://e.eu", AREAS, "cli")
+        await session.execute(update(DeliveryRow).values(due_at=utcnow() - dt.timedelta(minutes=1)))
 
     claims = await store.claim(["telegram"], limit=1)
 

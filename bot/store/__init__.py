@@ -232,6 +232,7 @@ class UpdateStatus:
     blocked: int
     uncertain: int
     pending: int
+    scheduled: int = 0  # waiting for weekly digests: not pending, so a report can end today
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -340,6 +341,15 @@ def _notice_claim(row: NoticeRow) -> Claim:
         digest=False,
         notice=row.text,
     )
+
+
+def _due_for(subscription: SubscriptionRow, now: dt.datetime) -> dt.datetime:
+    """When an update published now reaches a subscription: at once, or with the next weekly
+    digest (a digest date left in the past by quiet weeks is no reason to send one today)."""
+    if not subscription.digest:
+        return now
+    planned = subscription.next_digest_at
+    return planned if planned is not None and planned > now else _next_digest(now)
 
 
 def _next_digest(now: dt.datetime) -> dt.datetime:
@@ -824,7 +834,7 @@ class Store:
                 for row in rows:
                     if not _subscription(row).wants(areas):
                         continue
-                    due = row.next_digest_at if row.digest and row.next_digest_at else now
+                    due = _due_for(row, now)
                     session.add(
                         DeliveryRow(
                             update_id=update_id,
@@ -879,8 +889,19 @@ class Store:
                 .where(DeliveryRow.update_id == update_id)
                 .group_by(DeliveryRow.status)
             )
+            scheduled = await session.scalar(
+                select(func.count())
+                .select_from(DeliveryRow)
+                .join(SubscriptionRow, SubscriptionRow.id == DeliveryRow.subscription_id)
+                .where(
+                    DeliveryRow.update_id == update_id,
+                    DeliveryRow.status == DeliveryStatus.PENDING,
+                    SubscriptionRow.digest.is_(True),
+                )
+            )
         counts = {str(status): int(n) for status, n in rows.all()}
         pending = counts.get(DeliveryStatus.PENDING, 0) + counts.get(DeliveryStatus.SENDING, 0)
+        pending -= scheduled or 0
         return UpdateStatus(
             update=update_id,
             subscribers=sum(counts.values()),
@@ -889,6 +910,7 @@ class Store:
             blocked=counts.get(DeliveryStatus.BLOCKED, 0),
             uncertain=counts.get(DeliveryStatus.UNCERTAIN, 0),
             pending=pending,
+            scheduled=int(scheduled or 0),
         )
 
     async def recover(self, platforms: Iterable[str], resendable: Iterable[str]) -> int:
