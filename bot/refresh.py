@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import hashlib
 import logging
 import tarfile
@@ -31,6 +32,10 @@ from retrieval.versions import Build, Versions, VersionUnavailableError
 
 log = logging.getLogger(__name__)
 
+# a request still running this long after it was made was left by a process that died (a
+# rebuild takes a few minutes at most); younger ones may be another replica's, at work
+ABANDONED_AFTER = dt.timedelta(minutes=30)
+ABANDONED_CHECK_SECONDS = 60.0
 FAILURE_LOG_SECONDS = 60.0  # a run of failed steps is logged again at most this often
 POLL_SECONDS = 2.0  # how soon a request from the command line, or another replica's swap, is seen
 MAX_PROBLEMS_SHOWN = 15
@@ -89,6 +94,7 @@ class Refresher:
         self._unavailable: str | None = None  # a live build this process could not open
         self._failing_since: float | None = None  # when the worker's steps began to fail
         self._failure_logged = 0.0
+        self._abandoned_checked = time.monotonic()  # start() has just looked
 
     @property
     def versions(self) -> Versions | None:
@@ -98,7 +104,7 @@ class Refresher:
 
     async def start(self) -> None:
         """Record the version being served, and settle what a crash left running."""
-        abandoned = await self.store.abandon_refreshes()
+        abandoned = await self.store.abandon_refreshes(ABANDONED_AFTER)
         if abandoned:
             log.warning("%d refresh request(s) were interrupted by a restart", abandoned)
         await self._settle_live()
@@ -120,12 +126,22 @@ class Refresher:
                     await self._handle(request)
                     continue
                 await self._follow_live()
+                await self._settle_abandoned()
                 self._recovered()
             except Exception as exc:
                 self._failed(exc)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+
+    async def _settle_abandoned(self) -> None:
+        """Now and then, fail requests a dead process left running (see ABANDONED_AFTER)."""
+        now = time.monotonic()
+        if now - self._abandoned_checked < ABANDONED_CHECK_SECONDS:
+            return
+        self._abandoned_checked = now
+        if abandoned := await self.store.abandon_refreshes(ABANDONED_AFTER):
+            log.warning("%d refresh request(s) were left running by a stopped bot", abandoned)
 
     def _failed(self, exc: Exception) -> None:
         """Log a failed step: the first of a run in full, then one line a minute at most. A

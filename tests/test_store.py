@@ -332,3 +332,29 @@ async def test_closing_the_store_stores_questions_still_waiting(database_url: st
     stored = await reopened.questions_since(utcnow() - dt.timedelta(hours=1))
     assert [q.text for q in stored] == texts, "questions asked just before a stop were lost"
     await reopened.close()
+
+
+async def test_a_starting_replica_leaves_another_replicas_running_reload_alone(
+    database_url: str,
+) -> None:
+    """Every running request was failed by any replica that started: the moderator read
+    "nothing changed" while the other replica made the new version live."""
+    from sqlalchemy import update as sql_update
+
+    from bot.refresh import ABANDONED_AFTER
+    from bot.store.tables import RefreshRequestRow
+
+    store = await open_(database_url)
+    number = await store.request_refresh("reload", "", "telegram:1")
+    assert await store.claim_refresh() is not None  # another replica is at work on it
+
+    assert await store.abandon_refreshes(ABANDONED_AFTER) == 0
+    running = await store.refresh_request(number)
+    assert running is not None and running.status == "running"
+    async with store.session.begin() as session:  # its process died long ago
+        old = utcnow() - 2 * ABANDONED_AFTER
+        await session.execute(sql_update(RefreshRequestRow).values(requested_at=old))
+    assert await store.abandon_refreshes(ABANDONED_AFTER) == 1
+    failed = await store.refresh_request(number)
+    assert failed is not None and failed.status == "failed"
+    await store.close()

@@ -1286,12 +1286,20 @@ class Store:
             row = await session.get(RefreshRequestRow, number)
             return _refresh_request(row) if row else None
 
-    async def abandon_refreshes(self) -> int:
-        """Requests left running by a process that died: failed, so nobody waits forever."""
+    async def abandon_refreshes(self, older_than: dt.timedelta) -> int:
+        """Requests left running by a process that died: failed, so nobody waits forever.
+
+        Only those asked for longer ago than `older_than` (far more than a rebuild takes):
+        another replica may be working on a younger one, and a replica that starts must not
+        fail it (the moderator read "nothing changed" while the new version went live).
+        """
         async with self.session.begin() as session:
             done = await session.execute(
                 update(RefreshRequestRow)
-                .where(RefreshRequestRow.status == "running")
+                .where(
+                    RefreshRequestRow.status == "running",
+                    RefreshRequestRow.requested_at < utcnow() - older_than,
+                )
                 .values(
                     status="failed",
                     result="The bot stopped while working on this; nothing changed. Try again.",
