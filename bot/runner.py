@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 Adapter = Callable[[Assistant, Settings, asyncio.Event], Coroutine[Any, Any, None]]
 RESTART_FIRST, RESTART_MAX = 1.0, 60.0  # seconds between restarts of a failing platform
 STABLE_AFTER = 60.0  # seconds of service after which a failure counts as the first again
-STOP_GRACE = 10.0  # seconds a platform gets to stop; systemd kills after TimeoutStopSec=20
+STOP_GRACE = 10.0  # seconds a platform gets to stop; systemd kills after TimeoutStopSec=30
 
 
 def configured_adapters(

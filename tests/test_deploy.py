@@ -158,7 +158,9 @@ def test_systemd_unit_restarts_on_failure_and_is_hardened() -> None:
     assert unit["Restart"] == ["on-failure"]
     assert unit["EnvironmentFile"] == ["/opt/ipbot/.env"]
     assert unit["User"] == ["ipbot"]
-    assert unit["ProtectSystem"] == ["strict"] and unit["ReadWritePaths"] == [DATA_IN_IMAGE]
+    assert unit["ProtectSystem"] == ["strict"]  # read-only but the data and drafts folders:
+    writable = unit["ReadWritePaths"][0].split()
+    assert writable == [DATA_IN_IMAGE, "-/opt/ipbot/corpus/drafts"]  # "-": none yet is fine
     for flag in ("NoNewPrivileges", "PrivateTmp", "ProtectHome", "PrivateDevices"):
         assert unit[flag] == ["true"], flag
     assert unit["CapabilityBoundingSet"] == [""]
