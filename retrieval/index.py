@@ -586,7 +586,7 @@ class IndexStore:
         index.lexical.save(str(folder / "bm25"), show_progress=False)
         # the manifest is written last: a build without one is incomplete by definition
         (folder / "manifest.json").write_text(json.dumps(asdict(index.manifest), indent=1))
-        self._remove_old_builds(keep=folder)
+        self.remove_old_builds(keep=folder)
         return folder.name
 
     def _point_current_at(self, folder: Path) -> None:
@@ -596,8 +596,9 @@ class IndexStore:
         link.symlink_to(folder.relative_to(self.root))
         os.replace(link, self.current)
 
-    def _remove_old_builds(self, keep: Path) -> None:
-        """Keep the newest builds (the versions one can return to) and the current one."""
+    def remove_old_builds(self, keep: Path) -> None:
+        """Keep the newest builds (the versions one can return to), `keep` and the current one:
+        after each build here, and after a build made by another replica is unpacked."""
         current = self.current.resolve() if self.current.exists() else None
         builds = sorted(
             (p for p in self.builds.iterdir() if p.is_dir() and p not in (keep, current)),

@@ -140,6 +140,7 @@ class Versions:
                 for build in folder.iterdir():
                     if not (store.builds / build.name).exists():
                         os.replace(build, store.builds / build.name)
+                    store.remove_old_builds(keep=store.builds / build.name)
 
     def _snapshot_corpus(self, name: str) -> Corpus:
         return load_corpus(self.english.snapshot(name))

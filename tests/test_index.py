@@ -152,6 +152,33 @@ def test_a_version_packed_on_one_machine_opens_on_another(
     assert [p.id for p in opened.index.passages] == [p.id for p in build.index.passages]
     assert opened.translated is not None and opened.translated.build == build.translated_name
     assert not list(tmp_path.glob("index/tmp*")), "no staging folder is left behind"
+
+
+def test_a_replica_that_unpacks_versions_keeps_as_few_builds_as_one_that_builds(
+    retriever: Retriever, tmp_path: Path
+) -> None:
+    """Builds made here are pruned to KEEP_BUILDS; unpacked ones piled up, some 12 MB each."""
+    import os
+
+    from retrieval.index import KEEP_BUILDS
+    from retrieval.versions import Versions
+
+    here = retriever.versions
+    assert here is not None
+    build = here.open(retriever.index.build, retriever.state.translated.build)  # type: ignore[union-attr]
+    archive = here.pack(build)
+    there = Versions(tmp_path, "flat", here.embedder, here.multilingual)
+    there.english.builds.mkdir(parents=True)
+    for n in range(KEEP_BUILDS + 3):  # older builds, as earlier versions left them
+        old = there.english.builds / f"build-old-{n}"
+        old.mkdir()
+        os.utime(old, (n, n))
+    there.unpack(archive)
+
+    kept = [p.name for p in there.english.builds.iterdir()]
+    assert build.name in kept and len(kept) == KEEP_BUILDS + 1
+
+
 def test_auto_index_type_is_exact_for_small_corpora_and_hnsw_for_large_ones() -> None:
     assert dense_index_type("auto", 233) == "flat"
     assert dense_index_type("auto", 100_000) == "hnsw"
@@ -176,7 +203,9 @@ def test_questions_asked_are_embedded_kept_and_read_per_sentence(
     passage = load_corpus(small_corpus).passages[0]
     opening = " ".join(passage.sentences[1].split()[:8])
     question = "is there a quick way to see what our invention is worth?"
-    (small_corpus / "highlights.yaml").write_text(f'{passage.id}:\n  "{opening}":\n  - {question}\n')
+    (small_corpus / "highlights.yaml").write_text(
+        f'{passage.id}:\n  "{opening}":\n  - {question}\n'
+    )
     build(store, small_corpus, retriever.embedder)
 
     loaded = store.load(load_corpus(small_corpus), retriever.embedder.name)
