@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot import metrics
 from bot.leadership import LEASES
+from bot.subscriptions import refresh_feeds
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -95,6 +96,7 @@ class Front:
     app: App
     telegram: WebhookSlot | None = None
     liveness: metrics.Liveness = metrics.LIVENESS
+    feeds_written_from: int | None = None  # published updates the feed files show
 
     def routes(self) -> web.Application:
         http = web.Application()
@@ -133,10 +135,28 @@ class Front:
     async def feed(self, request: web.Request) -> web.StreamResponse:
         """An Atom feed written by bot/feeds.py (all.xml, or one per area)."""
         name = request.match_info["name"]
+        if not FEED_NAME.fullmatch(name) or not self.app.settings.feeds:
+            raise web.HTTPNotFound()
+        await self._follow_published()
         path = self.app.settings.data_dir / "feeds" / name
-        if not FEED_NAME.fullmatch(name) or not path.is_file():
+        if not path.is_file():
             raise web.HTTPNotFound()
         return web.FileResponse(path, headers={"Content-Type": "application/atom+xml"})
+
+
+    async def _follow_published(self) -> None:
+        """Feed files live in this replica's data folder and are written where an update is
+        published: one published by another replica (or `ipbot updates publish` elsewhere)
+        is written here once the database holds more published updates than the files show.
+        With the database away, the files as they are."""
+        try:
+            published = await self.app.store.published_count()
+            if published != self.feeds_written_from:
+                folder = self.app.settings.data_dir / "feeds"
+                await refresh_feeds(self.app.store, folder, self.app.retriever.corpus)
+                self.feeds_written_from = published
+        except Exception as exc:
+            log.warning("feeds: cannot follow the published updates (%s)", type(exc).__name__)
 
 
 @contextlib.asynccontextmanager

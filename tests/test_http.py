@@ -202,3 +202,14 @@ async def test_published_atom_feeds_are_served_and_nothing_else_of_the_data_fold
     assert status == 200 and content_type.startswith("application/atom+xml")
     assert item.title in feed
     assert database[0] == 404 and missing[0] == 404
+
+
+async def test_a_feed_shows_an_update_another_replica_published(served, store: Store) -> None:
+    """Feed files are this replica's; an update published elsewhere (no files written here)
+    was missing from them until a restart or a new corpus version."""
+    port, assistant, _ = served
+    item = update_items(assistant.retriever.corpus)["2023-03-01-code-of-practice-adopted"]
+    await publish_update(store, item, "cli", None)  # as another replica or machine does
+
+    status, _, feed = await get(port, "/feeds/all.xml")
+    assert status == 200 and item.title in feed

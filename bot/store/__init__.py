@@ -876,6 +876,11 @@ class Store:
         async with self.session.begin() as session:
             await session.execute(update(UpdateRow).where(UpdateRow.id == update_id).values(values))
 
+    async def published_count(self) -> int:
+        """How many updates have been published (each once): feeds follow it."""
+        async with self.session() as session:
+            return int(await session.scalar(select(func.count()).select_from(UpdateRow)) or 0)
+
     async def update_row(self, update_id: str) -> UpdateRow | None:
         async with self.session() as session:
             return await session.get(UpdateRow, update_id)
