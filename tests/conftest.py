@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import os
 import shutil
@@ -15,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from bot.assistant import Assistant
+from bot.sender import UpdateItem
 from bot.store import Store
 from retrieval.abstention import AbstentionPolicy
+from retrieval.corpus import Area
 from retrieval.search import Retriever, open_retriever
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,3 +143,12 @@ _DATABASE_NUMBERS = itertools.count()
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database on each engine ipbot supports (PostgreSQL when a server is given)."""
     return await fresh_database_url(request.param, tmp_path)
+
+
+def long_digest(areas: tuple[Area, ...], count: int = 11) -> tuple[UpdateItem, ...]:
+    """Updates of some 1,400 characters each: a weekly digest of them overflows one message."""
+    return tuple(
+        UpdateItem(f"u{n}", dt.date(2026, 1, n + 1), f"Update {n}", "Long news. " * 130,
+                   f"https://example.org/{n}", areas)
+        for n in range(count)
+    )  # fmt: skip

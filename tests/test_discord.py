@@ -17,6 +17,7 @@ from bot.settings import Settings, SettingsError
 from bot.store import Store
 from retrieval.multilingual import NOTES
 from retrieval.search import Retriever
+from tests.conftest import long_digest
 from tests.fakes.discord_server import FLAG_EPHEMERAL, MESSAGE_CONTENT_INTENT, Call, FakeDiscord
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
@@ -690,19 +691,12 @@ async def test_a_long_digest_keeps_every_update_and_a_long_notice_its_text(
 ) -> None:
     """A digest of eleven updates made an embed of 9,460 characters (Discord refuses over
     6,000), and /gaps was cut at a message's 2,000 characters."""
-    import datetime as dt
-
     from bot.discord import outgoing
     from bot.discord_format import EMBED_MAX, outbound_embed
     from bot.replies import Notice
-    from bot.sender import Bulletin, UpdateItem
+    from bot.sender import Bulletin
 
-    areas = retriever.corpus.areas[:2]
-    updates = tuple(
-        UpdateItem(f"u{n}", dt.date(2026, 1, n + 1), f"Update {n}", "Long news. " * 130,
-                   f"https://example.org/{n}", areas)
-        for n in range(11)
-    )  # fmt: skip
+    updates = long_digest(retriever.corpus.areas[:2])
     embed = outbound_embed(Bulletin(updates, digest=True))
     assert len(embed) <= EMBED_MAX and [f.name for f in embed.fields] == [
         f"Update {n}" for n in range(11)

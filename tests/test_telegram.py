@@ -22,7 +22,7 @@ from bot.settings import Settings, SettingsError
 from bot.store import Store
 from bot.telegram import SORRY, build_application, polling, run_telegram
 from retrieval.search import Retriever
-from tests.conftest import ipbot_env, ipbot_running
+from tests.conftest import ipbot_env, ipbot_running, long_digest
 from tests.fakes.telegram_rules import parse_html, utf16_length
 from tests.fakes.telegram_server import BOT_USER, GROUP, USER_ID, Call, FakeTelegram, url_echoes
 
@@ -557,17 +557,12 @@ def test_one_message_renderings_keep_every_item_they_promise(retriever: Retrieve
     import datetime as dt
 
     from bot.replies import SuggestionQueue
-    from bot.sender import Bulletin, PersonalMessage, UpdateItem
+    from bot.sender import Bulletin, PersonalMessage
     from bot.store import Suggestion
     from bot.telegram_format import LIMIT, render_bulletin, render_personal, render_queue
     from bot.telegram_format import visible_length as length
 
-    areas = retriever.corpus.areas[:2]
-    updates = tuple(
-        UpdateItem(f"u{n}", dt.date(2026, 1, n + 1), f"Update {n}", "Long news. " * 130,
-                   f"https://example.org/{n}", areas)
-        for n in range(11)
-    )  # fmt: skip
+    updates = long_digest(retriever.corpus.areas[:2])
     digest = render_bulletin(Bulletin(updates, digest=True))
     assert length(digest) <= LIMIT and all(f"Update {n}<" in digest for n in range(11))
     assert "/unsubscribe" in digest
