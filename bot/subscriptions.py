@@ -5,6 +5,7 @@ Platform-agnostic like the assistant; delivery itself is the sender's job (bot/s
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
@@ -194,7 +195,10 @@ class Dissemination:
                 area = self.retriever.resolve_area(text)
             except UserInputError as exc:
                 return Notice("usage", str(exc))
-        items = [i for i in self.items.values() if area is None or area in i.areas]
+        today = dt.date.today()  # an update dated later is staged: not news before its day
+        items = [
+            i for i in self.items.values() if i.date <= today and (area is None or area in i.areas)
+        ]
         items.sort(key=lambda i: (i.date, i.id), reverse=True)
         return UpdatesReply(tuple(items[:LATEST]), area)
 

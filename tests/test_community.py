@@ -14,7 +14,7 @@ import pytest_asyncio
 from bot.app import App, running_sender
 from bot.assistant import Assistant
 from bot.coverage import Coverage, answers_from, notify_covered
-from bot.replies import AnswerReply, Context, User
+from bot.replies import AnswerReply, Context, Notice, User
 from bot.sender import PersonalMessage, Sender
 from bot.settings import Settings
 from bot.store import Store
@@ -353,3 +353,31 @@ async def test_two_moderators_accepting_at_once_leave_one_draft_and_no_heading_o
     [draft] = (corpus_dir / "drafts").glob(f"suggestion-{number}-*.md")
     headings = [line for line in draft.read_text().splitlines() if line.startswith("#")]
     assert len(headings) == 1 and "Suggested example" in headings[0]
+
+
+async def test_an_update_dated_later_is_not_news_before_its_day(
+    versions: tuple[Retriever, Retriever], store: Store
+) -> None:
+    """A moderator may stage an update file ahead of its date: /updates (anyone's) waits for
+    that day, while /announce can preview it."""
+    import dataclasses
+
+    from bot.subscriptions import Dissemination
+    from retrieval.corpus import Update
+
+    retriever = versions[0]
+    served = retriever.corpus
+    staged = [
+        Update(name, date, f"News {name}", "Text.", "https://e.eu", ("valuation",))
+        for name, date in (("past", dt.date(2024, 1, 1)), ("future", dt.date(2999, 1, 1)))
+    ]
+    retriever.swap(dataclasses.replace(served, updates=(*served.updates, *staged)), retriever.index)
+    try:
+        dissemination = Dissemination(store, retriever)
+        latest = dissemination.latest("")
+        preview = await dissemination.preview("future")
+    finally:
+        retriever.swap(served, retriever.index)
+
+    assert [i.id for i in latest.items] == ["past"]  # type: ignore[union-attr]
+    assert not isinstance(preview, Notice) and preview.item.id == "future"
