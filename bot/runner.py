@@ -112,6 +112,15 @@ def one_process_per_sqlite_file(settings: Settings) -> Iterator[None]:
         yield
 
 
+def quiet_for_the_console(settings: Settings) -> None:
+    """The console chat shares the terminal with the log: a service's INFO line per question
+    would sit between the answers. Warnings and errors still show; a log level set on purpose
+    (IPBOT_LOG_LEVEL, --debug) stays."""
+    root = logging.getLogger()
+    if "log_level" not in settings.model_fields_set and root.level == logging.INFO:
+        root.setLevel(logging.WARNING)  # the default level; --debug has set DEBUG
+
+
 async def main(settings: Settings, progress: Progress) -> None:
     adapters = configured_adapters(settings)
     app = await open_app(settings, progress, configured_outlets(settings))
@@ -123,6 +132,7 @@ async def main(settings: Settings, progress: Progress) -> None:
                 "No chat token is set (IPBOT_TELEGRAM_TOKEN, IPBOT_DISCORD_TOKEN): "
                 "starting the console chat."
             )
+            quiet_for_the_console(settings)
             await run_console(app.assistant)
             return
         async with http_front(app) as front:  # closed after the adapters and the sender

@@ -4,6 +4,7 @@ other's trouble, ended by SIGTERM (exit 0) or by a platform that can no longer w
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pty
 import signal
@@ -217,3 +218,25 @@ async def test_a_second_run_on_the_same_sqlite_file_refuses_to_start(
     log = (second / "ipbot.log").read_text(errors="replace")
     assert code == 2, log[-2000:]
     assert "another `ipbot run` is already using" in log and "PostgreSQL" in log, log[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("variables", "level"), [({}, logging.WARNING), ({"IPBOT_LOG_LEVEL": "INFO"}, logging.INFO)]
+)
+def test_the_console_chat_is_not_interleaved_with_info_lines(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], level: int
+) -> None:
+    """`make run` with no token: an INFO line per question sat between the answers."""
+    from bot.runner import quiet_for_the_console
+    from bot.settings import load_settings
+
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.INFO)  # what `ipbot run` configures by default
+    try:
+        quiet_for_the_console(load_settings(_env_file=None))
+        assert root.level == level
+    finally:
+        root.setLevel(before)
