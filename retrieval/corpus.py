@@ -509,9 +509,29 @@ def _listed(value: str) -> tuple[str, ...]:
 def names_country(question: str, passage: Passage) -> bool:
     """Whether a question names the one country a passage holds in (any of its `country:`
     names, as a word or the start of one: "German" finds "Germany" and "German's")."""
-    return any(
-        re.search(r"(?<!\w)" + re.escape(name), question, re.IGNORECASE) for name in passage.country
-    )
+    if not passage.country or _word_starts(question).isdisjoint(_name_starts(passage.country)):
+        return False  # most questions: no word even starts like one of the names
+    return _country_pattern(passage.country).search(question) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _country_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
+    """One pattern for all of a passage's names: ranking asks of every question (a search per
+    name cost 0.4 ms a question, a sixth of the model's time)."""
+    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, names)) + ")", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_starts(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(name.lower()[:3] for name in names)
+
+
+@functools.lru_cache(maxsize=4096)
+def _word_starts(text: str) -> frozenset[str]:
+    """The first one, two and three letters of each word, lower-case: a quick test before the
+    pattern, since every question meets the few passages bound to one country."""
+    words = re.findall(r"\w+", text.lower())
+    return frozenset(word[:n] for word in words for n in (1, 2, 3))
 
 
 def _check_fields(
