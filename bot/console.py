@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import sys
 import textwrap
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from bot.assistant import Assistant
 from bot.replies import (
@@ -178,13 +179,23 @@ def format_reply(reply: Reply, bold: bool = False, with_disclaimer: bool = True)
     raise TypeError(f"no console format for {type(reply).__name__}")
 
 
+def terminal_language(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The terminal's language (LC_ALL, LC_MESSAGES, LANG: "pl_PL.UTF-8" -> "pl"), as a hint
+    like Telegram's language_code; None for the C/POSIX locale."""
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        if value := environ.get(name, "").strip():
+            code = value.split(".")[0].split("_")[0].lower()
+            return None if code in ("c", "posix") else code
+    return None
+
+
 class ConsoleChat:
     """One terminal conversation: remembers the last question and area page for paging."""
 
     def __init__(self, assistant: Assistant, bold: bool = False):
         self.assistant = assistant
         self.bold = bold
-        self.user = User("console", "local")
+        self.user = User("console", "local", terminal_language())
         self.context = Context.private(self.user)
         self._last_answer: AnswerReply | None = None
         self._last_page: AreaPage | None = None

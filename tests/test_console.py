@@ -179,3 +179,29 @@ async def test_an_unknown_area_is_echoed_briefly(chat: ConsoleChat) -> None:
     """Telegram split the echo of a long /area argument over several messages."""
     reply = await chat.send("/area " + "valuation nonsense " * 200)
     assert "There is no area called 'valuation nonsense" in reply and len(reply) < 600
+
+
+@pytest.mark.parametrize(
+    ("environ", "language"),
+    [
+        ({"LANG": "pl_PL.UTF-8"}, "pl"),
+        ({"LC_ALL": "de_AT.UTF-8", "LANG": "en_GB.UTF-8"}, "de"),
+        ({"LANG": "C.UTF-8"}, None),
+        ({}, None),
+    ],
+)
+def test_the_terminals_language_is_the_consoles_hint(environ: dict, language: str | None) -> None:
+    """As Telegram's language_code: "Umowa licencyjna?" in a Polish terminal is Polish."""
+    from bot.console import terminal_language
+
+    assert terminal_language(environ) == language
+
+
+async def test_a_short_question_in_the_terminals_language_is_answered(
+    assistant: Assistant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LANG", "pl_PL.UTF-8")
+    monkeypatch.delenv("LC_ALL", raising=False)
+    monkeypatch.delenv("LC_MESSAGES", raising=False)
+    reply = await ConsoleChat(assistant).send("Umowa licencyjna?")
+    assert "Source:" in reply and "angielsk" in reply  # the Polish note: passages in English
