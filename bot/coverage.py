@@ -4,6 +4,7 @@ notice each once the corpus answers the question (the corpus refresh calls `noti
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -41,13 +42,16 @@ async def request_coverage(store: Store, user: User, question_id: int) -> Notice
 async def notify_covered(store: Store, answer: AnswerFn) -> Coverage:
     """Ask every open request's question again; queue one notice per request now answered.
 
-    Each question is answered once however many people follow it. A notice's key names its
-    request, so a check interrupted between queueing and marking never tells anyone twice.
+    Each question is answered once however many people follow it, and however often it was
+    asked. A notice's key names the person and the question, so a check interrupted between
+    queueing and marking, or one person who asked the same thing twice and pressed the button
+    both times, is never told twice.
     """
     requests = await store.open_coverage_requests()
-    by_question: dict[int, list[CoverageRequest]] = {}
+    by_question: dict[tuple[str, str | None], list[CoverageRequest]] = {}
     for request in requests:
-        by_question.setdefault(request.question_id, []).append(request)
+        same = (" ".join(request.question.lower().split()), request.area_filter)
+        by_question.setdefault(same, []).append(request)
     answered = 0
     for waiting in by_question.values():
         first = waiting[0]
@@ -56,8 +60,9 @@ async def notify_covered(store: Store, answer: AnswerFn) -> Coverage:
             continue
         text = COVERED.format(question=first.question)
         stored = PersonalMessage("covered", text, found.lead, found.hits).stored()
+        asked = hashlib.sha256(f"{first.question}\0{first.area_filter}".lower().encode())
         for request in waiting:
-            key = f"covered:{request.id}"
+            key = f"covered:{request.platform}:{request.chat_id}:{asked.hexdigest()[:24]}"
             await store.enqueue_notice(request.platform, request.chat_id, "covered", stored, key)
             await store.mark_covered(request.id)
             answered += 1

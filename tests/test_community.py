@@ -381,3 +381,20 @@ async def test_an_update_dated_later_is_not_news_before_its_day(
 
     assert [i.id for i in latest.items] == ["past"]  # type: ignore[union-attr]
     assert not isinstance(preview, Notice) and preview.item.id == "future"
+
+
+async def test_one_person_who_asked_twice_is_told_once(
+    versions: tuple[Retriever, Retriever], store: Store, corpus_dir: Path
+) -> None:
+    """Asked twice, "tell me" pressed under both answers: the news came twice."""
+    before, after = versions
+    assistant = Assistant(before, store, suggestions=Suggestions(store, before, corpus_dir))
+    user = User("telegram", "78")
+    for typed in (QUESTION, f"  {QUESTION.upper()} "):
+        reply = await assistant.handle_text(user, typed)
+        assert isinstance(reply, AnswerReply) and reply.question_id is not None
+        await assistant.follow(user, reply.question_id)
+
+    assert await notify_covered(store, answers_from(after)) == Coverage(open=2, answered=2)
+    assert len(await store.claim(["telegram"])) == 1
+    assert await notify_covered(store, answers_from(after)) == Coverage(open=0, answered=0)
