@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from bot import metrics
+from bot import logs, metrics
 from bot.commands import Audience, Command, find, public_commands
 from bot.conversation import Conversations
 from bot.coverage import request_coverage
@@ -233,10 +233,7 @@ class Assistant:
                 language,
             )
         except Exception as exc:  # the user still gets the answer, only without its buttons
-            # one line per question during an outage; the traceback with --debug
-            debug = log.isEnabledFor(logging.DEBUG)
-            log.error("the question could not be stored (%r); answering without buttons", exc,
-                      exc_info=debug)  # fmt: skip
+            logs.failure(log, "the question could not be stored; answering without buttons", exc)
             question_id = None
         return AnswerReply(answer, question_id)
 

@@ -17,6 +17,7 @@ import textwrap
 import threading
 from collections.abc import Callable, Mapping
 
+from bot import logs
 from bot.assistant import Assistant
 from bot.replies import (
     HELPDESK_URL,
@@ -207,8 +208,7 @@ class ConsoleChat:
         try:
             return await self._reply(text)
         except Exception as exc:
-            debug = log.isEnabledFor(logging.DEBUG)
-            log.error("console: a message could not be handled: %r", exc, exc_info=debug)
+            logs.failure(log, "console: a message could not be handled", exc)
             return SORRY
 
     async def _reply(self, text: str) -> str:

@@ -53,16 +53,16 @@ async def notify_covered(store: Store, answer: AnswerFn) -> Coverage:
         same = (" ".join(request.question.lower().split()), request.area_filter)
         by_question.setdefault(same, []).append(request)
     answered = 0
-    for waiting in by_question.values():
+    for same, waiting in by_question.items():
         first = waiting[0]
         found = await answer(first.question, first.area_filter)
         if found is None or not found.answered:
             continue
         text = COVERED.format(question=first.question)
         stored = PersonalMessage("covered", text, found.lead, found.hits).stored()
-        asked = hashlib.sha256(f"{first.question}\0{first.area_filter}".lower().encode())
+        asked = hashlib.sha256(repr(same).encode()).hexdigest()[:24]  # the question, as grouped
         for request in waiting:
-            key = f"covered:{request.platform}:{request.chat_id}:{asked.hexdigest()[:24]}"
+            key = f"covered:{request.platform}:{request.chat_id}:{asked}"
             await store.enqueue_notice(request.platform, request.chat_id, "covered", stored, key)
             await store.mark_covered(request.id)
             answered += 1

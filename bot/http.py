@@ -143,7 +143,6 @@ class Front:
             raise web.HTTPNotFound()
         return web.FileResponse(path, headers={"Content-Type": "application/atom+xml"})
 
-
     async def _follow_published(self) -> None:
         """Feed files live in this replica's data folder and are written where an update is
         published: one published by another replica (or `ipbot updates publish` elsewhere)

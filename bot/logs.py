@@ -61,6 +61,15 @@ def configure(level: str | int, form: str = "text", stream: TextIO | None = None
     logging.captureWarnings(form == "json")  # warnings too, as JSON lines
 
 
+def failure(logger: logging.Logger, message: str, exc: BaseException, *args: object) -> None:
+    """An error that repeats while its cause lasts (the database away) in one line, with the
+    exception's repr; its traceback only at DEBUG (`--debug`), so that a console chat or a
+    service log is not buried."""
+    logger.error(
+        message + ": %r", *args, exc, exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None
+    )
+
+
 def json_enabled() -> bool:
     """Whether lines for the operator must be JSON (the final error line too)."""
     return any(

@@ -121,6 +121,13 @@ async def send(
         )
 
 
+async def send_beside(update: Update, context: ContextTypes.DEFAULT_TYPE, out: Outgoing) -> None:
+    """What a button press sends, as new messages in the chat (and forum topic) of the
+    message the button is under."""
+    if update.effective_chat is not None:
+        await send(context, update.effective_chat.id, out, beside=update.effective_message)
+
+
 def topic_of(message: Message | None) -> int | None:
     """The forum topic a message is in (None outside forum groups and in their General topic)."""
     return message.message_thread_id if message is not None and message.is_topic_message else None
@@ -174,6 +181,7 @@ def context_of(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Context:
 
     message = update.effective_message
     sender_chat = message.sender_chat if message is not None else None
+    topic = topic_of(message)
 
     async def is_admin() -> bool:
         if sender_chat is not None and sender_chat.id == chat.id:
@@ -185,7 +193,6 @@ def context_of(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Context:
             return False
         return member.status in (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
 
-    topic = topic_of(update.effective_message)
     thread = str(topic) if topic is not None else None
     return Context(user, Chat("telegram", str(chat.id), kind), is_admin, thread=thread)
 
@@ -253,10 +260,7 @@ async def on_more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await query.answer(reply.text, show_alert=True)
         return
     await query.answer()
-    if update.effective_chat is not None:
-        await send(
-            context, update.effective_chat.id, render(reply), beside=update.effective_message
-        )
+    await send_beside(update, context, render(reply))
 
 
 async def on_sources(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -267,9 +271,7 @@ async def on_sources(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
         await query.answer(passages.text, show_alert=True)
         return
     await query.answer()
-    if update.effective_chat is not None:
-        out = Outgoing(pack(format_source(passage) for passage in passages))
-        await send(context, update.effective_chat.id, out, beside=update.effective_message)
+    await send_beside(update, context, Outgoing(pack(format_source(p) for p in passages)))
 
 
 async def on_browse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -280,8 +282,8 @@ async def on_browse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if in_place == "1":
         with unless_unchanged():
             await query.edit_message_text(out.texts[0], reply_markup=out.keyboard)
-    elif update.effective_chat is not None:
-        await send(context, update.effective_chat.id, out, beside=update.effective_message)
+    else:
+        await send_beside(update, context, out)
 
 
 async def on_vote(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -314,10 +316,8 @@ async def on_announce(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     await query.answer("Cancelled." if notice.kind == "cancelled" else None)
     with unless_unchanged():
         await query.edit_message_reply_markup(None)
-    if notice.kind != "cancelled" and update.effective_chat is not None:
-        await send(
-            context, update.effective_chat.id, render(notice), beside=update.effective_message
-        )
+    if notice.kind != "cancelled":
+        await send_beside(update, context, render(notice))
 
 
 async def on_cover(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -334,10 +334,7 @@ async def on_decide(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         context_of(update, context), int(suggestion_id), choice == "a"
     )
     await query.answer()
-    if update.effective_chat is not None:
-        await send(
-            context, update.effective_chat.id, render(notice), beside=update.effective_message
-        )
+    await send_beside(update, context, render(notice))
 
 
 async def on_expired_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -184,11 +184,16 @@ def load_corpus(corpus_dir: Path) -> Corpus:
 def corpus_version(corpus_dir: Path) -> str:
     """The moderators' version label in `VERSION`, readable without loading the corpus (an
     unreadable one is reported by `check_corpus`)."""
-    version_file = Path(corpus_dir) / "VERSION"
+    return _version(Path(corpus_dir))[0]
+
+
+def _version(corpus_dir: Path) -> tuple[str, list[Problem]]:
+    """The label in `VERSION` ("unversioned" without one), and why it cannot be read."""
+    version_file = corpus_dir / "VERSION"
     if not version_file.exists():
-        return "unversioned"
-    text, _ = _read_text(version_file)
-    return text.strip() if text is not None else "unreadable"
+        return "unversioned", []
+    text, problems = _read_text(version_file)
+    return (text.strip() if text is not None else "unreadable"), problems
 
 
 def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
@@ -217,9 +222,8 @@ def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
     problems += scope_problems
     passages, asked_problems = _load_asked(corpus_dir / ASKED_FILE, passages)
     problems += asked_problems
-    version = corpus_version(corpus_dir)
-    if (corpus_dir / "VERSION").exists():
-        problems += _read_text(corpus_dir / "VERSION")[1]
+    version, version_problems = _version(corpus_dir)
+    problems += version_problems
     areas.sort(key=lambda a: AREA_SLUGS.index(a.slug))
     corpus = Corpus(
         areas=tuple(areas),

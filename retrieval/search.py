@@ -632,8 +632,8 @@ def _elsewhere_discounted(
     German employee-invention law is no answer to a Swedish professor, nor to a question that
     names no country: it shares the words of every question about who owns an invention.
     """
-    for row in index.country_rows.intersection(scores):
-        if not names_country(question, index.passages[row]):
+    for row in index.country_rows:  # a few rows, where `scores` holds a hundred or more
+        if row in scores and not names_country(question, index.passages[row]):
             scores[row] *= ELSEWHERE_FACTOR
     return scores
 

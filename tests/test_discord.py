@@ -227,24 +227,19 @@ async def test_long_question_names_its_thread_within_100_characters(fake: FakeDi
 
 
 @pytest.mark.parametrize("bot_settings", [{"discord_threads": False}])
-async def test_mention_is_answered_in_the_channel_when_threads_are_off(fake: FakeDiscord) -> None:
+@pytest.mark.parametrize("addressed", ["mention", "role_mention"])
+async def test_mention_is_answered_in_the_channel_when_threads_are_off(
+    fake: FakeDiscord, addressed: str
+) -> None:
+    """A mention of the bot, or of its own role (Discord's mention picker offers it beside
+    the bot), addresses it."""
     mark = len(fake.calls)
-    question = await fake.post_message(QUESTION, mention=True)
-    reply = await fake.next_call(mark, "POST", rf"/channels/{fake.channel_id}/messages")
-
-    assert str(reply.body["message_reference"]["message_id"]) == question["id"]
-    assert not fake.calls_since(mark, "POST", r".*/threads")
-
-
-@pytest.mark.parametrize("bot_settings", [{"discord_threads": False}])
-async def test_a_mention_of_the_bots_own_role_is_answered(fake: FakeDiscord) -> None:
-    """Discord's mention picker offers the bot's role beside the bot: both address it."""
-    mark = len(fake.calls)
-    question = await fake.post_message(QUESTION, role_mention=True)
+    question = await fake.post_message(QUESTION, **{addressed: True})
     reply = await fake.next_call(mark, "POST", rf"/channels/{fake.channel_id}/messages")
 
     assert str(reply.body["message_reference"]["message_id"]) == question["id"]
     assert reply.body.get("embeds"), "the question should get an answer with passages"
+    assert not fake.calls_since(mark, "POST", r".*/threads")
 
 
 async def test_channel_chatter_is_ignored(fake: FakeDiscord) -> None:
