@@ -13,13 +13,13 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from bot import logs, metrics
 from bot.commands import Audience, Command, find, public_commands
-from bot.conversation import Conversations
+from bot.conversation import Conversations, Understood
 from bot.coverage import request_coverage
 from bot.moderation import DEFAULT_DAYS, MAX_DAYS, Moderation
 from bot.refresh import Refresher, versions_text
@@ -199,16 +199,18 @@ class Assistant:
             text, notes, area_filter = self.retriever.prepare(question, area)
         except UserInputError as exc:
             return Notice("usage", str(exc))
+        understood = Understood(text)
         if conversation and offset == 0:
             understood = self.conversations.understand(conversation, text)
             text = understood.text
-            notes = (*notes, understood.note) if understood.note else notes
         if working is not None:
             await working()
         started = time.perf_counter()
         answer, language = await self._search(
             text, area_filter, max(0, offset), notes, user.language, language
         )
+        if (note := understood.note(language)) is not None:  # in the language it was read in
+            answer = replace(answer, notes=(note, *answer.notes))
         log.info(
             "question answered=%s area=%s language=%s",
             answer.answered,

@@ -22,6 +22,83 @@ _OPENERS = re.compile(
     r"^same\s+(?:for|with|question)\b|^(?:in|for)\s+that\s+case\b",
     re.I,
 )
+# How a continuation opens in the other languages ipbot answers: "and", "but", "what about",
+# "what if", "in that case", "same question". Words that also open standalone questions are
+# left out or kept only with the word that follows: Spanish "si" (if), French "en" and "un",
+# Italian "e" (typed for "è", is), Polish and Czech "a" and "i" (English "a" and "I"),
+# Slovenian "ali" (a question's first word, not Croatian "but"), Latvian "kā ar" (how, with).
+_OTHER_OPENERS = (  # fmt: skip
+    # German, Dutch
+    "und", "aber", "auch", "was ist mit", "wie ist es mit", "wie sieht es mit", "und wenn",
+    "was wenn", "was passiert wenn", "gilt das auch", "ist das auch", "gleiche frage",
+    "in dem fall", "in diesem fall",
+    "maar", "ook", "en als", "en voor", "en bij", "en wat", "en hoe", "en met", "wat als",
+    "hoe zit het met", "geldt dat ook", "zelfde vraag", "dezelfde vraag", "in dat geval",
+    # French
+    "et", "mais", "alors", "aussi", "qu'en est-il", "quid de", "quid du", "quid des",
+    "que se passe-t-il si", "même question", "dans ce cas", "est-ce pareil", "c'est pareil",
+    # Spanish, Portuguese, Italian, Romanian
+    "y", "pero", "también", "qué pasa con", "qué pasa si", "que pasa si", "qué hay de",
+    "lo mismo", "la misma pregunta", "en ese caso", "en este caso",
+    "mas", "também", "e se", "e para", "e quanto a", "e no caso", "o mesmo", "nesse caso",
+    "neste caso", "a mesma pergunta",
+    "ma", "anche", "e per", "e nel caso", "e in caso", "e riguardo", "e con", "cosa succede se",
+    "stessa domanda", "la stessa domanda", "in quel caso", "in questo caso",
+    "și", "şi", "dar dacă", "dar daca", "dar pentru", "ce se întâmplă dacă", "în acest caz",
+    # Nordic, Finnish, Estonian
+    "och", "og", "men om", "men hvis", "men vad", "men hvad", "men hva", "vad gäller",
+    "hur är det med", "vad händer om", "hvad med", "hva med", "hvad hvis", "hva om", "hva hvis",
+    "samma fråga", "i så fall", "gäller det också", "gælder det også", "gjelder det også",
+    "ja", "entä", "mutta", "mitä jos", "aga", "mis siis kui",
+    # Slavic (Latin script)
+    "ale", "a co", "a jeśli", "a jesli", "a gdy", "a jak", "a dla", "a w przypadku",
+    "co jeśli", "co jesli", "i dla", "w takim razie", "to samo",
+    "a kdyby", "a když", "a kdyz", "a pokud", "a v případě", "co když", "co kdyz", "totéž",
+    "a čo", "a ak", "a keď", "a v prípade", "čo ak",
+    "a što", "a sto", "a ako", "što ako", "sto ako", "i za", "a kaj", "kaj če",
+    # Greek, Cyrillic
+    "και", "κι", "αλλά", "τι γίνεται με", "τι γίνεται αν", "κι αν",
+    "и", "а", "но", "ами", "і", "й", "але", "а ако", "а якщо", "а що", "а какво",
+    # Hungarian, Baltic, Turkish, Maltese, Irish
+    "és", "de ha", "de mi", "mi a helyzet", "mi van ha", "mi történik ha", "ugyanez",
+    "o jei", "o kas", "o kaip", "ir", "bet", "un ja",
+    "peki", "ya", "ve",
+    "u jekk", "u għal", "imma", "agus", "ach", "cad faoi",
+)
+_ALTERNATIVES = "|".join(re.escape(o) for o in sorted(_OTHER_OPENERS, key=len, reverse=True))
+_OTHER = re.compile(rf"^(?:{_ALTERNATIVES})(?=[\s,?!.:;]|$)", re.I)
+FOLLOW_UP_NOTE = "I read this together with your previous question"
+FOLLOW_UP_NOTES: dict[str, str] = {  # "read together with your previous question"
+    "bg": "Прочетено заедно с предишния ви въпрос",
+    "cs": "Čteno spolu s vaší předchozí otázkou",
+    "da": "Læst sammen med dit forrige spørgsmål",
+    "de": "Zusammen mit Ihrer vorigen Frage gelesen",
+    "el": "Διαβάστηκε μαζί με την προηγούμενη ερώτησή σας",
+    "es": "Leído junto con su pregunta anterior",
+    "et": "Loetud koos teie eelmise küsimusega",
+    "fi": "Luettu yhdessä edellisen kysymyksesi kanssa",
+    "fr": "Lu avec votre question précédente",
+    "ga": "Léite in éineacht le do cheist roimhe seo",
+    "he": "נקרא יחד עם השאלה הקודמת שלך",
+    "hr": "Pročitano zajedno s vašim prethodnim pitanjem",
+    "hu": "Az előző kérdésével együtt értelmezve",
+    "it": "Letto insieme alla sua domanda precedente",
+    "lt": "Perskaityta kartu su ankstesniu jūsų klausimu",
+    "lv": "Lasīts kopā ar jūsu iepriekšējo jautājumu",
+    "mk": "Прочитано заедно со вашето претходно прашање",
+    "mt": "Moqri flimkien mal-mistoqsija preċedenti tiegħek",
+    "nl": "Gelezen samen met je vorige vraag",
+    "no": "Lest sammen med det forrige spørsmålet ditt",
+    "pl": "Odczytane razem z poprzednim pytaniem",
+    "pt": "Lido em conjunto com a sua pergunta anterior",
+    "ro": "Citit împreună cu întrebarea dumneavoastră anterioară",
+    "sk": "Čítané spolu s vašou predchádzajúcou otázkou",
+    "sl": "Prebrano skupaj z vašim prejšnjim vprašanjem",
+    "sq": "Lexuar së bashku me pyetjen tuaj të mëparshme",
+    "sv": "Läst tillsammans med din föregående fråga",
+    "tr": "Önceki sorunuzla birlikte okundu",
+    "uk": "Прочитано разом із вашим попереднім запитанням",
+}
 
 
 @dataclass(frozen=True)
@@ -31,18 +108,21 @@ class Understood:
     text: str
     previous: str | None = None
 
-    @property
-    def note(self) -> str | None:
-        """How the question was understood, for the user to see (None if read on its own)."""
+    def note(self, language: str = "en") -> str | None:
+        """How the question was understood, for the user to see (None if read on its own), in
+        the language the answer is read in where we have the words."""
         if self.previous is None:
             return None
-        return f'I read this together with your previous question: "{self.previous}"'
+        return f'{FOLLOW_UP_NOTES.get(language, FOLLOW_UP_NOTE)}: "{self.previous}"'
 
 
 def is_follow_up(question: str) -> bool:
-    """A short message that opens like a continuation ("and...", "what about...", "what if...")."""
-    text = question.strip()
-    return len(text.split()) <= MAX_FOLLOW_UP_WORDS and bool(_OPENERS.search(text))
+    """A short message that opens like a continuation ("and...", "what about...", "what if...",
+    "und bei...", "et si...", "¿y para...?")."""
+    text = question.strip().lstrip("¿¡«\"'“„(").replace("’", "'")
+    if len(text.split()) > MAX_FOLLOW_UP_WORDS:
+        return False
+    return bool(_OPENERS.search(text) or _OTHER.search(text))
 
 
 def combine(previous: str, follow_up: str) -> str:

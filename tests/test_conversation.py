@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from bot.assistant import AnswerReply, Assistant, User
 from bot.console import ConsoleChat
@@ -37,14 +40,56 @@ def test_standalone_questions_are_not_follow_ups(text: str) -> None:
     assert not is_follow_up(text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "und bei Software?",
+        "Et si le partenaire est aux États-Unis ?",
+        "Qu’en est-il du logiciel ?",
+        "¿Y si es software?",
+        "E se il partner è in Cina?",
+        "A co z oprogramowaniem?",
+        "En als het om software gaat?",
+        "Och om det gäller mjukvara?",
+        "A když jde o software?",
+        "Και για λογισμικό;",
+        "А якщо партнер у США?",
+        "És ha szoftverről van szó?",
+    ],
+)
+def test_continuations_in_other_languages_are_follow_ups(text: str) -> None:
+    assert is_follow_up(text)
+
+
+def _questions(data: dict) -> list[str]:
+    languages = data.get("languages") or []
+    return [
+        text
+        for item in data["questions"]
+        for text in ([item["q"]] if "q" in item else [item.get(code) for code in languages])
+        if text
+    ]
+
+
+def test_no_standalone_eval_question_in_any_language_opens_like_a_follow_up() -> None:
+    """Words that open a continuation in one language must not open a question in another:
+    Spanish "si" (if), Slovenian "ali" (a yes/no question), English "a" and "I"."""
+    files = sorted((Path(__file__).parent / "data").glob("*.yaml"))
+    files = [f for f in files if not f.stem.endswith("highlights")]  # the same questions
+    questions = [q for f in files for q in _questions(yaml.safe_load(f.read_text("utf-8")))]
+    assert len(questions) > 3000
+    assert [q for q in questions if is_follow_up(q)] == []
+
+
 def test_follow_up_is_combined_with_the_previous_question_of_the_same_chat_only() -> None:
     conversations = Conversations()
     conversations.understand("telegram:1", "who owns the results of a joint project?")
     same_chat = conversations.understand("telegram:1", "and for software?")
     other_chat = conversations.understand("telegram:2", "and for software?")
     assert same_chat.text == "who owns the results of a joint project? and for software?"
-    assert same_chat.note and "who owns the results" in same_chat.note
-    assert other_chat.text == "and for software?" and other_chat.note is None
+    note = same_chat.note()
+    assert note and "who owns the results" in note
+    assert other_chat.text == "and for software?" and other_chat.note() is None
 
 
 def test_previous_question_expires_after_a_few_minutes() -> None:
@@ -52,7 +97,7 @@ def test_previous_question_expires_after_a_few_minutes() -> None:
     conversations = Conversations(ttl=300, clock=clock)
     conversations.understand("c", "who owns the results of a joint project?")
     clock.now = 301
-    assert conversations.understand("c", "and for software?").note is None
+    assert conversations.understand("c", "and for software?").note() is None
 
 
 def test_memory_is_bounded_to_the_most_recent_chats() -> None:
@@ -60,7 +105,7 @@ def test_memory_is_bounded_to_the_most_recent_chats() -> None:
     for chat in ("a", "b", "c"):
         conversations.understand(chat, f"question in chat {chat} about patents")
     assert len(conversations) == 2
-    assert conversations.understand("a", "and for software?").note is None
+    assert conversations.understand("a", "and for software?").note() is None
 
 
 async def test_assistant_answers_a_follow_up_and_says_how_it_understood_it(
@@ -79,3 +124,15 @@ async def test_console_follow_up_shows_how_it_was_read(assistant: Assistant) -> 
     await chat.send("which open source licence should I use for research code?")
     reply = await chat.send("and what about for hardware?")
     assert "I read this together with your previous question" in reply
+
+
+async def test_a_follow_up_in_another_language_is_understood_and_says_so_in_it(
+    assistant: Assistant,
+) -> None:
+    user, key = User("telegram", "8", language="de"), chat_key("telegram", 43, "8")
+    first = "Wem gehören die Ergebnisse, wenn wir mit einer Firma zusammen forschen?"
+    await assistant.ask(user, first, conversation=key)
+    reply = await assistant.ask(user, "und bei Software?", conversation=key)
+    assert isinstance(reply, AnswerReply) and reply.answer.answered
+    assert reply.answer.question.startswith(first.rstrip("?"))
+    assert f'Zusammen mit Ihrer vorigen Frage gelesen: "{first}"' in reply.answer.notes
