@@ -22,7 +22,6 @@ from bot.assistant import Assistant
 from bot.replies import (
     HELPDESK_URL,
     HUMAN_HELP,
-    NOT_COVERED,
     SORRY,
     AboutReply,
     AnnouncePreview,
@@ -38,6 +37,7 @@ from bot.replies import (
     SuggestionQueue,
     UpdatesReply,
     User,
+    not_covered,
     problems_note,
 )
 from retrieval.search import Answer, Hit
@@ -95,7 +95,7 @@ def format_answer(answer: Answer, disclaimer: str, bold: bool = False) -> str:
     """The answer: a leading line that answers, then the passages; `disclaimer` may be empty."""
     lines: list[str] = [_wrap(f"Note: {note}", "") for note in answer.notes]
     if not answer.answered:
-        lines.append(NOT_COVERED)
+        lines.append(not_covered(answer))
         if answer.suggestions:
             names = ", ".join(f"{a.title} (/area {a.slug})" for a in answer.suggestions)
             lines.append(f"Did you mean one of these areas? {names}")

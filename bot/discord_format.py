@@ -12,7 +12,6 @@ from bot.replies import (
     DISCLAIMER,
     HELPDESK_URL,
     HUMAN_HELP,
-    NOT_COVERED,
     AboutReply,
     AnnouncePreview,
     AnswerReply,
@@ -24,6 +23,7 @@ from bot.replies import (
     Reply,
     SuggestionQueue,
     UpdatesReply,
+    not_covered,
     problems_note,
 )
 from bot.sender import Bulletin, DeliveryReport, Outbound, PersonalMessage, UpdateItem
@@ -126,7 +126,7 @@ def answer_embed(answer: Answer, disclaimer: str) -> discord.Embed:
 
 
 def not_covered_embed(answer: Answer, notes: list[str]) -> discord.Embed:
-    lines = [*notes, NOT_COVERED]
+    lines = [*notes, not_covered(answer)]
     if answer.suggestions:
         closest = ", ".join(f"**{escape(a.title)}** (`/area {a.slug}`)" for a in answer.suggestions)
         lines.append(f"Closest areas: {closest}")

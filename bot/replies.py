@@ -25,8 +25,45 @@ HUMAN_HELP = (
     "or your institution's technology transfer office."
 )
 NOT_COVERED = "I could not find this in the Code of Practice material I can cite."
+NOT_COVERED_IN: dict[str, str] = {  # for questions read in another language
+    "bg": "Не намерих това в материалите от Кодекса на добрите практики, които мога да цитирам.",
+    "cs": "V materiálech Kodexu postupů, které mohu citovat, se to nenachází.",
+    "da": "Jeg fandt ikke dette i det materiale fra adfærdskodeksen, som jeg kan citere.",
+    "de": "Dazu habe ich in den Texten des Verhaltenskodex, die ich zitieren kann, nichts gefunden.",
+    "el": "Δεν το βρήκα στο υλικό του Κώδικα Πρακτικής που μπορώ να παραθέσω.",
+    "es": "No he encontrado esto en el material del código de buenas prácticas que puedo citar.",
+    "et": "Ma ei leidnud seda tegevusjuhendi materjalist, mida saan tsiteerida.",
+    "fi": "En löytänyt tätä käytännesääntöjen aineistosta, jota voin lainata.",
+    "fr": "Je n'ai pas trouvé cela dans les textes du code de bonnes pratiques que je peux citer.",
+    "ga": "Níor aimsigh mé é seo san ábhar ón gCód Cleachtais is féidir liom a lua.",
+    "he": "לא מצאתי את זה בחומר של קוד הנוהג שאני יכול לצטט.",
+    "hr": "To se ne nalazi u materijalima Kodeksa prakse koje mogu citirati.",
+    "hu": "Ezt nem találtam a gyakorlati kódex idézhető anyagaiban.",
+    "it": "Non ho trovato nulla su questo nel materiale del codice di buone pratiche che posso citare.",
+    "lt": "Neradau to praktikos kodekso medžiagoje, kurią galiu cituoti.",
+    "lv": "To neatradu prakses kodeksa materiālos, ko varu citēt.",
+    "mk": "Ова не го најдов во материјалите од Кодексот на практика што можам да ги цитирам.",
+    "mt": "Ma sibtx dan fil-materjal tal-Kodiċi ta' Prattika li nista' nikkwota.",
+    "nl": "Ik heb dit niet gevonden in het materiaal van de praktijkcode dat ik kan citeren.",
+    "no": "Jeg fant ikke dette i materialet fra praksiskodeksen som jeg kan sitere.",
+    "pl": "W materiałach kodeksu postępowania, które mogę cytować, nie ma odpowiedzi na to pytanie.",
+    "pt": "Não encontrei isto no material do código de práticas que posso citar.",
+    "ro": "Nu am găsit acest lucru în materialele codului de bune practici pe care le pot cita.",
+    "sk": "V materiáloch kódexu postupov, ktoré môžem citovať, sa to nenachádza.",
+    "sl": "Tega v gradivu kodeksa ravnanja, ki ga lahko navedem, ni.",
+    "sq": "Nuk e gjeta këtë në materialet e Kodit të Praktikës që mund të citoj.",
+    "sv": "Jag hittade inte detta i det material från uppförandekoden som jag kan citera.",
+    "tr": "Bunu alıntılayabildiğim Uygulama Kuralları materyalinde bulamadım.",
+    "uk": "У матеріалах Кодексу практики, які я можу цитувати, цього немає.",
+}
 SORRY = "Sorry, something went wrong on my side. Please try again in a moment."
 EXAMPLE_QUESTION = "Who owns the results of a joint research project?"
+
+
+def not_covered(answer: Answer) -> str:
+    """What a declined answer says first, in the language the question was read in where we
+    have the words (area names and commands stay as they are in every language)."""
+    return NOT_COVERED_IN.get(answer.language, NOT_COVERED)
 
 
 @dataclass(frozen=True)

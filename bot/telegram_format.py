@@ -24,7 +24,6 @@ from bot.replies import (
     DISCLAIMER,
     HELPDESK_URL,
     HUMAN_HELP,
-    NOT_COVERED,
     AboutReply,
     AnnouncePreview,
     AnswerReply,
@@ -37,6 +36,7 @@ from bot.replies import (
     Reply,
     SuggestionQueue,
     UpdatesReply,
+    not_covered,
     problems_note,
 )
 from bot.sender import Bulletin, DeliveryReport, Outbound, PersonalMessage, UpdateItem
@@ -167,8 +167,8 @@ def format_source(passage: Passage) -> str:
     )
 
 
-def not_covered(answer: Answer) -> str:
-    lines = [f"<b>{escape(NOT_COVERED)}</b>"]
+def not_covered_html(answer: Answer) -> str:
+    lines = [f"<b>{escape(not_covered(answer))}</b>"]
     if answer.suggestions:
         areas = (
             f"{escape(a.title)} (<code>/area {escape(a.slug)}</code>)" for a in answer.suggestions
@@ -181,7 +181,7 @@ def not_covered(answer: Answer) -> str:
 def answer_blocks(answer: Answer, disclaimer: str) -> list[str]:
     blocks = [f"<i>{escape(note)}</i>" for note in answer.notes]
     if not answer.answered:
-        return [*blocks, not_covered(answer)]
+        return [*blocks, not_covered_html(answer)]
     if answer.offset == 0 and answer.lead:
         blocks.append(f"<b>{escape(answer.lead)}</b>")
     if answer.area:
@@ -368,8 +368,8 @@ def inline_results(reply: AnswerReply | Notice) -> list[InlineQueryResultArticle
         return [InlineQueryResultArticle("notice", clip(reply.text, 100), content)]
     answer = reply.answer
     if not answer.answered:
-        content = InputTextMessageContent(not_covered(answer))
-        return [InlineQueryResultArticle("not-covered", NOT_COVERED, content)]
+        content = InputTextMessageContent(not_covered_html(answer))
+        return [InlineQueryResultArticle("not-covered", not_covered(answer), content)]
     footer = f"\n\n<i>{escape(reply.disclaimer)}</i>"
     return [
         InlineQueryResultArticle(

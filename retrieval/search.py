@@ -130,6 +130,7 @@ class Answer:
     notes: tuple[str, ...] = ()
     offset: int = 0
     has_more: bool = False
+    language: str = ENGLISH  # the language the question was read in: replies use its words
 
     @property
     def lead(self) -> str:
@@ -421,7 +422,6 @@ class Retriever:
         """
         state = self._state
         if language != ENGLISH and state.translated is not None and self.multilingual:
-            notes = (*notes, passages_note(language))
             return self._answer_translated(
                 state, question, vector, area, (top_k, offset), notes, language
             )
@@ -472,7 +472,8 @@ class Retriever:
         confidence = translated_confidence(state, ranking, vector)
         if abstains_translated(confidence, ip_term, ml.min_score, ml.confident_score):
             suggestions = self._closest_areas(state.corpus, index, ranking.scores)
-            return Answer(question, False, area, suggestions=suggestions, notes=notes)
+            return Answer(question, False, area, (), suggestions, notes, language=language)
+        notes = (*notes, passages_note(language))  # said only where there are passages
         fused = _elsewhere_discounted(index, _bridged(ranking, lexical, by_lexical), question)
         top_k, offset = window
         rows = best_first(fused)
@@ -482,9 +483,7 @@ class Retriever:
             for r in rows[offset : offset + top_k]
         )
         has_more = len(rows) > offset + top_k
-        return Answer(
-            question, True, best_area, hits, notes=notes, offset=offset, has_more=has_more
-        )
+        return Answer(question, True, best_area, hits, (), notes, offset, has_more, language)
 
     def search_text(self, question: str) -> str:
         """The question as it is searched: its own words, then glossary meanings of its terms.

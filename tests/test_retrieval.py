@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.replies import NOT_COVERED, not_covered
 from retrieval.abstention import names_ip_term
 from retrieval.evaluate import ScopeTrial, choose_scope_setting, evaluate
 from retrieval.index import tokenize
@@ -172,13 +173,28 @@ def test_json_contract_has_the_documented_fields(retriever: Retriever) -> None:
     [
         ("Kann ich meine Erfindung patentieren?", "Die Textstellen sind auf Englisch."),
         ("¿Quién es el propietario de los resultados?", "Los pasajes están en inglés."),
-        ("谁拥有联合研究的成果？", "The passages are in English."),
     ],
 )
 def test_other_languages_are_told_the_passages_are_in_english(
     retriever: Retriever, question: str, note: str
 ) -> None:
     assert note in retriever.answer(question).notes
+
+
+@pytest.mark.parametrize(
+    ("question", "declined"),
+    [
+        ("Wie schreibe ich ein gutes Motivationsschreiben für eine Postdoc-Stelle?", "Dazu habe"),
+        ("谁能帮我写求职信？", NOT_COVERED),  # no words of ours in Chinese: English
+    ],
+)
+def test_a_declined_question_is_told_so_in_its_language_without_a_passages_note(
+    retriever: Retriever, question: str, declined: str
+) -> None:
+    answer = retriever.answer(question)
+    assert not answer.answered and answer.language != "en"
+    assert not_covered(answer).startswith(declined)
+    assert not any("English" in note or "Englisch" in note for note in answer.notes)
 
 
 @pytest.mark.parametrize(
