@@ -28,6 +28,8 @@ NEIGHBOUR_MIN_LETTERS = 6
 _ENTRY = re.compile(r"^-\s+(?P<term>[^:]+?)\s*:\s*(?P<meanings>.*?)\s*$")
 _TRANSLATION = re.compile(r"^-\s+(?P<english>[^:=]+?)\s*=\s*(?P<languages>.*?)\s*$")
 _NOT_WORD = re.compile(r"[^\w*]+|_+")  # a `*` is kept: the wildcard of translations
+# after a term: it counts only as written ("FAIR" data, not "is it fair"; "CA", not "ca. 6 months")
+AS_WRITTEN = "(as written)"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class GlossaryEntry:
     term: str
     meanings: tuple[str, ...]
     line: int = 0
+    as_written: bool = False  # an everyday word in other cases: matched only in the term's case
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,8 @@ class Glossary:
         lowered = question.lower()
         for match in self._pattern.finditer(question):
             entry = self._by_term[match.group(1).lower()]
+            if entry.as_written and match.group(1) not in (entry.term, entry.term.upper()):
+                continue
             spelled_out = any(m.lower() in lowered for m in entry.meanings)
             if entry not in found and not spelled_out:
                 found.append(entry)
@@ -241,6 +246,8 @@ def _entry(line: str, number: int) -> tuple[GlossaryEntry | None, str | None]:
     if not match:
         return None, "expected '- TERM: meaning; other meaning' (or a '#' heading)"
     term = match["term"].strip()
+    as_written = term.endswith(AS_WRITTEN)
+    term = term.removesuffix(AS_WRITTEN).strip()
     meanings = tuple(m.strip() for m in match["meanings"].split(";") if m.strip())
     if len(term) > MAX_TERM_CHARS:
         return None, f"term too long ({len(term)} characters, at most {MAX_TERM_CHARS})"
@@ -248,4 +255,4 @@ def _entry(line: str, number: int) -> tuple[GlossaryEntry | None, str | None]:
         return None, "the term must contain a letter or digit"
     if not meanings:
         return None, f"'{term}' has no meaning after the colon"
-    return GlossaryEntry(term, meanings, number), None
+    return GlossaryEntry(term, meanings, number, as_written), None

@@ -370,6 +370,24 @@ def test_glossary_adds_meanings_after_the_users_own_words() -> None:
     assert glossary.expand("agendas and calendars") == "agendas and calendars"
 
 
+@pytest.mark.parametrize(
+    ("question", "widened"),
+    [
+        ("is it fair that the company gets all the results?", False),
+        ("Fair terms for access rights?", False),
+        ("ca. 6 months before the deadline", False),
+        ("are our data FAIR?", True),
+        ("what should the CA say about background?", True),
+        ("nda?", True),  # an acronym that is no everyday word counts in any case
+    ],
+)
+def test_an_acronym_that_is_also_an_everyday_word_counts_only_as_written(
+    question: str, widened: bool
+) -> None:
+    glossary = load_corpus(CORPUS).glossary
+    assert (glossary.expand(question) != question) is widened
+
+
 def test_shipped_glossary_is_loaded_with_the_corpus() -> None:
     corpus = load_corpus(CORPUS)
     assert "material transfer agreement" in corpus.glossary.expand("MTA")
