@@ -153,6 +153,32 @@ def unless_unchanged() -> Iterator[None]:
             raise
 
 
+# Telegram's refusals of a message in a chat where the bot has no right to write, or in a
+# closed topic: an apology there would be refused again
+UNSENDABLE = ("not enough rights", "have no rights", "topic_closed", "chat_write_forbidden")
+
+
+async def acknowledge(
+    update: Update,
+    context: ContextTypes.DEFAULT_TYPE,
+    text: str | None = None,
+    alert: bool = False,
+) -> None:
+    """Answer a button press (with `text` as a toast or an alert).
+
+    Telegram keeps presses made while the bot was down and refuses to have them answered
+    later ("query is too old"); the press still does its job, and `text`, which the user would
+    have seen over the button, comes as a message instead.
+    """
+    assert update.callback_query is not None
+    try:
+        await update.callback_query.answer(text, show_alert=alert)
+    except BadRequest as exc:
+        log.info("Telegram: a button press could not be answered: %s", exc.message)
+        if text:
+            await send_beside(update, context, Outgoing((escape(text),)))
+
+
 def pressed(
     update: Update, context: ContextTypes.DEFAULT_TYPE
 ) -> tuple[CallbackQuery, tuple[str, ...]]:
@@ -254,36 +280,39 @@ async def on_group_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
 
 async def on_more(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The More button: the next passages for the same question, as a new message."""
-    query, (question_id, offset) = pressed(update, context)
+    _, (question_id, offset) = pressed(update, context)
     reply = await assistant_of(context).more(user_of(update), int(question_id), int(offset))
     if isinstance(reply, Notice) and reply.kind == "expired":
-        await query.answer(reply.text, show_alert=True)
+        await acknowledge(update, context, reply.text, alert=True)
         return
-    await query.answer()
+    await acknowledge(update, context)
     await send_beside(update, context, render(reply))
 
 
 async def on_sources(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The Sources button: each cited passage in full, folded in an expandable quote."""
-    query, (question_id, offset) = pressed(update, context)
+    _, (question_id, offset) = pressed(update, context)
     passages = await assistant_of(context).sources(user_of(update), int(question_id), int(offset))
     if isinstance(passages, Notice):
-        await query.answer(passages.text, show_alert=True)
+        await acknowledge(update, context, passages.text, alert=True)
         return
-    await query.answer()
+    await acknowledge(update, context)
     await send_beside(update, context, Outgoing(pack(format_source(p) for p in passages)))
 
 
 async def on_browse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """An area button: the area's first page as a new message, or another page in place."""
     query, (slug, page, in_place) = pressed(update, context)
-    await query.answer()
+    await acknowledge(update, context)
     out = render(assistant_of(context).browse(slug, int(page)))
     if in_place == "1":
-        with unless_unchanged():
-            await query.edit_message_text(out.texts[0], reply_markup=out.keyboard)
-    else:
-        await send_beside(update, context, out)
+        try:
+            with unless_unchanged():
+                await query.edit_message_text(out.texts[0], reply_markup=out.keyboard)
+            return
+        except BadRequest as exc:  # too old to edit, or deleted: the page comes as a message
+            log.info("Telegram: an area page could not be edited: %s", exc.message)
+    await send_beside(update, context, out)
 
 
 async def on_vote(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -291,7 +320,7 @@ async def on_vote(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     disappear (in a group every member may vote once: they stay)."""
     query, (question_id, sign) = pressed(update, context)
     notice = await assistant_of(context).vote(user_of(update), int(question_id), sign == "+")
-    await query.answer(notice.text)
+    await acknowledge(update, context, notice.text)
     message = query.message
     private = isinstance(message, Message) and message.chat.type == ChatType.PRIVATE
     if private and isinstance(message, Message) and message.reply_markup:
@@ -311,9 +340,9 @@ async def on_announce(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         context_of(update, context), token, confirm=choice == "y"
     )
     if notice.kind == "refused":  # someone else in the chat: only they see it, buttons stay
-        await query.answer(notice.text, show_alert=True)
+        await acknowledge(update, context, notice.text, alert=True)
         return
-    await query.answer("Cancelled." if notice.kind == "cancelled" else None)
+    await acknowledge(update, context, "Cancelled." if notice.kind == "cancelled" else None)
     with unless_unchanged():
         await query.edit_message_reply_markup(None)
     if notice.kind != "cancelled":
@@ -322,25 +351,24 @@ async def on_announce(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
 
 async def on_cover(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """ "Tell me when this is covered": stored on this opt-in only, then confirmed."""
-    query, (question_id,) = pressed(update, context)
+    _, (question_id,) = pressed(update, context)
     notice = await assistant_of(context).follow(user_of(update), int(question_id))
-    await query.answer(notice.text, show_alert=True)
+    await acknowledge(update, context, notice.text, alert=True)
 
 
 async def on_decide(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Accept or Reject under /queue (moderators only): the outcome comes as a message."""
-    query, (suggestion_id, choice) = pressed(update, context)
+    _, (suggestion_id, choice) = pressed(update, context)
     notice = await assistant_of(context).decide(
         context_of(update, context), int(suggestion_id), choice == "a"
     )
-    await query.answer()
+    await acknowledge(update, context)
     await send_beside(update, context, render(notice))
 
 
 async def on_expired_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A button whose data this version does not know (an old or forged one): say so."""
-    assert update.callback_query is not None
-    await update.callback_query.answer(EXPIRED, show_alert=True)
+    await acknowledge(update, context, EXPIRED, alert=True)
 
 
 async def on_inline_query(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -369,14 +397,18 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     if isinstance(error, Forbidden):  # the user blocked the bot or left: nobody to tell
         log.info("Telegram: a chat is no longer reachable: %s", error)
         return
+    if isinstance(error, BadRequest) and any(m in error.message.lower() for m in UNSENDABLE):
+        log.warning("Telegram: the bot may not write there: %s", error.message)  # nor apologise
+        return
     kind = next((k for k in ALLOWED_UPDATES if getattr(update, k, None)), "unknown")
     update_id = getattr(update, "update_id", "?")
     log.error("Telegram: handling update %s (%s) failed", update_id, kind, exc_info=error)
     if not isinstance(update, Update) or update.effective_chat is None:
         return
-    with contextlib.suppress(TelegramError):
-        if update.callback_query:
+    if update.callback_query:
+        with contextlib.suppress(TelegramError):  # a press too old to answer: apologise anyway
             await update.callback_query.answer()
+    with contextlib.suppress(TelegramError):
         topic = topic_of(update.effective_message)
         await context.bot.send_message(
             update.effective_chat.id, escape(SORRY), message_thread_id=topic

@@ -353,6 +353,53 @@ async def test_a_failure_is_logged_and_the_user_told_politely(telegram: FakeTele
     assert telegram.token not in caplog.text
 
 
+TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"
+
+
+async def test_a_press_too_old_to_answer_still_does_its_job(telegram: FakeTelegram, bot):
+    """Presses made while the bot was down arrive later, and Telegram refuses to have them
+    answered: More still sends the next passages."""
+    answer = await ask_privately(telegram, QUESTION)
+    telegram.fail_next("answerCallbackQuery", 400, TOO_OLD)
+    telegram.press(answer.result, "More ▸")
+    more = await telegram.next_call("sendMessage")
+
+    assert [int(n) for n in PASSAGE_HEADING.findall(more.text)] == [4, 5, 6]
+
+
+async def test_what_a_press_too_old_would_have_shown_comes_as_a_message(
+    telegram: FakeTelegram, bot
+):
+    declined = await ask_privately(telegram, "how do I negotiate my postdoc salary?")
+    telegram.fail_next("answerCallbackQuery", 400, TOO_OLD)
+    telegram.press(declined.result, "🔔 Tell me when this is covered")
+    told = await telegram.next_call("sendMessage")
+
+    assert told.ok and "when I can answer this question" in told.text
+
+
+async def test_an_area_page_that_cannot_be_edited_comes_as_a_message(
+    telegram: FakeTelegram, bot, assistant
+):
+    first = await ask_privately(telegram, "/area valuation")
+    telegram.fail_next("editMessageText", 400, "Bad Request: message can't be edited")
+    telegram.press(first.result, "Next ▸")
+    page = await telegram.next_call("sendMessage")
+
+    assert "Page 2 of" in page.text
+
+
+async def test_no_apology_where_the_bot_may_not_write(telegram: FakeTelegram, bot, caplog):
+    telegram.fail_next("sendMessage", 400, "Bad Request: not enough rights to send text messages")
+    telegram.private_message("/help")
+    refused = await telegram.next_call("sendMessage")
+    telegram.private_message("/about")
+    about = await telegram.next_call("sendMessage")  # the next message sent is the next reply
+
+    assert refused.error and SORRY not in about.text and "Corpus" in about.text
+    assert "may not write there" in caplog.text and "Traceback" not in caplog.text
+
+
 async def test_an_expired_button_is_explained(telegram: FakeTelegram, bot):
     old = {"message_id": 3, "date": 0, "chat": {"id": USER_ID, "type": "private"}, "text": "old"}
     telegram.press_data(old, "f" * 64)
