@@ -19,12 +19,13 @@ from typing import Literal
 
 from bot import logs, metrics
 from bot.commands import Audience, Command, find, public_commands
-from bot.conversation import Conversations, Understood
+from bot.conversation import Conversations, Understood, small_talk
 from bot.coverage import request_coverage
 from bot.moderation import DEFAULT_DAYS, MAX_DAYS, Moderation
 from bot.refresh import Refresher, versions_text
 from bot.replies import (
     EXAMPLE_QUESTION,
+    SMALL_TALK,
     AboutReply,
     AnswerReply,
     AreaList,
@@ -195,6 +196,8 @@ class Assistant:
             return Quiet()
         if admission == "notify":
             return self._slow_down(user)
+        if offset == 0 and (kind := small_talk(question)) is not None:
+            return Notice(kind, SMALL_TALK[kind])  # no question: not searched, not a gap
         try:
             text, notes, area_filter = self.retriever.prepare(question, area)
         except UserInputError as exc:

@@ -101,6 +101,46 @@ FOLLOW_UP_NOTES: dict[str, str] = {  # "read together with your previous questio
 }
 
 
+# Thanks and greetings, in the languages ipbot answers, and the words that come with them
+# ("thanks a lot, very useful!"): a message made only of these is no question, and it must not
+# reach the moderators' list of what the corpus lacks
+_THANKS = frozenset(
+    """thanks thank thx ty cheers merci danke dank dankeschön gracias grazie obrigado obrigada
+    bedankt dziękuję dzięki dzieki tack takk tak díky děkuji dakujem ďakujem kiitos köszönöm
+    köszi mulțumesc multumesc mersi ευχαριστώ ευχαριστω hvala hvala lijepa ačiū aciu paldies aitäh
+    teşekkürler teşekkür sağol дякую спасибо благодаря благодарам grazzi""".split()
+)
+_GREETINGS = frozenset(
+    """hi hello hey hallo hola ciao salut bonjour servus moin hej hei moi ahoj czesc cześć
+    szia olá ola halo bok zdravo živjo sveiki labas tere merhaba γεια привіт здравейте
+    здраво bongu""".split()
+)
+_ACKNOWLEDGEMENTS = frozenset(
+    "ok okay great perfect cool nice awesome excellent understood got good super top fine".split()
+)
+_ALONGSIDE = frozenset(
+    """you so much very a lot for the your this that it answer answers reply info information
+    useful helpful morning afternoon evening there all everyone bot ipbot again many it's
+    beaucoup vielen viel schön sehr muchas mucho muito mille molte tante bien très bardzo moc
+    veel hartelijk mycket meget paljon nagyon mult πολύ puno labai liels väga çok дуже много""".split()
+)
+_SMALL_TALK_WORDS = 8
+
+
+def small_talk(text: str) -> str | None:
+    """ "thanks" for a message that only thanks or acknowledges ("ok, great"), "greeting" for
+    one that only greets, else None."""
+    words = re.findall(r"[^\W\d_]+(?:'[^\W\d_]+)?", text.lower())
+    if not words or len(words) > _SMALL_TALK_WORDS:
+        return None
+    kinds = (_THANKS | _ACKNOWLEDGEMENTS, _GREETINGS)
+    if not all(w in _ALONGSIDE or any(w in k for k in kinds) for w in words):
+        return None
+    if any(w in kinds[0] for w in words):
+        return "thanks"
+    return "greeting" if any(w in _GREETINGS for w in words) else None
+
+
 @dataclass(frozen=True)
 class Understood:
     """A question as it will be searched, and the earlier question it was combined with."""

@@ -626,8 +626,10 @@ class IpBot(commands.Bot):
             r.id for r in message.role_mentions if r.tags and r.tags.bot_id == self.user.id
         }
         mentioned = bool(own_roles) or any(user.id == self.user.id for user in message.mentions)
-        # without the message content intent, unaddressed thread messages arrive empty
-        follow_up = in_own_thread and bool(message.content.strip())
+        # without the message content intent, unaddressed thread messages arrive empty; one
+        # that mentions someone else is people talking in the bot's thread, not to the bot
+        to_others = any(user.id != self.user.id for user in message.mentions)
+        follow_up = in_own_thread and bool(message.content.strip()) and not to_others
         if message.guild is not None and not (mentioned or follow_up):
             return None
         text = re.sub(rf"<@!?{self.user.id}>", " ", message.content)
@@ -636,7 +638,7 @@ class IpBot(commands.Bot):
         return text.strip()
 
     async def on_message(self, message: discord.Message) -> None:
-        if message.author.bot:
+        if message.author.bot or message.is_system():  # a pin, a member joining...
             return
         question = self.question_in(message)
         if question is None:

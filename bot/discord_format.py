@@ -6,6 +6,8 @@ these functions build, and never lets a message ping anyone.
 
 from __future__ import annotations
 
+import re
+
 import discord
 
 from bot.replies import (
@@ -255,5 +257,10 @@ def report_embed(report: DeliveryReport) -> discord.Embed:
     return embed
 
 
+_MENTION_CODE = re.compile(r"<(?:@[!&]?|#)\d+>")
+
+
 def thread_name(question: str) -> str:
-    return shorten(" ".join(printable(question).split()), THREAD_NAME_MAX) or "Question"
+    """The question as a thread's name, without mention codes (a name shows them raw)."""
+    text = _MENTION_CODE.sub(" ", printable(question))
+    return shorten(" ".join(text.split()), THREAD_NAME_MAX) or "Question"

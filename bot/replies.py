@@ -58,6 +58,13 @@ NOT_COVERED_IN: dict[str, str] = {  # for questions read in another language
 }
 SORRY = "Sorry, something went wrong on my side. Please try again in a moment."
 EXAMPLE_QUESTION = "Who owns the results of a joint research project?"
+SMALL_TALK = {  # replies to a message that only thanks or greets: no search, nothing stored
+    "thanks": "You're welcome. Ask me another question about managing IP in research any time.",
+    "greeting": (
+        "Hello! Ask me a question about managing IP in research, for example: "
+        f"{EXAMPLE_QUESTION} /help lists what else I can do."
+    ),
+}
 
 
 def not_covered(answer: Answer) -> str:

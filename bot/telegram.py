@@ -504,7 +504,10 @@ def build_application(
         [
             CommandHandler(ours, on_command, filters=new),
             MessageHandler(new & filters.COMMAND & filters.ChatType.PRIVATE, on_command),
-            MessageHandler(new & ~filters.COMMAND & filters.ChatType.PRIVATE, on_private_text),
+            MessageHandler(
+                new & ~filters.COMMAND & ~filters.StatusUpdate.ALL & filters.ChatType.PRIVATE,
+                on_private_text,
+            ),  # a pin or a timer change is no message to answer
             MessageHandler(
                 new & (filters.TEXT | filters.CAPTION) & ~filters.COMMAND & filters.ChatType.GROUPS,
                 on_group_text,

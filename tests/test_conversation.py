@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ import yaml
 
 from bot.assistant import AnswerReply, Assistant, User
 from bot.console import ConsoleChat
-from bot.conversation import Conversations, chat_key, is_follow_up
+from bot.conversation import Conversations, chat_key, is_follow_up, small_talk
+from bot.replies import Notice
 
 
 class Clock:
@@ -136,3 +138,32 @@ async def test_a_follow_up_in_another_language_is_understood_and_says_so_in_it(
     assert isinstance(reply, AnswerReply) and reply.answer.answered
     assert reply.answer.question.startswith(first.rstrip("?"))
     assert f'Zusammen mit Ihrer vorigen Frage gelesen: "{first}"' in reply.answer.notes
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("thanks!", "thanks"),
+        ("Thank you so much, very useful", "thanks"),
+        ("ok, got it", "thanks"),
+        ("Danke schön", "thanks"),
+        ("Hello there", "greeting"),
+        ("hola", "greeting"),
+        ("hi, who owns a patent?", None),
+        ("great, I'll forward this to Maria", None),
+        ("help", None),
+        ("MTA", None),
+    ],
+)
+def test_thanks_and_greetings_are_told_apart_from_questions(text: str, kind: str | None) -> None:
+    assert small_talk(text) == kind
+
+
+async def test_thanks_get_a_reply_and_are_not_kept_as_a_gap(assistant: Assistant) -> None:
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    user = User("telegram", "9")
+    thanks = await assistant.ask(user, "thanks, very helpful!")
+    hello = await assistant.ask(user, "hello")
+    assert isinstance(thanks, Notice) and "welcome" in thanks.text
+    assert isinstance(hello, Notice) and "/help" in hello.text
+    assert await assistant.store.questions_since(since) == []

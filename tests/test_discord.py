@@ -11,7 +11,7 @@ import pytest
 from bot.assistant import Assistant
 from bot.commands import COMMANDS
 from bot.discord import EXPIRED, SORRY, run_discord
-from bot.discord_format import answer_embed
+from bot.discord_format import answer_embed, thread_name
 from bot.replies import DISCLAIMER, NOT_COVERED, AnswerReply, User
 from bot.settings import Settings, SettingsError
 from bot.store import Store
@@ -215,6 +215,39 @@ async def test_a_short_follow_up_in_the_thread_is_read_with_the_question(fake: F
     followup = await fake.next_call(mark, "POST", rf"/channels/{thread_id}/messages")
 
     assert "previous question" in followup.body["embeds"][0]["description"]
+
+
+async def test_people_talking_to_each_other_in_the_bots_thread_are_left_alone(
+    fake: FakeDiscord,
+) -> None:
+    thread, _ = await answer_to_mention(fake, QUESTION)
+    thread_id = int(thread.path.split("/")[4])
+    colleague = fake.user("colleague")
+    mark = len(fake.calls)
+    await fake.post_message("did you see the deadline moved?", channel_id=thread_id,
+                            author=colleague, mentions=(fake.researcher,))  # fmt: skip
+    await fake.post_message("How do I value a patent?", channel_id=thread_id)
+    replies = await fake.wait_until(
+        lambda: fake.calls_since(mark, "POST", rf"/channels/{thread_id}/messages")
+    )
+    await asyncio.sleep(0.5)
+
+    assert len(fake.calls_since(mark, "POST", rf"/channels/{thread_id}/messages")) == 1
+    assert "deadline" not in str(replies[0].body)
+
+
+async def test_a_pin_in_a_direct_message_gets_no_reply(fake: FakeDiscord) -> None:
+    mark = len(fake.calls)
+    await fake.post_message("", dm=True, kind=6)  # Discord's "pinned a message" notice
+    await fake.post_message("/help", dm=True)
+    first = await fake.next_call(mark, "POST", r"/channels/\d+/messages")
+
+    assert "Please type a question" not in str(first.body) and "/ask" in str(first.body)
+
+
+async def test_thread_names_carry_no_mention_codes() -> None:
+    name = thread_name("hey <@123456789012345678> look: who owns <@&42> results in <#7>?")
+    assert name == "hey look: who owns results in ?"
 
 
 async def test_long_question_names_its_thread_within_100_characters(fake: FakeDiscord) -> None:

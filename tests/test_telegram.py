@@ -400,6 +400,15 @@ async def test_no_apology_where_the_bot_may_not_write(telegram: FakeTelegram, bo
     assert "may not write there" in caplog.text and "Traceback" not in caplog.text
 
 
+async def test_pinning_an_answer_gets_no_reply(telegram: FakeTelegram, bot):
+    answer = await ask_privately(telegram, QUESTION)
+    telegram.pinned_in_private(answer.result)
+    telegram.private_message("/about")
+    about = await telegram.next_call("sendMessage")  # the next message sent is /about's
+
+    assert "Corpus" in about.text
+
+
 async def test_an_expired_button_is_explained(telegram: FakeTelegram, bot):
     old = {"message_id": 3, "date": 0, "chat": {"id": USER_ID, "type": "private"}, "text": "old"}
     telegram.press_data(old, "f" * 64)

@@ -223,9 +223,12 @@ class FakeDiscord:
         channel_id: int = 0,
         author: dict | None = None,
         role_mention: bool = False,
+        mentions: tuple[dict, ...] = (),
+        kind: int = 0,
     ) -> dict:
         """A researcher (or `author`) writes a message in the channel, a thread or a DM;
-        `role_mention` addresses the bot's own role, which Discord's picker offers beside it."""
+        `role_mention` addresses the bot's own role, which Discord's picker offers beside it;
+        `mentions` are other users named in it; `kind` is Discord's message type (6: a pin)."""
         author = author or self.researcher
         if mention:
             content = f"<@{self.bot_user['id']}> {content}"
@@ -236,8 +239,9 @@ class FakeDiscord:
         data = self._message(
             channel_id or (self.dm_channel_id if dm else self.channel_id), author, content
         )
-        if mention:
-            data["mentions"] = [self.bot_user]
+        data["type"] = kind
+        data["mentions"] = [*([self.bot_user] if mention else []), *mentions]
+        data["content"] += "".join(f" <@{user['id']}>" for user in mentions)
         if role_mention:
             data["mention_roles"] = [str(self.guild_id + 1)]
         if not dm:

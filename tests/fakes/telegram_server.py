@@ -193,6 +193,15 @@ class FakeTelegram:
         self._queue(message=message)
         return message
 
+    def pinned_in_private(self, pinned: dict[str, Any], user_id: int = USER_ID) -> dict[str, Any]:
+        """The service message Telegram sends when the user pins `pinned` in their chat."""
+        chat = {"id": user_id, "type": "private", "first_name": f"User{user_id}"}
+        message = self._message("", chat, user_id)
+        del message["text"]
+        message["pinned_message"] = pinned
+        self._queue(message=message)
+        return message
+
     def anonymous_admin_message(self, text: str) -> dict[str, Any]:
         """A message an administrator posts as the group itself: Telegram sends it from
         GroupAnonymousBot, with the group as `sender_chat`."""
