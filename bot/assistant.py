@@ -214,6 +214,8 @@ class Assistant:
         )
         if (note := understood.note(language)) is not None:  # in the language it was read in
             answer = replace(answer, notes=(note, *answer.notes))
+        if conversation and offset == 0 and understood.previous is None and not answer.answered:
+            self.conversations.forget(conversation)
         log.info(
             "question answered=%s area=%s language=%s",
             answer.answered,

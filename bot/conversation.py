@@ -19,7 +19,9 @@ MAX_FOLLOW_UP_WORDS = 12  # a longer message says enough to stand on its own
 _OPENERS = re.compile(
     r"^(?:and|but|also|ok(?:ay)?,? and|so)\b|^(?:what|how)\s+about\b|^what\s+if\b|"
     r"^(?:is|does|would)\s+(?:it|that|this)\s+(?:the\s+same|also|still|different)\b|"
-    r"^same\s+(?:for|with|question)\b|^(?:in|for)\s+that\s+case\b",
+    r"^same\s+(?:for|with|question)\b|^(?:in|for)\s+that\s+case\b|"
+    r"^(?:does|do|would|will|can|could|is|are)\s+(?:that|this|these|those)\b|"
+    r"^how\s+(?:does|do|is|would)\s+(?:that|this)\b|^anything\s+(?:specific|special|else)\b",
     re.I,
 )
 # How a continuation opens in the other languages ipbot answers: "and", "but", "what about",
@@ -193,6 +195,11 @@ class Conversations:
             return Understood(combine(previous, question), previous)
         self._store(key, question)
         return Understood(question)
+
+    def forget(self, key: str) -> None:
+        """Leave a question out of the conversation: one the corpus could not answer is no
+        topic to continue (a cover letter, then "and for software?")."""
+        self._last.pop(key, None)
 
     def remember(self, key: str, question: str) -> None:
         """Continue a conversation elsewhere, e.g. in the thread a bot opened for an answer."""

@@ -240,6 +240,39 @@ def addressed_question(message: Message, bot_id: int, username: str) -> str | No
     return re.sub(re.escape(mention), " ", text, flags=re.IGNORECASE)
 
 
+_ANSWER_BUTTON = re.compile(r"^(?:more|src|fb|cov):(\d{1,18})(?::|$)")
+
+
+def replied_answer(message: Message, bot_id: int) -> int | None:
+    """The stored question of the bot's answer that `message` replies to (its buttons carry
+    the question's id), or None."""
+    replied = message.reply_to_message
+    if replied is None or replied.from_user is None or replied.from_user.id != bot_id:
+        return None
+    markup = replied.reply_markup
+    for row in markup.inline_keyboard if markup else ():
+        for button in row:
+            if match := _ANSWER_BUTTON.match(str(button.callback_data or "")):
+                return int(match.group(1))
+    return None
+
+
+async def continue_replied(message: Message, context: ContextTypes.DEFAULT_TYPE, at: Context) -> None:
+    """A reply to one of the bot's answers continues that answer's question, not the person's
+    latest one: "and for software?" under yesterday's answer, or under another member's."""
+    question_id = replied_answer(message, context.bot.id)
+    if question_id is None:
+        return
+    assistant = assistant_of(context)
+    try:
+        asked = await assistant.store.question(question_id)
+    except Exception as exc:  # without the store, the reply is read as it comes
+        log.warning("Telegram: the answered question could not be read: %r", exc)
+        return
+    if asked is not None:
+        assistant.conversations.remember(at.conversation, asked.text)
+
+
 # Handlers.
 async def on_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A command (ours anywhere, any in private): the assistant reads it as the console does."""
@@ -258,9 +291,9 @@ async def on_private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     message = update.effective_message
     assert message is not None
     question = message.text or message.caption or ""
-    reply = await assistant_of(context).handle(
-        context_of(update, context), question, typing_in(message)
-    )
+    at = context_of(update, context)
+    await continue_replied(message, context, at)
+    reply = await assistant_of(context).handle(at, question, typing_in(message))
     await send(context, message.chat_id, render(reply), quote=message)
 
 
@@ -272,9 +305,9 @@ async def on_group_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     question = addressed_question(message, bot.id, bot.username)
     if question is None:
         return
-    reply = await assistant_of(context).handle(
-        context_of(update, context), question, typing_in(message)
-    )
+    at = context_of(update, context)
+    await continue_replied(message, context, at)
+    reply = await assistant_of(context).handle(at, question, typing_in(message))
     await send(context, message.chat_id, render(reply), quote=message)
 
 

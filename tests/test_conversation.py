@@ -24,7 +24,15 @@ class Clock:
 
 @pytest.mark.parametrize(
     "text",
-    ["and what about for software?", "what if the partner is in the US?", "How about data?"],
+    [
+        "and what about for software?",
+        "what if the partner is in the US?",
+        "How about data?",
+        "does that apply to students too?",
+        "how does that relate to licensing?",
+        "anything specific for phd students?",
+        "and for a spin-off as well?",
+    ],
 )
 def test_continuations_are_follow_ups(text: str) -> None:
     assert is_follow_up(text)
@@ -167,3 +175,11 @@ async def test_thanks_get_a_reply_and_are_not_kept_as_a_gap(assistant: Assistant
     assert isinstance(thanks, Notice) and "welcome" in thanks.text
     assert isinstance(hello, Notice) and "/help" in hello.text
     assert await assistant.store.questions_since(since) == []
+
+
+async def test_a_declined_question_is_no_topic_to_continue(assistant: Assistant) -> None:
+    user, key = User("telegram", "10"), chat_key("telegram", 44, "10")
+    await assistant.ask(user, "how do I write a cover letter for a postdoc?", conversation=key)
+    reply = await assistant.ask(user, "and what about patents on software?", conversation=key)
+    assert isinstance(reply, AnswerReply)
+    assert not any("previous question" in note for note in reply.answer.notes)

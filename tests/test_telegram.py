@@ -97,6 +97,28 @@ async def test_in_a_group_a_follow_up_is_read_with_its_authors_question_in_its_t
     assert "I read this together with your previous question" in same.text
 
 
+async def test_a_reply_to_an_earlier_answer_continues_that_answers_question(
+    telegram: FakeTelegram, bot
+) -> None:
+    first = await ask_privately(telegram, QUESTION)
+    await ask_privately(telegram, "How do we value a patent before licensing it?")
+    telegram.private_message("and what about software?", reply_to=first.result)
+    reply = await telegram.next_call("sendMessage")
+
+    assert "previous question" in reply.text and "joint research project" in reply.text
+
+
+async def test_in_a_group_a_reply_to_the_bots_answer_continues_its_question(
+    telegram: FakeTelegram, bot
+) -> None:
+    telegram.group_message(f"@{BOT_USER['username']} {QUESTION}")
+    answer = (await replies_until_buttons(telegram))[-1]
+    telegram.group_message("and what about software?", user_id=2002, reply_to=answer.result)
+    reply = await telegram.next_call("sendMessage")
+
+    assert "previous question" in reply.text and "joint research project" in reply.text
+
+
 async def test_what_a_button_sends_goes_to_the_topic_of_its_answer(telegram: FakeTelegram, bot):
     telegram.group_message(f"@{BOT_USER['username']} {QUESTION}", topic=77)
     answer = (await replies_until_buttons(telegram))[-1]

@@ -173,9 +173,11 @@ class FakeTelegram:
             await self._runner.cleanup()
 
     # Driving the bot: updates as Telegram would deliver them.
-    def private_message(self, text: str, user_id: int = USER_ID) -> dict[str, Any]:
+    def private_message(
+        self, text: str, user_id: int = USER_ID, reply_to: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         chat = {"id": user_id, "type": "private", "first_name": f"User{user_id}"}
-        return self._queue_message(text, chat, user_id)
+        return self._queue_message(text, chat, user_id, reply_to)
 
     def group_message(
         self,
