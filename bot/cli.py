@@ -318,7 +318,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print(json.dumps(answer.to_json(), ensure_ascii=False), flush=True)
         else:
-            print(format_answer(answer, DISCLAIMER, bold=sys.stdout.isatty()) + "\n")
+            print(format_answer(answer, DISCLAIMER, sys.stdout.isatty(), in_chat=False) + "\n")
     return 0
 
 

@@ -91,15 +91,18 @@ def format_sources(answer: Answer) -> str:
     return "\n".join(rows)
 
 
-def format_answer(answer: Answer, disclaimer: str, bold: bool = False) -> str:
-    """The answer: a leading line that answers, then the passages; `disclaimer` may be empty."""
+def format_answer(
+    answer: Answer, disclaimer: str, bold: bool = False, in_chat: bool = True
+) -> str:
+    """The answer: a leading line that answers, then the passages; `disclaimer` may be empty.
+    Out of the chat (`ipbot ask`) it names none of the chat's commands."""
     lines: list[str] = [_wrap(f"Note: {note}", "") for note in answer.notes]
     if not answer.answered:
-        lines.append(not_covered(answer))
+        lines.append(_wrap(not_covered(answer), ""))
         if answer.suggestions:
-            names = ", ".join(f"{a.title} (/area {a.slug})" for a in answer.suggestions)
-            lines.append(f"Did you mean one of these areas? {names}")
-        lines.append(f"{HUMAN_HELP} {HELPDESK_URL}")
+            areas = (f"{a.title} (/area {a.slug})" if in_chat else a.title for a in answer.suggestions)
+            lines.append(_wrap(f"Did you mean one of these areas? {', '.join(areas)}", ""))
+        lines.append(_wrap(f"{HUMAN_HELP} {HELPDESK_URL}", ""))
         return "\n".join(lines)
     if answer.offset == 0 and answer.lead:
         lines.append(_wrap(answer.lead, "") + "\n")
@@ -107,7 +110,7 @@ def format_answer(answer: Answer, disclaimer: str, bold: bool = False) -> str:
         lines.append(f"Area: {answer.area.title}\n")
     for number, hit in enumerate(answer.hits, start=answer.offset + 1):
         lines.append(format_hit(number, hit, bold) + "\n")
-    if answer.has_more:
+    if answer.has_more and in_chat:
         lines.append(_wrap("Type /more for more passages, /sources for where they come from.", ""))
     if disclaimer:
         lines.append(_wrap(f"-- {disclaimer}", ""))
@@ -120,13 +123,16 @@ def format_reply(reply: Reply, bold: bool = False, with_disclaimer: bool = True)
         case AnswerReply(answer=answer, disclaimer=disclaimer):
             return format_answer(answer, disclaimer if with_disclaimer else "", bold)
         case AreaList(areas=areas):
-            rows = [f"- {s.area.slug} ({s.passages} passages): {s.area.description}" for s in areas]
+            rows = [
+                _wrap(f"- {s.area.slug} ({s.passages} passages): {s.area.description}", "  ", "")
+                for s in areas
+            ]
             return "The nine areas of the Code of Practice:\n" + "\n".join(rows)
         case AreaPage(area=area, passages=passages, page=page, pages=pages):
-            rows = [f"- [{p.kind}] {p.id}: {p.title}" for p in passages]
+            rows = [_wrap(f"- [{p.kind}] {p.id}: {p.title}", "  ", "") for p in passages]
             more = "\nType /next for the next page." if page + 1 < pages else ""
             return (
-                f"{area.title}: {area.description}\nPage {page + 1} of {pages}\n"
+                f"{_wrap(f'{area.title}: {area.description}', '')}\nPage {page + 1} of {pages}\n"
                 + "\n".join(rows)
                 + more
             )

@@ -63,6 +63,7 @@ def test_ask_with_area_filter_and_text_output(
     assert (
         code == 0 and "Area: IP valuation" in out and "Source:" in out and "not legal advice" in out
     )
+    assert "/more" not in out and "/sources" not in out  # the chat's commands, not the CLI's
 
 
 def test_unknown_area_is_one_clear_line(env: Path, capsys: pytest.CaptureFixture[str]) -> None:

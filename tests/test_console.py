@@ -59,6 +59,17 @@ async def test_console_wraps_at_the_terminal_width_without_breaking_words(
     assert "agreement" in words or "agreement," in words or "agreement." in words
 
 
+@pytest.mark.parametrize(
+    "line", ["how do I write a cover letter for a postdoc?", "/areas", "/area valuation"]
+)
+async def test_declines_and_area_lists_wrap_at_the_terminal_width_too(
+    chat: ConsoleChat, monkeypatch: pytest.MonkeyPatch, line: str
+) -> None:
+    monkeypatch.setenv("COLUMNS", "50")
+    reply = await chat.send(line)
+    assert all(len(row) <= 50 or " " not in row.strip() for row in reply.splitlines())
+
+
 async def test_help_lists_next_and_sources(chat: ConsoleChat) -> None:
     reply = await chat.send("/help")
     assert "/next" in reply and "/sources" in reply
