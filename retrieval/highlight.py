@@ -10,6 +10,7 @@ questions it answers (corpus/highlights.yaml). Weights were set on the tuning hi
 from __future__ import annotations
 
 import functools
+import re
 
 import numpy as np
 
@@ -23,6 +24,24 @@ DEFINITION_BONUS = 0.04  # a definition says what the thing is in its first sent
 # a sentence's meaning counts half, the nearest question it answers (Passage.asked) half:
 # 0.62 -> 0.69 of the tuning highlights right (weights 0.4-0.6 all within 0.01 of it)
 ASKED_WEIGHT = 0.5
+
+
+# a sentence that leans on the one before it: "It issues certificates...", "During that window
+# the partner may...", "The estimate should then be updated..."
+_REFERS_BACK = re.compile(
+    r"^(?:(?:This|These|That|Those|It|Its|They|Their|Such|Second|Third|Finally|Typical|Otherwise"
+    r"|However|Instead|Moreover|Therefore|Thus)\b(?!-)|(?:First|Doing so|In that case"
+    r"|In this case),|During that\b)|^(?:\S+\s+){1,7}then\b"
+)
+
+
+def standalone(sentence: str, sentences: tuple[str, ...]) -> str:
+    """`sentence` as a line that reads on its own: after the sentences before it that it
+    refers back to (the answer's first line is read without the passage around it)."""
+    end = start = sentences.index(sentence) if sentence in sentences else 0
+    while start > 0 and _REFERS_BACK.search(sentences[start]):
+        start -= 1
+    return " ".join(sentences[start : end + 1]) if end else sentence
 
 
 @functools.lru_cache(maxsize=65_536)

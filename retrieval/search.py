@@ -37,7 +37,7 @@ from retrieval.corpus import (
     names_country,
 )
 from retrieval.embedder import Embedder
-from retrieval.highlight import answering_sentence, nearest_sentence
+from retrieval.highlight import answering_sentence, nearest_sentence, standalone
 from retrieval.index import (
     Progress,
     SearchIndex,
@@ -134,8 +134,11 @@ class Answer:
 
     @property
     def lead(self) -> str:
-        """One line that answers: the highlighted sentence of the best passage."""
-        return self.hits[0].highlight if self.answered and self.hits else ""
+        """One line that answers: the highlighted sentence of the best passage (after the one
+        before it, when it refers back to it: "It issues certificates...")."""
+        if not (self.answered and self.hits):
+            return ""
+        return standalone(self.hits[0].highlight, self.hits[0].passage.sentences)
 
     def to_json(self) -> dict:
         """The CLI's JSON contract: question, answered, area, results."""

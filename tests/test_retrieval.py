@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from bot.replies import NOT_COVERED, not_covered
 from retrieval.abstention import names_ip_term
 from retrieval.evaluate import ScopeTrial, choose_scope_setting, evaluate
+from retrieval.highlight import _REFERS_BACK as REFERS_BACK
 from retrieval.index import tokenize
 from retrieval.scope import ScopeModel
 from retrieval.search import (
@@ -102,6 +104,19 @@ def test_highlights_on_the_tuning_questions_mark_a_sentence_a_reader_marked(
     report = highlight_accuracy(retriever, EVAL.parent / "eval_highlights.yaml")
     assert report.judged >= 100
     assert report.accuracy >= 0.68, f"tuning highlights right: {report.accuracy:.3f}"
+
+
+def test_the_first_line_reads_on_its_own(retriever: Retriever) -> None:
+    """A lead that refers back ("During that window the partner may...", "It issues...")
+    comes after the sentence it refers to: the line is read without its passage."""
+    questions = [q["q"] for q in yaml.safe_load(EVAL.read_text("utf-8"))["questions"]]
+    leads = [a for a in map(retriever.answer, questions) if a.answered]
+    assert len(leads) > 150
+    for answer in leads:
+        first, highlight = answer.hits[0].passage.sentences[0], answer.hits[0].highlight
+        assert answer.lead.endswith(highlight)
+        assert answer.lead.startswith(first) or not REFERS_BACK.search(answer.lead), answer.lead
+    assert any(a.lead != a.hits[0].highlight for a in leads)  # the rule is used on this set
 
 
 def test_area_filter_keeps_results_in_that_area(retriever: Retriever) -> None:
