@@ -102,7 +102,8 @@ def format_answer(
         if answer.suggestions:
             areas = (f"{a.title} (/area {a.slug})" if in_chat else a.title for a in answer.suggestions)
             lines.append(_wrap(f"Did you mean one of these areas? {', '.join(areas)}", ""))
-        lines.append(_wrap(f"{HUMAN_HELP} {HELPDESK_URL}", ""))
+        if answer.about_ip:
+            lines.append(_wrap(f"{HUMAN_HELP} {HELPDESK_URL}", ""))
         return "\n".join(lines)
     if answer.offset == 0 and answer.lead:
         lines.append(_wrap(answer.lead, "") + "\n")

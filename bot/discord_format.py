@@ -132,7 +132,8 @@ def not_covered_embed(answer: Answer, notes: list[str]) -> discord.Embed:
     if answer.suggestions:
         closest = ", ".join(f"**{escape(a.title)}** (`/area {a.slug}`)" for a in answer.suggestions)
         lines.append(f"Closest areas: {closest}")
-    lines.append(f"{HUMAN_HELP} {link('European IP Helpdesk', HELPDESK_URL)}")
+    if answer.about_ip:
+        lines.append(f"{HUMAN_HELP} {link('European IP Helpdesk', HELPDESK_URL)}")
     return new_embed("Not covered", "\n\n".join(lines))
 
 

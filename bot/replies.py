@@ -25,6 +25,11 @@ HUMAN_HELP = (
     "or your institution's technology transfer office."
 )
 NOT_COVERED = "I could not find this in the Code of Practice material I can cite."
+NOT_ABOUT_IP = (
+    "I answer questions on managing intellectual property in research and innovation, and this "
+    "does not look like one. If it is, name the IP side of it (a patent, a licence, who owns "
+    "results, open science...)."
+)
 NOT_COVERED_IN: dict[str, str] = {  # for questions read in another language
     "bg": "Не намерих това в материалите от Кодекса на добрите практики, които мога да цитирам.",
     "cs": "V materiálech Kodexu postupů, které mohu citovat, se to nenachází.",
@@ -70,6 +75,8 @@ SMALL_TALK = {  # replies to a message that only thanks or greets: no search, no
 def not_covered(answer: Answer) -> str:
     """What a declined answer says first, in the language the question was read in where we
     have the words (area names and commands stay as they are in every language)."""
+    if not answer.about_ip:
+        return NOT_ABOUT_IP
     return NOT_COVERED_IN.get(answer.language, NOT_COVERED)
 
 

@@ -174,7 +174,10 @@ def not_covered_html(answer: Answer) -> str:
             f"{escape(a.title)} (<code>/area {escape(a.slug)}</code>)" for a in answer.suggestions
         )
         lines.append(f"The closest areas: {', '.join(areas)}.")
-    lines.append(f'{escape(HUMAN_HELP)} <a href="{escape(HELPDESK_URL)}">European IP Helpdesk</a>')
+    if answer.about_ip:
+        lines.append(
+            f'{escape(HUMAN_HELP)} <a href="{escape(HELPDESK_URL)}">European IP Helpdesk</a>'
+        )
     return "\n".join(lines)
 
 
@@ -369,7 +372,7 @@ def inline_results(reply: AnswerReply | Notice) -> list[InlineQueryResultArticle
     answer = reply.answer
     if not answer.answered:
         content = InputTextMessageContent(not_covered_html(answer))
-        return [InlineQueryResultArticle("not-covered", not_covered(answer), content)]
+        return [InlineQueryResultArticle("not-covered", clip(not_covered(answer), 100), content)]
     footer = f"\n\n<i>{escape(reply.disclaimer)}</i>"
     return [
         InlineQueryResultArticle(

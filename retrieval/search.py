@@ -131,6 +131,7 @@ class Answer:
     offset: int = 0
     has_more: bool = False
     language: str = ENGLISH  # the language the question was read in: replies use its words
+    about_ip: bool = True  # False: declined as no question about IP (a cover letter, a salary)
 
     @property
     def lead(self) -> str:
@@ -432,6 +433,8 @@ class Retriever:
             notes = (*notes, ENGLISH_NOTE)
         ranking = self.rank(state, question, vector, area, mode)
         if not ranking.rows or self._abstains(ranking, area):
+            if area is None and mode == "hybrid" and ranking.in_scope < self.policy.min_in_scope:
+                return Answer(question, False, None, notes=notes, about_ip=False)  # no areas
             suggestions = self._closest_areas(state.corpus, state.index, ranking.dense)
             return Answer(question, False, area, suggestions=suggestions, notes=notes)
         best_area = area or state.corpus.area(state.index.passages[ranking.rows[0]].area)

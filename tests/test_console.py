@@ -75,10 +75,10 @@ async def test_help_lists_next_and_sources(chat: ConsoleChat) -> None:
     assert "/next" in reply and "/sources" in reply
 
 
-async def test_off_topic_question_is_declined_with_areas_and_human_help(chat: ConsoleChat) -> None:
+async def test_off_topic_question_is_declined_as_no_ip_question(chat: ConsoleChat) -> None:
     reply = await chat.send("what's a good recipe for pancakes")
-    assert "could not find this" in reply and "Did you mean" in reply
-    assert "European IP Helpdesk" in reply and "Source:" not in reply
+    assert "does not look like one" in reply and "Did you mean" not in reply
+    assert "European IP Helpdesk" not in reply and "Source:" not in reply
 
 
 async def test_more_shows_the_next_passages(chat: ConsoleChat) -> None:

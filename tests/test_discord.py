@@ -12,7 +12,7 @@ from bot.assistant import Assistant
 from bot.commands import COMMANDS
 from bot.discord import EXPIRED, SORRY, run_discord
 from bot.discord_format import answer_embed, thread_name
-from bot.replies import DISCLAIMER, NOT_COVERED, AnswerReply, User
+from bot.replies import DISCLAIMER, NOT_ABOUT_IP, AnswerReply, User
 from bot.settings import Settings, SettingsError
 from bot.store import Store
 from retrieval.multilingual import NOTES
@@ -324,12 +324,12 @@ async def test_feedback_is_recorded_once_per_user(fake: FakeDiscord, assistant: 
     assert await assistant.store.feedback_counts() == {True: 1}
 
 
-async def test_off_topic_question_gets_not_covered_with_closest_areas(fake: FakeDiscord) -> None:
+async def test_off_topic_question_is_declined_as_no_question_about_ip(fake: FakeDiscord) -> None:
     _, followup = await slash(fake, "ask", question=OFF_TOPIC)
 
     embed = followup.body["embeds"][0]
     assert embed["title"] == "Not covered"
-    assert NOT_COVERED in embed["description"] and "Closest areas:" in embed["description"]
+    assert NOT_ABOUT_IP in embed["description"] and "Closest areas:" not in embed["description"]
     [button] = custom_ids(followup.body)  # no feedback buttons on an abstention
     assert button.startswith("cov:"), "only the offer to tell when it is covered"
 

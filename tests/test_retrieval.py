@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bot.replies import NOT_COVERED, not_covered
+from bot.replies import NOT_ABOUT_IP, NOT_COVERED, not_covered
 from retrieval.abstention import names_ip_term
 from retrieval.evaluate import ScopeTrial, choose_scope_setting, evaluate
 from retrieval.highlight import _REFERS_BACK as REFERS_BACK
@@ -144,10 +144,18 @@ def test_paging_returns_the_next_passages(retriever: Retriever) -> None:
         "🙂🙂🙂",
     ],
 )
-def test_off_topic_is_abstained_with_suggestions(retriever: Retriever, question: str) -> None:
+def test_off_topic_is_declined_as_no_question_about_ip(retriever: Retriever, question: str) -> None:
+    """Nothing to browse for a lasagne recipe: the reply says what ipbot answers instead."""
     answer = retriever.answer(question)
-    assert not answer.answered and not answer.hits
-    assert 1 <= len(answer.suggestions) <= 3
+    assert not answer.answered and not answer.hits and not answer.about_ip
+    assert answer.suggestions == () and not_covered(answer) == NOT_ABOUT_IP
+
+
+def test_a_question_declined_within_an_area_offers_the_closest_areas(retriever: Retriever) -> None:
+    """Asked within an area, a question is about IP: what is declined there is not covered."""
+    answer = retriever.answer("qwpoeiru zxmcnv", area="valuation")
+    assert not answer.answered and answer.about_ip and 1 <= len(answer.suggestions) <= 3
+    assert not_covered(answer) == NOT_COVERED
 
 
 def test_empty_question_asks_for_a_question(retriever: Retriever) -> None:

@@ -17,7 +17,7 @@ from telegram.ext import Application
 
 from bot.assistant import Assistant
 from bot.commands import public_commands
-from bot.replies import DISCLAIMER, NOT_COVERED
+from bot.replies import DISCLAIMER, NOT_ABOUT_IP, NOT_COVERED
 from bot.settings import Settings, SettingsError
 from bot.store import Store
 from bot.telegram import SORRY, build_application, polling, run_telegram
@@ -271,11 +271,19 @@ async def test_in_a_group_every_member_can_vote_on_an_answer(
     assert not telegram.calls_of("editMessageReplyMarkup")
 
 
-async def test_off_topic_question_is_not_covered_and_offers_areas(telegram: FakeTelegram, bot):
+async def test_off_topic_question_is_declined_as_no_question_about_ip(telegram: FakeTelegram, bot):
     reply = await ask_privately(telegram, "What is the best pizza topping in Naples?")
 
-    assert html.escape(NOT_COVERED) in reply.text
+    assert html.escape(NOT_ABOUT_IP) in reply.text and "Helpdesk" not in reply.text
     assert not PASSAGE_HEADING.search(reply.text), "an abstention must not show random passages"
+    assert reply.button_texts == ["🔔 Tell me when this is covered"]  # nothing to browse
+
+
+async def test_a_decline_that_offers_areas_lets_the_user_browse_them(
+    telegram: FakeTelegram, bot
+):
+    reply = await ask_privately(telegram, "Was ist das beste Rezept für Pizza?")
+
     *browse, offer = reply.button_texts
     assert browse and all(t.startswith("Browse: ") for t in browse)
     assert offer == "🔔 Tell me when this is covered"
@@ -301,7 +309,8 @@ async def test_inline_query_off_topic_is_not_covered(telegram: FakeTelegram, bot
     telegram.inline_query("best pizza topping in Naples")
     call = await telegram.next_call("answerInlineQuery")
 
-    assert [r["title"] for r in call.params["results"]] == [NOT_COVERED]
+    [result] = call.params["results"]
+    assert NOT_ABOUT_IP.startswith(result["title"].rstrip("…"))
 
 
 async def test_long_answers_are_split_into_valid_messages(
