@@ -356,17 +356,23 @@ def with_moderation(settings: Settings, work: Callable[[Moderation], Awaitable[T
     return asyncio.run(run())
 
 
+def _check_days(days: int) -> None:
+    from bot.moderation import MAX_DAYS
+
+    if not 1 <= days <= MAX_DAYS:
+        raise UserInputError(f"--days must be between 1 and {MAX_DAYS}")
+
+
 def cmd_gaps(args: argparse.Namespace, settings: Settings) -> int:
-    sys.stdout.write(with_moderation(settings, lambda m: m.gaps_csv(max(1, args.days))))
+    _check_days(args.days)
+    sys.stdout.write(with_moderation(settings, lambda m: m.gaps_csv(args.days)))
     return 0
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.moderation import MAX_DAYS
     from bot.report import check_destination, gather_report, write_report
 
-    if not 1 <= args.days <= MAX_DAYS:
-        raise UserInputError(f"--days must be between 1 and {MAX_DAYS}")
+    _check_days(args.days)
     check_destination(args.html)
     report = with_moderation(settings, lambda m: gather_report(m, args.days))
     write_report(report, args.html)

@@ -264,15 +264,13 @@ class Sender:
         """
         if not self.outlets:
             return
-        resendable = [p for p, o in self.outlets.items() if o.resends_safely]
-        uncertain = await self.store.recover(self.outlets, resendable)
-        if uncertain:
-            log.warning(
-                "sender: %d deliveries interrupted by a crash are marked uncertain", uncertain
-            )
+        recovered = False
         try:
             while not self._stopping.is_set():
-                try:
+                try:  # the database may be down at any step: the next round tries again
+                    if not recovered:
+                        await self._recover()
+                        recovered = True
                     await self._start_outlets()
                     sent = await self.deliver_once()
                     await self.refresh_reports()
@@ -285,6 +283,14 @@ class Sender:
             for platform in self._ready:
                 with contextlib.suppress(Exception):
                     await self.outlets[platform].close()
+
+    async def _recover(self) -> None:
+        resendable = [p for p, o in self.outlets.items() if o.resends_safely]
+        uncertain = await self.store.recover(self.outlets, resendable)
+        if uncertain:
+            log.warning(
+                "sender: %d deliveries interrupted by a crash are marked uncertain", uncertain
+            )
 
     async def _start_outlets(self) -> None:
         """Connect each platform's sending side; one that is unreachable is tried again later
@@ -303,7 +309,11 @@ class Sender:
 
     async def _sleep_until_due(self) -> None:
         self._wake.clear()
-        due = await self.store.next_due(self._ready)
+        try:
+            due = await self.store.next_due(self._ready)
+        except Exception as exc:  # the round that failed said so; the sender must not end here
+            log.debug("sender: when the next delivery is due is unknown: %r", exc)
+            due = None
         wait = POLL_SECONDS
         if due is not None:
             wait = min(POLL_SECONDS, max(0.0, (due - utcnow()).total_seconds()))

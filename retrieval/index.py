@@ -562,9 +562,12 @@ class IndexStore:
         kept = {h: v for h, v in cache.items() if h in keep}
         self.root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self.root, suffix=".npz", delete=False) as tmp:
-            np.savez(
-                tmp, hashes=np.array(list(kept), dtype=str), vectors=np.stack(list(kept.values()))
-            )
+            try:
+                hashes = np.array(list(kept), dtype=str)
+                np.savez(tmp, hashes=hashes, vectors=np.stack(list(kept.values())))
+            except BaseException:  # a full disk: leave no partial file to fill it further
+                Path(tmp.name).unlink(missing_ok=True)
+                raise
         os.replace(tmp.name, self._cache_path(model))
 
     def _write(self, index: SearchIndex, snapshot_of: Path | None) -> str:

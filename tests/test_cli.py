@@ -175,3 +175,11 @@ def test_updates_resend_takes_a_path_as_status_does(
     monkeypatch.setenv("IPBOT_DATABASE_URL", url)
     code, out, _ = run_cli(["updates", "resend", "corpus/updates/2023-03-01-adopted.md"], capsys)
     assert code == 0 and out.startswith("1 uncertain deliveries queued again")
+
+
+@pytest.mark.parametrize("days", ["0", "-5", "5000"])
+def test_gaps_export_refuses_days_out_of_range(
+    env: Path, capsys: pytest.CaptureFixture[str], days: str
+) -> None:
+    code, out, err = run_cli(["gaps", "export", "--csv", "--days", days], capsys)
+    assert code == 2 and "--days must be between 1 and" in err and out == ""

@@ -220,3 +220,18 @@ def test_questions_asked_are_embedded_kept_and_read_per_sentence(
     assert loaded.asked_similarities(1, vector, other) is other  # a passage without any
     best = loaded.asked_best(np.array([1, 0, 2]), vector)  # per passage, for ranking
     assert best[1] == pytest.approx(1.0, abs=1e-3) and np.isnan(best[[0, 2]]).all()
+
+
+def test_a_full_disk_leaves_no_partial_cache_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each failed attempt would otherwise leave a file on the disk that is already full."""
+    store = IndexStore(tmp_path / "data")
+
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", no_space)
+    with pytest.raises(OSError):
+        store._write_cache("model", {"h": np.zeros(3, dtype=np.float32)}, {"h"})
+    assert list(store.root.glob("*.npz")) == []

@@ -143,3 +143,26 @@ async def test_a_stop_signal_lets_sends_in_flight_finish_and_leaves_nothing_unce
     assert status.uncertain == 0 and status.sent == delivered > 0
     assert status.sent + status.pending == 200
     await store.close()
+
+
+async def test_the_sender_outlives_a_database_outage(tmp_path: Path) -> None:
+    """The database failing at every step (settling a crash, a round, asking when the next
+    delivery is due) must not end the sender: once it is back, the update goes out."""
+    store = await Store.open(f"sqlite:///{tmp_path / 'ipbot.db'}")
+    async with FakeTelegram() as telegram:
+        sender = await broadcast(store, telegram, [101, 102])
+        failures = {"recover": 2, "next_due": 3, "claim": 3}
+        for name in failures:
+            real = getattr(store, name)
+
+            async def failing(*args, _name=name, _real=real, **kwargs):
+                if failures[_name] > 0:
+                    failures[_name] -= 1
+                    raise ConnectionError("database unreachable")
+                return await _real(*args, **kwargs)
+
+            setattr(store, name, failing)
+        await run_until_settled(sender, timeout=60)
+        assert telegram.copies(101) == telegram.copies(102) == 1
+        assert failures == {"recover": 0, "next_due": 0, "claim": 0}
+    await store.close()
