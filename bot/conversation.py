@@ -126,6 +126,8 @@ _ALONGSIDE = frozenset(
     beaucoup vielen viel schön sehr muchas mucho muito mille molte tante bien très bardzo moc
     veel hartelijk mycket meget paljon nagyon mult πολύ puno labai liels väga çok дуже много""".split()
 )
+_THANKFUL = _THANKS | _ACKNOWLEDGEMENTS
+_SMALL_TALK = _THANKFUL | _GREETINGS | _ALONGSIDE
 _SMALL_TALK_WORDS = 8
 
 
@@ -135,12 +137,11 @@ def small_talk(text: str) -> str | None:
     words = re.findall(r"[^\W\d_]+(?:'[^\W\d_]+)?", text.lower())
     if not words or len(words) > _SMALL_TALK_WORDS:
         return None
-    kinds = (_THANKS | _ACKNOWLEDGEMENTS, _GREETINGS)
-    if not all(w in _ALONGSIDE or any(w in k for k in kinds) for w in words):
+    if not _SMALL_TALK.issuperset(words):
         return None
-    if any(w in kinds[0] for w in words):
+    if not _THANKFUL.isdisjoint(words):
         return "thanks"
-    return "greeting" if any(w in _GREETINGS for w in words) else None
+    return "greeting" if not _GREETINGS.isdisjoint(words) else None
 
 
 @dataclass(frozen=True)

@@ -240,9 +240,6 @@ def addressed_question(message: Message, bot_id: int, username: str) -> str | No
     return re.sub(re.escape(mention), " ", text, flags=re.IGNORECASE)
 
 
-_ANSWER_BUTTON = re.compile(r"^(?:more|src|fb|cov):(\d{1,18})(?::|$)")
-
-
 def replied_answer(message: Message, bot_id: int) -> int | None:
     """The stored question of the bot's answer that `message` replies to (its buttons carry
     the question's id), or None."""
@@ -252,8 +249,9 @@ def replied_answer(message: Message, bot_id: int) -> int | None:
     markup = replied.reply_markup
     for row in markup.inline_keyboard if markup else ():
         for button in row:
-            if match := _ANSWER_BUTTON.match(str(button.callback_data or "")):
-                return int(match.group(1))
+            for pattern in (MORE, SOURCES, VOTE, COVER):  # each carries the question's id first
+                if match := re.match(pattern, str(button.callback_data or "")):
+                    return int(match.group(1))
     return None
 
 
