@@ -81,7 +81,7 @@ async def open_app(
     """Open the store (migrating it), load corpus, model and index, and wire the assistant."""
     store = await open_store(settings.database, attempts=5)
     try:
-        retriever = await asyncio.to_thread(configured_retriever, settings, progress)
+        retriever = await asyncio.to_thread(configured_retriever, settings, progress, True)
     except BaseException:
         await store.close()
         raise

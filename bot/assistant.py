@@ -562,8 +562,11 @@ def retriever_corpus_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "corpus"
 
 
-def configured_retriever(settings: Settings, progress: Progress = lambda _msg: None) -> Retriever:
-    """Corpus, model and index as the settings say, ready to answer."""
+def configured_retriever(
+    settings: Settings, progress: Progress = lambda _msg: None, gated: bool = False
+) -> Retriever:
+    """Corpus, model and index as the settings say, ready to answer (`gated`: see
+    `open_retriever`; only a bot with a refresh worker can check a changed corpus)."""
     return open_retriever(
         settings.corpus_dir,
         settings.data_dir,
@@ -573,4 +576,5 @@ def configured_retriever(settings: Settings, progress: Progress = lambda _msg: N
         progress,
         settings.multilingual,
         settings.int8,
+        gated,
     )

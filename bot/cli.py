@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from bot import logs, redact
-from bot.settings import Settings, SettingsError, load_settings
+from bot.settings import (
+    Settings,
+    SettingsError,
+    UnknownSetting,
+    load_settings,
+    unknown_settings,
+)
 from bot.store import StoreError
 from retrieval.corpus import CorpusError, check_corpus, corpus_version, stale_passages
 from retrieval.embedder import ModelNotFoundError
@@ -148,11 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(logging.DEBUG if args.debug else logging.WARNING)
     try:
-        settings = load_settings()
-        redact.install(redact.settings_secrets(settings))
-        if args.command == "run":  # the service: its level and form (JSON for a collector)
-            logs.configure("DEBUG" if args.debug else settings.log_level, settings.log_format)
-        return dispatch(args, settings)
+        return dispatch(args, configured_settings(args))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `ipbot ask ... | head -1`: the reader has what it wanted
@@ -169,6 +171,32 @@ def main(argv: list[str] | None = None) -> int:
         )
     except Exception as exc:  # the last line of defence: one clear line, no traceback
         return fail(f"{type(exc).__name__}: {exc}", args.debug)
+
+
+def configured_settings(args: argparse.Namespace) -> Settings:
+    """Settings, the secrets to redact, logging in its final form, and a warning for each
+    IPBOT_ name no setting reads: a typo that would otherwise be ignored without a word.
+
+    The warnings come before an invalid setting's error too (a misspelt name is a likely cause);
+    `ipbot doctor` lists them among its problems instead.
+    """
+    unknown = unknown_settings()
+    try:
+        settings = load_settings()
+    except SettingsError:
+        warn_of(unknown)
+        raise
+    redact.install(redact.settings_secrets(settings))
+    if args.command == "run":  # the service: its level and form (JSON for a collector)
+        logs.configure("DEBUG" if args.debug else settings.log_level, settings.log_format)
+    if args.command != "doctor":
+        warn_of(unknown)
+    return settings
+
+
+def warn_of(unknown: list[UnknownSetting]) -> None:
+    for setting in unknown:
+        log.warning("%s", setting)
 
 
 def fail(message: str, debug: bool, code: int = 1) -> int:
@@ -397,7 +425,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from bot.doctor import diagnose, report
 
-    text, code = report(asyncio.run(diagnose(settings)))
+    text, code = report(asyncio.run(diagnose(settings, unknown_settings())))
     print(redact.redact(text))
     return code
 

@@ -1,5 +1,6 @@
-"""`ipbot doctor`: from outside, what /readyz checks inside a running ipbot, plus the tokens,
-Telegram's webhook, the database revision and the index against the corpus on disk.
+"""`ipbot doctor`: from outside, what /readyz checks inside a running ipbot, plus misspelt
+settings, the tokens, Telegram's webhook, the database revision and the index against the
+corpus on disk.
 
 Each problem is one line, `where: what: how to fix`, for the operator who reads it.
 """
@@ -8,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 from sqlalchemy.engine import make_url
 
-from bot.settings import Settings
+from bot.settings import Settings, UnknownSetting
 from bot.store import Store, StoreError
 from retrieval.corpus import CorpusError, load_corpus
 from retrieval.embedder import INT8_SUFFIX
@@ -24,6 +28,11 @@ from retrieval.multilingual import multilingual_store
 TIMEOUT = 10.0  # seconds for each remote check
 TELEGRAM_TOKEN_FIX = "copy the token @BotFather gave into IPBOT_TELEGRAM_TOKEN"
 DISCORD_TOKEN_FIX = "reset the token under Bot in the Developer Portal and set IPBOT_DISCORD_TOKEN"
+BUILD_FIX = "run 'ipbot index build' ('ipbot run' builds it at start, more slowly)"
+RELOAD_FIX = (
+    "the running bot checks and serves it with /reload or 'ipbot corpus reload' (a restart "
+    "does the same); 'ipbot index build' would serve it without the quality gate"
+)
 
 
 @dataclass(frozen=True)
@@ -69,15 +78,33 @@ async def check_database(settings: Settings, found: Findings) -> None:
     await store.close()
 
 
-def index_mismatch(manifest: Manifest | None, corpus_hash: str) -> str | None:
-    """Why the index on disk would not serve this corpus and model, if it would not."""
+def stale_index(where: str, manifest: Manifest | None, corpus_hash: str) -> Problem | None:
+    """Why the index on disk does not serve the corpus on disk, if it does not.
+
+    Only a missing index is simply built: a changed corpus goes through the quality gate, which
+    the running bot applies on /reload and at start, while `ipbot index build` would skip it.
+    """
     if manifest is None:
-        return "no index has been built"
+        return Problem(where, "no index has been built", BUILD_FIX)
     if manifest.corpus_hash != corpus_hash:
-        return (
+        what = (
             f"built {manifest.built_at} from corpus {manifest.corpus_version}, not the one on disk"
         )
+        return Problem(where, what, RELOAD_FIX)
     return None
+
+
+def unfit_index(settings: Settings, manifest: Manifest, passages: int) -> Problem | None:
+    """An index of this corpus, made with another model or index type than configured."""
+    if manifest.model.removesuffix(f" {INT8_SUFFIX}") != settings.model:
+        what = f"built with the model {manifest.model}, not IPBOT_MODEL {settings.model}"
+    elif manifest.index_type != dense_index_type(settings.index_type, passages):
+        what = (
+            f"a {manifest.index_type} index, not what IPBOT_INDEX_TYPE {settings.index_type} makes"
+        )
+    else:
+        return None
+    return Problem("index", what, BUILD_FIX)
 
 
 def check_index(settings: Settings, found: Findings) -> None:
@@ -91,21 +118,17 @@ def check_index(settings: Settings, found: Findings) -> None:
             "run 'ipbot corpus validate'",
         )
         return
-    fix = "run 'ipbot index build' ('ipbot run' builds it at start, more slowly)"
     main = IndexStore(settings.data_dir, settings.index_type).current_manifest()
-    why = index_mismatch(main, corpus.hash)
-    if why is None and main is not None:
-        if main.model.removesuffix(f" {INT8_SUFFIX}") != settings.model:
-            why = f"built with the model {main.model}, not IPBOT_MODEL {settings.model}"
-        elif main.index_type != dense_index_type(settings.index_type, len(corpus.passages)):
-            why = f"a {main.index_type} index, not what IPBOT_INDEX_TYPE {settings.index_type} makes"
-    if why:
-        found.problem("index", why, fix)
+    problem = stale_index("index", main, corpus.hash)
+    if problem is None and main is not None:
+        problem = unfit_index(settings, main, len(corpus.passages))
+    if problem:
+        found.problems.append(problem)
     if settings.multilingual:
         second = multilingual_store(settings.data_dir).current_manifest()
-        why = index_mismatch(second, corpus.hash)
-        if why:
-            found.problem("multilingual index", why, fix)
+        problem = stale_index("multilingual index", second, corpus.hash)
+        if problem:
+            found.problems.append(problem)
 
 
 async def check_telegram(settings: Settings, found: Findings) -> None:
@@ -161,6 +184,20 @@ async def check_telegram(settings: Settings, found: Findings) -> None:
         found.notes.append("telegram: no webhook set yet; 'ipbot run' sets it at start")
 
 
+@contextmanager
+def quiet(*loggers: str) -> Iterator[None]:
+    """Only errors from these loggers while inside: on making a client, discord.py warns that
+    voice needs PyNaCl and davey and that the guilds intent is off, none of it a finding."""
+    saved = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
 async def check_discord(settings: Settings, found: Findings) -> None:
     """The token (the current user) and whether the message content intent is granted."""
     import discord
@@ -168,7 +205,8 @@ async def check_discord(settings: Settings, found: Findings) -> None:
     from bot.discord import point_library_at
 
     point_library_at(settings)
-    client = discord.Client(intents=discord.Intents.none())
+    with quiet("discord.client", "discord.state"):
+        client = discord.Client(intents=discord.Intents.none())
     try:
         async with asyncio.timeout(TIMEOUT):
             await client.login(settings.discord_token.get_secret_value())  # type: ignore[union-attr]
@@ -210,9 +248,12 @@ async def check_running(settings: Settings, found: Findings) -> None:
         found.problem(f"running ipbot ({name})", str(state), "see the log of 'ipbot run'")
 
 
-async def diagnose(settings: Settings) -> Findings:
-    """Every check, each independent of the others' outcome."""
+async def diagnose(settings: Settings, unknown: Sequence[UnknownSetting] = ()) -> Findings:
+    """Every check, each independent of the others' outcome; `unknown` are the IPBOT_ names
+    no setting reads (bot.settings.unknown_settings), likely typos."""
     found = Findings()
+    for setting in unknown:
+        found.problem("settings", setting.what, setting.fix)
     if settings.telegram_token is None and settings.discord_token is None:
         found.problem(
             "settings", "no chat token is set", "set IPBOT_TELEGRAM_TOKEN or IPBOT_DISCORD_TOKEN"

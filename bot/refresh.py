@@ -39,6 +39,7 @@ ABANDONED_CHECK_SECONDS = 60.0
 FAILURE_LOG_SECONDS = 60.0  # a run of failed steps is logged again at most this often
 POLL_SECONDS = 2.0  # how soon a request from the command line, or another replica's swap, is seen
 MAX_PROBLEMS_SHOWN = 15
+STARTUP = "start-up"  # who asked, for what a start does by itself
 OnSwap = Callable[[Build], Awaitable[str | None]]  # runs after a swap; may add a summary line
 
 
@@ -95,6 +96,7 @@ class Refresher:
         self._failing_since: float | None = None  # when the worker's steps began to fail
         self._failure_logged = 0.0
         self._abandoned_checked = time.monotonic()  # start() has just looked
+        self.checking: int | None = None  # the request start() made to gate a changed corpus
 
     @property
     def versions(self) -> Versions | None:
@@ -108,6 +110,36 @@ class Refresher:
         if abandoned:
             log.warning("%d refresh request(s) were interrupted by a restart", abandoned)
         await self._settle_live()
+        await self._check_unchecked()
+
+    async def _check_unchecked(self) -> None:
+        """A corpus that changed on disk while the bot was down (edited files, or a /reload a
+        crash interrupted) goes through the gate like a /reload, unless moderators already
+        turned it away: the live version answers meanwhile."""
+        waiting = self.retriever.unchecked
+        if waiting is None:
+            return
+        self.retriever.unchecked = None
+        turned_away = await self._turned_away()
+        if waiting in turned_away:
+            log.warning(
+                "the corpus on disk is version %d, which moderators turned away; still serving "
+                "the live version (/promote %d serves it)",
+                turned_away[waiting],
+                turned_away[waiting],
+            )
+            return
+        log.warning("the corpus on disk changed while the bot was stopped; checking it (/reload)")
+        self.checking = await self.store.request_refresh("reload", "", STARTUP)
+        self._wake.set()
+
+    async def _turned_away(self) -> dict[str, int]:
+        """Corpus hashes of the versions a moderator (or the gate) held or rolled back."""
+        return {
+            v.corpus_hash: v.id
+            for v in await self.store.versions(50)
+            if v.status in (VersionStatus.HELD, VersionStatus.ROLLED_BACK)
+        }
 
     async def run(self) -> None:
         """Handle requests one at a time, and follow the live version set elsewhere.
@@ -193,6 +225,8 @@ class Refresher:
                 False, "The refresh failed unexpectedly; the live version keeps answering."
             )
         await self.store.finish_refresh(request.id, outcome.ok, outcome.text, outcome.offers)
+        if request.requested_by == STARTUP:  # nobody waits for this one: the log tells
+            log.log(logging.INFO if outcome.ok else logging.WARNING, "%s", outcome.text)
         result = "done" if outcome.ok else "refused"
         await self.store.audit(request.requested_by, request.action, request.argument, result)
 
@@ -371,12 +405,7 @@ class Refresher:
                 await asyncio.to_thread(self.versions.activate, build)  # type: ignore[union-attr]
                 await self._swap(build)
                 return
-        turned_away = {
-            v.corpus_hash
-            for v in await self.store.versions(50)
-            if v.status in (VersionStatus.HELD, VersionStatus.ROLLED_BACK)
-        }
-        if live is not None and served.corpus.hash in turned_away:
+        if live is not None and served.corpus.hash in await self._turned_away():
             build = await self._open(live)
             if build is not None:
                 log.warning(
@@ -386,7 +415,7 @@ class Refresher:
                 await asyncio.to_thread(self.versions.activate, build)  # type: ignore[union-attr]
                 await self._swap(build)
                 return
-        number = await self._record(served, VersionStatus.LIVE, "start-up")
+        number = await self._record(served, VersionStatus.LIVE, STARTUP)
         await self.store.make_live(number)
 
     async def _follow_live(self) -> None:

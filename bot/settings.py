@@ -1,16 +1,22 @@
 """Settings from the environment (prefix IPBOT_) or a `.env` file: the one place they are read.
 
-Tokens are SecretStr so they never appear in a log line or a traceback.
+Tokens are SecretStr so they never appear in a log line or a traceback. A misspelt name would
+be ignored without a word, so `unknown_settings` names every IPBOT_ variable no setting reads.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
 from pydantic import (
     Field,
     SecretStr,
@@ -29,6 +35,13 @@ from retrieval.embedder import DEFAULT_MODEL
 from retrieval.evaluate import DEFAULT_EVAL_FILE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "IPBOT_"
+# IPBOT_ variables that other programs read, on purpose not settings: they must not warn.
+NOT_SETTINGS = {
+    "IPBOT_TEST_POSTGRES_URL": "the tests' PostgreSQL server (tests/conftest.py, .ci/run)",
+    "IPBOT_REPLICAS": "compose's replica count, from deploy/.env, which also feeds the container",
+    "IPBOT_SEED_DIR": "the image's seed of model and index (deploy/entrypoint.sh)",
+}
 
 
 def _default_corpus_dir() -> Path:
@@ -55,7 +68,7 @@ class Settings(BaseSettings):
     """Everything an operator can configure, with defaults that run on a laptop."""
 
     model_config = SettingsConfigDict(
-        env_prefix="IPBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix=PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
     corpus_dir: Path = Field(default_factory=_default_corpus_dir)
@@ -242,5 +255,73 @@ def load_settings(**overrides: object) -> Settings:
         message = str(first["msg"]).removeprefix("Value error, ")
         if not first["loc"]:  # a check across settings names its variables itself
             raise SettingsError(f"invalid settings: {message}") from None
-        name = "IPBOT_" + str(first["loc"][0]).upper()
+        name = PREFIX + str(first["loc"][0]).upper()
         raise SettingsError(f"invalid setting {name}: {message}") from None
+
+
+@dataclass(frozen=True)
+class UnknownSetting:
+    """An IPBOT_ variable that no setting reads, most likely a typo; only its name is kept, as
+    its value may be a secret."""
+
+    name: str
+    where: str  # "the environment", or the .env file as Settings finds it
+    suggestion: str | None  # the known name it is closest to, if any is close
+
+    @property
+    def what(self) -> str:
+        return f"{self.name} in {self.where} is not an ipbot setting, so it is ignored"
+
+    @property
+    def fix(self) -> str:
+        if self.suggestion:
+            return f"did you mean {self.suggestion}?"
+        return "remove it, or rename it to one of the settings listed in README.md"
+
+    def __str__(self) -> str:
+        return f"{self.what}; {self.fix}"
+
+
+def unknown_settings() -> list[UnknownSetting]:
+    """Every IPBOT_ name in the environment and the .env file that Settings would ignore."""
+    found = _unknown_in(os.environ, "the environment")
+    for env_file in _env_files():
+        found += _unknown_in(_names_in(env_file), str(env_file))
+    return found
+
+
+def _unknown_in(names: Iterable[str], where: str) -> list[UnknownSetting]:
+    """Names compare without case, as Settings reads them; suggestions come from the part after
+    the prefix, which every name shares and which would make any two names look alike."""
+    known = {PREFIX + name.upper() for name in Settings.model_fields} | NOT_SETTINGS.keys()
+    stems = {name.removeprefix(PREFIX): name for name in known}
+    found = []
+    for name in names:
+        upper = name.upper()
+        if upper.startswith(PREFIX) and upper not in known:
+            close = difflib.get_close_matches(upper.removeprefix(PREFIX), stems, n=1)
+            found.append(UnknownSetting(name, where, stems[close[0]] if close else None))
+    return found
+
+
+def _env_files() -> list[Path]:
+    """The .env file(s) Settings reads: its `env_file`, relative to the working folder."""
+    configured = Settings.model_config.get("env_file")
+    if configured is None:
+        return []
+    paths = [configured] if isinstance(configured, str | Path) else list(configured)
+    return [Path(path).expanduser() for path in paths]
+
+
+def _names_in(env_file: Path) -> list[str]:
+    """The names a .env file sets, read as Settings reads it; the values are dropped unseen.
+
+    An unreadable or non-UTF-8 file gives none here: `load_settings` reports it.
+    """
+    if not env_file.is_file():
+        return []
+    encoding = Settings.model_config.get("env_file_encoding")
+    try:
+        return list(dotenv_values(env_file, encoding=encoding))
+    except (OSError, UnicodeDecodeError):
+        return []

@@ -7,6 +7,7 @@ part of ipbot works with typed, validated objects and every mistake is reported 
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import functools
 import hashlib
@@ -14,6 +15,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -43,12 +45,35 @@ MIN_WORDS, MAX_WORDS = 40, 150
 REQUIRED_FIELDS = ("kind", "source", "url")
 KNOWN_FIELDS = (*REQUIRED_FIELDS, "keywords", "checked", "country")
 STALE_AFTER_DAYS = 365
+# hosts (and their subdomains) that serve copies of other publishers' documents: a copy may be
+# altered or outdated, and readers should land on the page that is authoritative
+MIRROR_HOSTS = (
+    "archive.org",
+    "archive.ph",
+    "archive.is",
+    "archive.today",
+    "scribd.com",
+    "docplayer.net",
+    "studocu.com",
+    "yumpu.com",
+    "pdfcoffee.com",
+    "dokumen.pub",
+    "dokumen.tips",
+    "researchgate.net",
+    "academia.edu",
+    "semanticscholar.org",
+    "translate.goog",
+    "webcache.googleusercontent.com",
+)
 
 _HEADING = re.compile(r"^##\s+(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]*)\s*:\s*(?P<title>.*\S)\s*$")
 _FIELD = re.compile(r"^(?P<key>[a-z_]+)\s*:\s*(?P<value>.*?)\s*$")
 _DATE_VALUE = re.compile(r"^\s*[\w-]+\s*:\s*['\"]?(\d{4}-\d{2}-\d{2})\b")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _URL = re.compile(r"^https?://[^\s/]+\.[^\s]+$")
+# a Markdown heading (`# Title`, `### Notes`) or one missing its space (`##Notes`); a single
+# `#word` is left alone: in running text it is a hashtag, not a heading
+_INNER_HEADING = re.compile(r"^ {0,3}(?:#{1,6}(?:\s|$)|#{2,6}[^#\s])")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9\"'(“‘])")
 _ABBREVIATION_END = re.compile(
     r"\b(?:e\.g|i\.e|etc|Art|No|cf|vs|approx|Dr|St|pp?|para|ed)\.$", re.I
@@ -349,12 +374,16 @@ def _read_lines(path: Path) -> tuple[list[str], list[Problem]]:
 
 def _read_text(path: Path) -> tuple[str | None, list[Problem]]:
     """A corpus file's text, or a problem instead of an exception: a byte that is not UTF-8
-    (at its line), or no readable file (a folder named like one, a broken or looping link)."""
+    (at its line), or no readable file (a folder named like one, a broken or looping link).
+
+    A leading byte-order mark is dropped, not decoded: it would hide the first line's `---`
+    or key, and counting lines after it keeps the located byte where the editor shows it."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         return None, [Problem(str(path), 0, f"cannot be read ({reason}); it must be a text file")]
+    data = data.removeprefix(codecs.BOM_UTF8)  # Windows editors write one; it is no text
     try:
         return data.decode("utf-8"), []
     except UnicodeDecodeError as exc:
@@ -441,7 +470,12 @@ def _sections(
             match = _HEADING.match(line)
             if not match:
                 problems.append(
-                    Problem(path, line_no, "malformed heading: expected '## ID: Title'")
+                    Problem(
+                        path,
+                        line_no,
+                        "malformed heading: expected '## ID: Title'; "
+                        "passages cannot contain other headings",
+                    )
                 )
                 sections.append((line_no, None, []))  # type: ignore[arg-type]
                 continue
@@ -458,25 +492,15 @@ def _sections(
 def _passage_from_section(
     line_no: int, heading: re.Match[str], body: list[tuple[int, str]], area: str, path: str
 ) -> tuple[Passage | None, list[Problem]]:
-    fields: dict[str, str] = {}
-    problems: list[Problem] = []
-    text_lines: list[str] = []
-    in_fields = True
-    for number, line in body:
-        if in_fields and not line.strip():
-            if fields:
-                in_fields = False
-            continue
-        match = _FIELD.match(line) if in_fields else None
-        if match and match["key"] in KNOWN_FIELDS:
-            fields[match["key"]] = match["value"]
-            continue
-        if in_fields and match:
-            problems.append(Problem(path, number, f"unknown field '{match['key']}'"))
-            continue
-        in_fields = False
-        text_lines.append(line)
+    located, text_lines, problems = _fields_and_text(body, heading["id"], path)
+    fields = {key: value for key, (_, value) in located.items()}
+    problems += _headings_inside(body, area, path)
     problems += _check_fields(fields, line_no, heading["id"], area, path)
+    if "url" in located:
+        url_line, url = located["url"]
+        problems += [
+            Problem(path, url_line, f"{heading['id']}: {message}") for message in _url_problems(url)
+        ]
     text = " ".join(" ".join(text_lines).split())
     problems += _check_text(text, line_no, path)
     if problems:
@@ -503,6 +527,74 @@ def _passage_from_section(
         line=line_no,
     )
     return passage, []
+
+
+def _fields_and_text(
+    body: list[tuple[int, str]], passage_id: str, path: str
+) -> tuple[dict[str, tuple[int, str]], list[str], list[Problem]]:
+    """The `key: value` lines, each with its line number, and the text lines after them.
+
+    A field given twice is a problem: keeping one silently would cite a source or match
+    keywords the moderator meant to replace.
+    """
+    fields: dict[str, tuple[int, str]] = {}
+    problems: list[Problem] = []
+    text_lines: list[str] = []
+    in_fields = True
+    for number, line in body:
+        if in_fields and not line.strip():
+            if fields:
+                in_fields = False
+            continue
+        match = _FIELD.match(line) if in_fields else None
+        if match and match["key"] in KNOWN_FIELDS:
+            key = match["key"]
+            if key in fields:
+                first = fields[key][0]
+                message = f"{passage_id}: field '{key}' is given twice (first on line {first})"
+                problems.append(Problem(path, number, message + "; keep one"))
+            else:
+                fields[key] = (number, match["value"])
+            continue
+        if in_fields and match:
+            problems.append(Problem(path, number, f"unknown field '{match['key']}'"))
+            continue
+        in_fields = False
+        text_lines.append(line)
+    return fields, text_lines, problems
+
+
+def _headings_inside(body: list[tuple[int, str]], area: str, path: str) -> list[Problem]:
+    """Headings in a passage: chat shows the text as plain sentences, and a heading meant to
+    start the next passage would otherwise merge both into one."""
+    problems = []
+    for number, line in body:
+        if not _INNER_HEADING.match(line):
+            continue
+        message = (
+            f"a heading inside a passage ('{line.strip()}'): passages cannot contain headings; "
+            "a new passage starts with '## ID: Title'"
+        )
+        meant = _HEADING.match("## " + line.strip().lstrip("#").lstrip())
+        if meant and meant["id"].startswith(AREA_PREFIXES[area] + "-"):  # a '#' or space amiss
+            message += f" (here: '## {meant['id']}: {meant['title']}')"
+        problems.append(Problem(path, number, message))
+    return problems
+
+
+def _url_problems(url: str) -> list[str]:
+    """Why a well-formed URL is no authoritative source: plain http can be altered on the way
+    and may not be the publisher's canonical page; a mirror's copy may differ from the
+    original (the shape of the URL is checked in `_check_fields`)."""
+    if not _URL.match(url):
+        return []
+    if url.lower().startswith("http://"):
+        return ["URL must start with https://, not http://: cite the authoritative page over https"]
+    host = (urlsplit(url).hostname or "").lower()
+    mirror = next((m for m in MIRROR_HOSTS if host == m or host.endswith("." + m)), None)
+    if mirror:
+        return [f"{host} is a mirror or aggregator: cite the publisher's own page, not a copy"]
+    return []
 
 
 def _listed(value: str) -> tuple[str, ...]:
@@ -562,7 +654,7 @@ def _check_fields(
     url = fields.get("url")
     if url and not _URL.match(url):
         problems.append(
-            Problem(path, line_no, f"{passage_id}: URL must start with http:// or https://")
+            Problem(path, line_no, f"{passage_id}: URL must be a web address starting with https://")
         )
     prefix = AREA_PREFIXES[area] + "-"
     if not passage_id.startswith(prefix):
@@ -714,13 +806,34 @@ def _load_updates(folder: Path) -> tuple[list[Update], list[Problem]]:
     problems: list[Problem] = []
     if not folder.is_dir():
         return updates, problems
+    found: list[tuple[Path, Update]] = []
     for path in sorted(folder.glob("*.md")):
         update, file_problems = _parse_update(path)
         problems += file_problems
         if update:
-            updates.append(update)
-    updates.sort(key=lambda u: (u.date, u.id))
+            found.append((path, update))
+    problems += _duplicate_updates(found)
+    updates = sorted((update for _, update in found), key=lambda u: (u.date, u.id))
     return updates, problems
+
+
+def _duplicate_updates(found: list[tuple[Path, Update]]) -> list[Problem]:
+    """Updates are published by file name, so one update in two files (a copy saved under a
+    new name) would reach every subscriber twice."""
+    problems: list[Problem] = []
+    by_title: dict[tuple[dt.date, str], Path] = {}
+    by_body: dict[str, Path] = {}
+    for path, update in found:
+        title = (update.date, " ".join(update.title.casefold().split()))
+        first, why = by_title.get(title), "same title and date"
+        if first is None:
+            first, why = by_body.get(update.body), "same text"
+        if first is not None:
+            message = f"the same update as {first.name} ({why}); keep one of the two files"
+            problems.append(Problem(str(path), 1, message))
+        by_title.setdefault(title, path)
+        by_body.setdefault(update.body, path)
+    return problems
 
 
 def _parse_update(path: Path) -> tuple[Update | None, list[Problem]]:
@@ -743,7 +856,9 @@ def _parse_update(path: Path) -> tuple[Update | None, list[Problem]]:
         problems.append(Problem(name, 2, f"unknown area '{unknown[0]}'"))
     url = str(meta.get("url") or "")
     if url and not _URL.match(url):
-        problems.append(Problem(name, 2, "URL must start with http:// or https://"))
+        problems.append(Problem(name, 2, "URL must be a web address starting with https://"))
+    url_line = _key_line(lines[:body_start], "url")
+    problems += [Problem(name, url_line, message) for message in _url_problems(url)]
     body = " ".join(" ".join(lines[body_start:]).split())
     if not body:
         problems.append(Problem(name, body_start + 1, "empty text"))
@@ -751,6 +866,13 @@ def _parse_update(path: Path) -> tuple[Update | None, list[Problem]]:
         return None, problems
     update = Update(path.stem, date, str(meta["title"]).strip(), body, url, areas)  # type: ignore[arg-type]
     return update, []
+
+
+def _key_line(front_matter: list[str], key: str) -> int:
+    """The file line where the front matter gives `key` (line 2, its first, if not found)."""
+    return next(
+        (n for n, line in enumerate(front_matter, start=1) if line.startswith(f"{key}:")), 2
+    )
 
 
 def _update_areas(value: object) -> tuple[str, ...]:

@@ -324,6 +324,7 @@ class Retriever:
         self._state = _serving(corpus, index, multilingual.index if multilingual else None)
         self.versions: Versions | None = None  # where refreshes build and find versions
         self.problems: tuple[Problem, ...] = ()  # why the corpus on disk is not the one served
+        self.unchecked: str | None = None  # a changed corpus on disk awaiting the quality gate
 
     def swap(
         self, corpus: Corpus, index: SearchIndex, translated: SearchIndex | None = None
@@ -723,11 +724,13 @@ def open_retriever(
     progress: Progress = lambda _msg: None,
     multilingual: bool = True,
     int8: bool = True,
+    gated: bool = False,
 ) -> Retriever:
     """Load the model(s) and the corpus, and bring the index(es) up to date: ready to answer.
 
     If the corpus on disk is invalid but a good version is on disk, that version is served and
-    the problems are kept in `retriever.problems` (moderators see them in /about).
+    the problems are kept in `retriever.problems` (moderators see them in /about). `gated`: a
+    changed corpus waits for the refresh worker's quality gate (`retriever.unchecked`).
     """
     check_corpus_folder(corpus_dir)
     progress(f"Loading the embedding model ({model})...")
@@ -741,14 +744,16 @@ def open_retriever(
             log.warning("%s; questions in other languages take the English path", exc)
             progress(f"Warning: {exc}; answering in English only.")
     versions = Versions(Path(data_dir), index_type, embedder, model_for_others)
-    build, problems = serve_or_fall_back(versions, Path(corpus_dir), progress)
+    served = serve_or_fall_back(versions, Path(corpus_dir), progress, gated)
+    build = served.build
     other_languages = None
     if model_for_others is not None and build.translated is not None:
         other_languages = Multilingual(LanguageDetector(), model_for_others, build.translated)
     retriever = Retriever(
         build.corpus, build.index, embedder, policy or AbstentionPolicy(), other_languages
     )
-    retriever.versions, retriever.problems = versions, problems
+    retriever.versions, retriever.problems = versions, served.problems
+    retriever.unchecked = served.unchecked
     return retriever
 
 

@@ -146,15 +146,33 @@ class Versions:
         return load_corpus(self.english.snapshot(name))
 
 
+@dataclass(frozen=True)
+class Served:
+    """What a start serves, and what the corpus on disk still needs."""
+
+    build: Build
+    problems: tuple[Problem, ...] = ()  # the corpus on disk is invalid: the last good version
+    unchecked: str | None = None  # the hash of a changed corpus on disk, not served yet
+
+
 def serve_or_fall_back(
-    versions: Versions, corpus_dir: Path, progress: Progress
-) -> tuple[Build, tuple[Problem, ...]]:
+    versions: Versions, corpus_dir: Path, progress: Progress, gated: bool = False
+) -> Served:
     """The corpus on disk, built if needed; if it is invalid, the last good version instead.
 
     The problems come back with the fallback so they can be logged and shown to moderators;
-    with no good version to fall back on, the corpus error stands.
+    with no good version to fall back on, the corpus error stands. `gated` (a bot with a
+    refresh worker): a corpus that changed on disk since the current version, say by a /reload
+    that a crash interrupted, waits for the quality gate; the current version is served at once.
     """
     corpus, problems = check_corpus(corpus_dir)
+    if not problems and gated and (waiting := _changed_since_current(versions, corpus)):
+        progress(
+            f"The corpus on disk ({corpus.version}) is not the live version "
+            f"({waiting.corpus.version}): serving the live version while the new one is "
+            "checked as /reload checks it."
+        )
+        return Served(waiting, unchecked=corpus.hash)
     if problems:
         fallback = versions.last_good()
         if fallback is None:
@@ -165,11 +183,19 @@ def serve_or_fall_back(
             f"Warning: the corpus has {len(problems)} problem(s); serving the last good "
             f"version ({fallback.corpus.version}). Run `ipbot corpus validate` to see them."
         )
-        return fallback, tuple(problems)
+        return Served(fallback, tuple(problems))
     index = versions.english.load_or_build(corpus, versions.embedder, progress, corpus_dir)
     translated = None
     if versions.multilingual is not None and versions.translated is not None:
         translated = versions.translated.load_or_build(
             corpus, versions.multilingual.passages, progress
         )
-    return Build(corpus, index, translated), ()
+    return Served(Build(corpus, index, translated))
+
+
+def _changed_since_current(versions: Versions, corpus: Corpus) -> Build | None:
+    """The current version, if the corpus on disk differs from it (None: serve the disk)."""
+    manifest = versions.english.current_manifest()
+    if manifest is None or manifest.corpus_hash == corpus.hash:
+        return None
+    return versions.last_good()

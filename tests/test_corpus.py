@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -490,3 +491,133 @@ def test_no_question_asked_is_an_eval_question() -> None:
         items = data if isinstance(data, list) else data.get("questions", [])
         measured |= {norm(i.get("q") or i.get("en", "")) for i in items if isinstance(i, dict)}
     assert not asked & measured, "a highlight measure would measure its own training questions"
+
+
+def write_update(folder: Path, name: str, title: str, body: str, url: str = "") -> Path:
+    path = folder / "updates" / f"{name}.md"
+    path.parent.mkdir(exist_ok=True)
+    url = url or "https://eur-lex.europa.eu/eli/reco/2023/499/oj"
+    path.write_text(
+        f"---\ndate: 2023-03-01\ntitle: {title}\nurl: {url}\nareas: all\n---\n\n{body}\n"
+    )
+    return path
+
+
+def test_files_saved_with_a_byte_order_mark_load_as_without_one(tmp_path: Path) -> None:
+    """Windows editors start a UTF-8 file with a BOM, which hid the front matter's '---'."""
+    plain, marked = tmp_path / "plain", tmp_path / "marked"
+    text = "Unused patents still cost renewal fees. " + WORDS
+    for folder in (plain, marked):
+        folder.mkdir()
+        write_area(folder, PASSAGE.format(id="VAL-R1", title="A", kind="example", text=text))
+        (folder / "glossary.md").write_text("- worth: valuation\n")
+        (folder / "highlights.yaml").write_text("VAL-R1:\n  Unused patents:\n  - do they cost?\n")
+        (folder / "scope.yaml").write_text(
+            "questions:\n- q: what is it worth\n  expected: [VAL-R1]\nnear_domain:\n- a CV\n"
+        )
+        write_update(folder, "2023-03-01-adopted", "Code adopted", "The Code was adopted.")
+    for path in [*marked.glob("*.*"), *marked.glob("updates/*.md")]:
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+
+    expected, found = load_corpus(plain), load_corpus(marked)
+
+    assert [replace(p, file="") for p in found.passages] == [
+        replace(p, file="") for p in expected.passages
+    ]
+    assert found.updates == expected.updates and found.hash == expected.hash
+
+
+@pytest.mark.parametrize("field", ["source", "keywords"])
+def test_a_field_given_twice_in_a_passage_is_located_at_the_second(
+    tmp_path: Path, field: str
+) -> None:
+    """The second line silently won: a moderator adding a citation lost the first one."""
+    passage = PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS)
+    write_area(tmp_path, passage.replace("/oj\n", f"/oj\nkeywords: a\n{field}: another\n"))
+    first, second = (9, 12) if field == "source" else (11, 12)
+    assert (
+        f"{tmp_path}/valuation.md:{second}: VAL-R1: field '{field}' is given twice "
+        f"(first on line {first}); keep one"
+    ) in problems_in(tmp_path)
+
+
+@pytest.mark.parametrize("heading", ["### Notes", "# Title", "##Heading"])
+def test_a_heading_inside_a_passage_is_located(tmp_path: Path, heading: str) -> None:
+    passage = PASSAGE.format(id="VAL-R1", title="A", kind="example", text=f"{WORDS}\n{heading}")
+    write_area(tmp_path, passage)
+    assert (
+        f"{tmp_path}/valuation.md:13: a heading inside a passage ('{heading}'): passages cannot "
+        "contain headings; a new passage starts with '## ID: Title'"
+    ) in problems_in(tmp_path)
+
+
+def test_a_passage_heading_without_its_space_says_how_to_write_it(tmp_path: Path) -> None:
+    first = PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS)
+    second = PASSAGE.format(id="VAL-R2", title="B", kind="example", text=WORDS)
+    write_area(tmp_path, first + second.replace("## VAL-R2", "##VAL-R2"))
+    assert any(
+        p.startswith(f"{tmp_path}/valuation.md:14: a heading inside a passage")
+        and p.endswith("(here: '## VAL-R2: B')")
+        for p in problems_in(tmp_path)
+    )
+
+
+def test_a_heading_that_is_no_passage_heading_says_passages_have_none(tmp_path: Path) -> None:
+    passage = PASSAGE.format(id="VAL-R1", title="A", kind="example", text=f"{WORDS}\n## Notes")
+    write_area(tmp_path, passage)
+    assert (
+        f"{tmp_path}/valuation.md:13: malformed heading: expected '## ID: Title'; "
+        "passages cannot contain other headings"
+    ) in problems_in(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "http://eur-lex.europa.eu/eli/reco/2023/499/oj",
+            "URL must start with https://, not http://: cite the authoritative page over https",
+        ),
+        (
+            "https://web.archive.org/web/2023/https://eur-lex.europa.eu/eli/reco/2023/499/oj",
+            "web.archive.org is a mirror or aggregator: cite the publisher's own page, not a copy",
+        ),
+        (
+            "https://www.scribd.com/document/1/code-of-practice",
+            "www.scribd.com is a mirror or aggregator: cite the publisher's own page, not a copy",
+        ),
+        (
+            "https://eur--lex-europa-eu.translate.goog/eli/reco/2023/499/oj",
+            "eur--lex-europa-eu.translate.goog is a mirror or aggregator",
+        ),
+    ],
+)
+def test_a_source_over_http_or_on_a_mirror_is_located_at_its_url(
+    tmp_path: Path, url: str, expected: str
+) -> None:
+    passage = PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS)
+    write_area(tmp_path, passage.replace("https://eur-lex.europa.eu/eli/reco/2023/499/oj", url))
+    write_update(tmp_path, "2023-03-01-adopted", "Code adopted", "The Code was adopted.", url)
+    problems = problems_in(tmp_path)
+    assert any(p.startswith(f"{tmp_path}/valuation.md:10: VAL-R1: {expected}") for p in problems)
+    update = f"{tmp_path}/updates/2023-03-01-adopted.md"
+    assert any(p.startswith(f"{update}:4: {expected}") for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("second_title", "second_body", "why"),
+    [
+        ("Code  ADOPTED", "Other words about the Code.", "same title and date"),
+        ("The Commission adopts the Code", "The Code was adopted.", "same text"),
+    ],
+)
+def test_one_update_in_two_files_is_reported_naming_both(
+    tmp_path: Path, second_title: str, second_body: str, why: str
+) -> None:
+    write_area(tmp_path, PASSAGE.format(id="VAL-R1", title="A", kind="example", text=WORDS))
+    write_update(tmp_path, "2023-03-01-adopted", "Code adopted", "The Code was adopted.")
+    write_update(tmp_path, "2023-03-01-code-adopted", second_title, second_body)
+    assert (
+        f"{tmp_path}/updates/2023-03-01-code-adopted.md:1: the same update as "
+        f"2023-03-01-adopted.md ({why}); keep one of the two files"
+    ) in problems_in(tmp_path)

@@ -4,7 +4,9 @@ platforms: a good set-up gets an all-clear, each problem one line saying how to 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from bot.doctor import diagnose, report
 from bot.settings import Settings
 from bot.store import Store
 from retrieval.search import Retriever
-from tests.conftest import CORPUS_DIR
+from tests.conftest import CORPUS_DIR, ipbot_env
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.telegram_server import FakeTelegram
 
@@ -146,5 +148,70 @@ async def test_an_index_built_from_another_corpus_and_an_old_schema_are_reported
 
     where = {p.where: p for p in found.problems}
     assert set(where) == {"index", "multilingual index", "database"}, found.problems
-    assert where["index"].fix.startswith("run 'ipbot index build'")
+    through_the_gate = (
+        "the running bot checks and serves it with /reload or 'ipbot corpus reload' (a restart "
+        "does the same); 'ipbot index build' would serve it without the quality gate"
+    )
+    assert where["index"].fix == through_the_gate
+    assert where["multilingual index"].fix == through_the_gate
     assert "at nothing" in where["database"].what and "ipbot db upgrade" in where["database"].fix
+
+
+async def test_only_a_missing_index_is_to_be_built(
+    database: str, telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path / "no-index-yet", database, telegram)
+    found = await diagnose(settings)
+    fixes = {p.where: p.fix for p in found.problems if p.what == "no index has been built"}
+    assert fixes == {
+        "index": "run 'ipbot index build' ('ipbot run' builds it at start, more slowly)",
+        "multilingual index": "run 'ipbot index build' ('ipbot run' builds it at start, more slowly)",
+    }, found.problems
+
+
+async def test_a_misspelt_setting_is_a_problem_with_the_name_meant_and_no_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [name for name in os.environ if name.upper().startswith("IPBOT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("IPBOT_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / ".env").write_text("IPBOT_TELEGRAM_TOKN=7000000001:AAsecretPartOfTheToken\n")
+
+    code = await asyncio.to_thread(main, ["doctor"])
+    out, err = capsys.readouterr()
+
+    assert code == 1
+    assert (
+        "settings: IPBOT_TELEGRAM_TOKN in .env is not an ipbot setting, so it is ignored: "
+        "did you mean IPBOT_TELEGRAM_TOKEN?"
+    ) in out.splitlines()
+    assert "IPBOT_TELEGRAM_TOKN" not in err, "listed once, among the problems, not logged too"
+    assert "AAsecretPartOfTheToken" not in out + err
+
+
+async def test_doctor_prints_its_findings_and_no_chat_library_warnings(tmp_path: Path) -> None:
+    discord = FakeDiscord()
+    await discord.start()
+    try:
+        env = ipbot_env(
+            tmp_path / "data",
+            IPBOT_DISCORD_TOKEN="fake-discord-token",
+            IPBOT_DISCORD_API_URL=discord.api_url,
+            IPBOT_DISCORD_GATEWAY_URL=discord.gateway_url,
+        )
+        doctor = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "bot.cli", "doctor"),
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(doctor.communicate(), 120)
+    finally:
+        await discord.stop()
+
+    assert any(call.path == "/users/@me" for call in discord.calls), "the token was not checked"
+    assert b"index: no index has been built" in out
+    assert err.decode() == "", "discord.py's warnings (voice, intents) are not doctor's findings"

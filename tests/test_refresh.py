@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from bot.assistant import Assistant
-from bot.refresh import Refresher
+from bot.refresh import Refresher, wait_for_request
 from bot.replies import AnswerReply, Context, Notice, RefreshReply, User
 from bot.store import Store, VersionStatus
 from retrieval.abstention import AbstentionPolicy
@@ -79,9 +79,14 @@ def small_corpus(folder: Path) -> Path:
     return corpus
 
 
-def serving_retriever(corpus: Path, data: Path) -> Retriever:
+def serving_retriever(corpus: Path, data: Path, gated: bool = False) -> Retriever:
     return open_retriever(
-        corpus, data, "all-MiniLM-L6-v2", policy=AbstentionPolicy(), multilingual=False
+        corpus,
+        data,
+        "all-MiniLM-L6-v2",
+        policy=AbstentionPolicy(),
+        multilingual=False,
+        gated=gated,
     )
 
 
@@ -300,6 +305,67 @@ async def test_a_crash_during_the_build_leaves_the_live_version_answering(served
     assert served.retriever.index.build == before
     assert cited(await served.say(SOMEONE, "How does the cost approach value a patent?"))
     assert (await served.store.live_version()).build == before  # type: ignore[union-attr]
+
+
+async def restart(served: Served) -> tuple[Retriever, Refresher]:
+    """The bot stops (its worker with it) and starts again on the same disk and database."""
+    served.refresher.stop()
+    again = await asyncio.to_thread(serving_retriever, served.corpus, served.data, True)
+    refresher = Refresher(served.store, again, served.corpus, served.refresher.eval_file)
+    await refresher.start()
+    return again, refresher
+
+
+async def run_until_checked(refresher: Refresher, store: Store) -> None:
+    """Run the worker until the check that start queued, if any, is over."""
+    worker = asyncio.create_task(refresher.run())
+    try:
+        if refresher.checking is not None:
+            finished = await wait_for_request(store, refresher.checking, 300)
+            assert finished.status in ("done", "failed"), finished
+    finally:
+        refresher.stop()
+        await worker
+
+
+async def test_a_corpus_changed_while_stopped_is_gated_before_it_is_served(
+    served: Served,
+) -> None:
+    """A /reload that a crash interrupted (or files edited while the bot was down) used to be
+    built at the next start before anything was served, then served without the gate."""
+    before = served.retriever.index.build
+    shutil.copy(CORPUS_DIR / "industry-academia.md", served.corpus)
+    again, refresher = await restart(served)
+    assert again.index.build == before  # the live version, at once: nothing was built first
+    assert "JIA-D7" not in {p.id for p in again.corpus.passages}
+
+    await run_until_checked(refresher, served.store)
+    assert "JIA-D7" in {p.id for p in again.corpus.passages}  # the gate passed it
+    assert (await served.store.live_version()).build == again.index.build  # type: ignore[union-attr]
+
+
+async def test_a_worse_corpus_found_at_start_is_held_once_and_the_live_one_answers(
+    served: Served,
+) -> None:
+    before = served.retriever.index.build
+    area = served.corpus / "valuation.md"
+    text = area.read_text()
+    area.write_text(text[: text.index("## VAL-D2:")] + text[text.index("## VAL-D3:") :])
+    again, refresher = await restart(served)
+    await run_until_checked(refresher, served.store)
+    assert again.index.build == before
+    assert "VAL-D2" in cited(
+        await Assistant(again, served.store).handle(
+            Context.private(SOMEONE), "How does the cost approach value a patent?"
+        )
+    )
+    held = [v for v in await served.store.versions() if v.status == VersionStatus.HELD]
+    assert len(held) == 1
+
+    again, refresher = await restart(served)  # the held corpus is not checked again
+    assert refresher.checking is None
+    assert again.index.build == before
+    assert len([v for v in await served.store.versions() if v.status == VersionStatus.HELD]) == 1
 
 
 async def test_a_promoted_refresh_tells_who_asked_to_be_told_once(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from bot.settings import SettingsError, load_settings
+from bot.cli import main
+from bot.settings import SettingsError, load_settings, unknown_settings
 
 
 def test_env_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,3 +119,82 @@ def test_webhook_mode_serves_the_path_of_its_url(monkeypatch: pytest.MonkeyPatch
     settings = load_settings()
     assert settings.telegram_webhook_path == "/telegram/ipbot" and settings.http_port == 8080
     assert "x" * 32 not in repr(settings)
+
+
+@pytest.fixture
+def no_stray_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working folder without a .env and an environment without the caller's IPBOT_ names."""
+    monkeypatch.chdir(tmp_path)
+    for name in [name for name in os.environ if name.upper().startswith("IPBOT_")]:
+        monkeypatch.delenv(name)
+    return tmp_path
+
+
+def test_a_misspelt_name_in_the_env_file_is_named_with_the_setting_meant(
+    no_stray_settings: Path,
+) -> None:
+    (no_stray_settings / ".env").write_text("IPBOT_TELEGRAM_TOKN=123:very-secret\n")
+    [unknown] = unknown_settings()
+    assert str(unknown) == (
+        "IPBOT_TELEGRAM_TOKN in .env is not an ipbot setting, so it is ignored; "
+        "did you mean IPBOT_TELEGRAM_TOKEN?"
+    )
+    assert "very-secret" not in repr(unknown)
+
+
+def test_a_misspelt_name_in_the_environment_is_named_with_the_setting_meant(
+    no_stray_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IPBOT_MODERATOR", "telegram:12345")
+    [unknown] = unknown_settings()
+    assert str(unknown) == (
+        "IPBOT_MODERATOR in the environment is not an ipbot setting, so it is ignored; "
+        "did you mean IPBOT_MODERATORS?"
+    )
+    assert "12345" not in repr(unknown)
+
+
+def test_a_name_like_no_setting_gets_no_guess(
+    no_stray_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IPBOT_COLOUR", "blue")
+    [unknown] = unknown_settings()
+    assert unknown.suggestion is None and "did you mean" not in str(unknown)
+
+
+def test_settings_and_the_names_other_programs_read_give_no_warning(
+    no_stray_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IPBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/x")
+    monkeypatch.setenv("ipbot_top_k", "4")  # read without regard to case, as Settings does
+    (no_stray_settings / ".env").write_text(
+        "IPBOT_MODERATORS=telegram:1\nIPBOT_REPLICAS=3\nIPBOT_SEED_DIR=/opt/ipbot/seed\n"
+        "POSTGRES_PASSWORD=not-ours\n"
+    )
+    assert unknown_settings() == []
+
+
+def test_every_command_warns_of_a_misspelt_name_at_start_without_its_value(
+    no_stray_settings: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (no_stray_settings / ".env").write_text("IPBOT_TELEGRAM_TOKN=123:very-secret\n")
+    assert main(["--version"]) == 0
+    out, err = capsys.readouterr()
+    assert (
+        "WARNING ipbot: IPBOT_TELEGRAM_TOKN in .env is not an ipbot setting, so it is ignored; "
+        "did you mean IPBOT_TELEGRAM_TOKEN?"
+    ) in err
+    assert "very-secret" not in out + err
+
+
+def test_a_misspelt_name_is_warned_of_before_the_error_it_causes(
+    no_stray_settings: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IPBOT_TELEGRAM_TOKEN", "123:abc")
+    monkeypatch.setenv("IPBOT_HTTP_PORT", "8080")
+    monkeypatch.setenv("IPBOT_TELEGRAM_WEBHOOK_URL", "https://bot.example.org/telegram/ipbot")
+    monkeypatch.setenv("IPBOT_TELEGRAM_WEBHOOK_SECRT", "x" * 32)
+    assert main(["--version"]) == 2
+    warning, error = capsys.readouterr().err.splitlines()
+    assert warning.endswith("did you mean IPBOT_TELEGRAM_WEBHOOK_SECRET?")
+    assert "needs IPBOT_TELEGRAM_WEBHOOK_SECRET too" in error
