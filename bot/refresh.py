@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import errno
 import hashlib
 import logging
 import tarfile
@@ -65,6 +66,20 @@ def corpus_changes(old: Corpus, new: Corpus) -> dict[str, list[str]]:
         "changed": sorted(i for i in after.keys() & before.keys() if after[i] != before[i]),
         "removed": sorted(before.keys() - after.keys()),
     }
+
+
+def failure_text(exc: BaseException) -> str:
+    """What the moderator can do about a refresh that failed: a full disk is theirs to fix."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return (
+                "The refresh failed: the disk is full (no space left for the new version's "
+                "files). The live version keeps answering; free some space, then /reload again."
+            )
+        if "No space left on device" in str(exc):  # FAISS and numpy say it in their own words
+            return failure_text(OSError(errno.ENOSPC, "No space left on device"))
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return "The refresh failed unexpectedly; the live version keeps answering."
 
 
 def file_hash(path: Path) -> str:
@@ -219,11 +234,9 @@ class Refresher:
                     outcome = await self.rollback(request.requested_by)
                 case _:
                     outcome = Outcome(False, f"Unknown request: {request.action}.")
-        except Exception:  # the live version is untouched: say so, keep the details in the log
+        except Exception as exc:  # the live version is untouched: say so, details in the log
             log.exception("refresh request %s failed", request.id)
-            outcome = Outcome(
-                False, "The refresh failed unexpectedly; the live version keeps answering."
-            )
+            outcome = Outcome(False, failure_text(exc))
         await self.store.finish_refresh(request.id, outcome.ok, outcome.text, outcome.offers)
         if request.requested_by == STARTUP:  # nobody waits for this one: the log tells
             log.log(logging.INFO if outcome.ok else logging.WARNING, "%s", outcome.text)

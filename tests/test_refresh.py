@@ -8,6 +8,7 @@ and BM25 builds and a real SQLite store; a reload adds or changes real corpus fi
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 import subprocess
@@ -366,6 +367,23 @@ async def test_a_worse_corpus_found_at_start_is_held_once_and_the_live_one_answe
     assert refresher.checking is None
     assert again.index.build == before
     assert len([v for v in await served.store.versions() if v.status == VersionStatus.HELD]) == 1
+
+
+class FullDiskEmbedder(CrashingEmbedder):
+    def embed(self, texts: list[str], batch_size: int = 64):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+async def test_a_full_disk_during_a_reload_is_named_to_the_moderator(served: Served) -> None:
+    before = served.retriever.index.build
+    versions = served.retriever.versions
+    assert versions is not None
+    versions.embedder = FullDiskEmbedder(versions.embedder)
+    shutil.copy(CORPUS_DIR / "industry-academia.md", served.corpus)
+    reply = await served.say(MODERATOR, "/reload")
+    assert isinstance(reply, RefreshReply) and not reply.ok
+    assert "disk is full" in reply.text and "live version keeps answering" in reply.text
+    assert served.retriever.index.build == before
 
 
 async def test_a_promoted_refresh_tells_who_asked_to_be_told_once(
