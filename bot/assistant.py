@@ -19,7 +19,7 @@ from typing import Literal
 
 from bot import logs, metrics
 from bot.commands import Audience, Command, find, public_commands
-from bot.conversation import Conversations, Understood, small_talk
+from bot.conversation import Conversations, Understood, as_asked, small_talk
 from bot.coverage import request_coverage
 from bot.moderation import DEFAULT_DAYS, MAX_DAYS, Moderation
 from bot.refresh import Refresher, versions_text
@@ -212,6 +212,7 @@ class Assistant:
         answer, language = await self._search(
             text, area_filter, max(0, offset), notes, user.language, language
         )
+        answer = replace(answer, question=as_asked(answer.question))
         if (note := understood.note(language)) is not None:  # in the language it was read in
             answer = replace(answer, notes=(note, *answer.notes))
         if conversation and offset == 0 and understood.previous is None and not answer.answered:

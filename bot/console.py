@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import shutil
 import sys
 import textwrap
@@ -45,6 +46,7 @@ from retrieval.search import Answer, Hit
 MAX_WIDTH = 100  # long lines are hard to read even on a wide terminal
 MIN_WIDTH = 40
 PROMPT = "you> "
+PASTE_SECONDS = 0.05  # lines that follow this fast were pasted, not typed
 log = logging.getLogger(__name__)
 
 
@@ -74,10 +76,10 @@ def emphasise(text: str, sentence: str, bold: bool) -> str:
     return text.replace(sentence, marked, 1)
 
 
-def format_hit(number: int, hit: Hit, bold: bool) -> str:
+def format_hit(number: int, hit: Hit, bold: bool, elsewhere: str = "") -> str:
     p = hit.passage
     body = _wrap(emphasise(p.text, hit.highlight, bold))
-    title = _wrap(f"{number}. {p.title}", first="")
+    title = _wrap(f"{number}. {p.title}{elsewhere}", first="")
     return f"{title}\n{body}\n{_wrap('Source: ' + p.citation)}\n   {p.url}"
 
 
@@ -91,16 +93,16 @@ def format_sources(answer: Answer) -> str:
     return "\n".join(rows)
 
 
-def format_answer(
-    answer: Answer, disclaimer: str, bold: bool = False, in_chat: bool = True
-) -> str:
+def format_answer(answer: Answer, disclaimer: str, bold: bool = False, in_chat: bool = True) -> str:
     """The answer: a leading line that answers, then the passages; `disclaimer` may be empty.
     Out of the chat (`ipbot ask`) it names none of the chat's commands."""
     lines: list[str] = [_wrap(f"Note: {note}", "") for note in answer.notes]
     if not answer.answered:
         lines.append(_wrap(not_covered(answer), ""))
         if answer.suggestions:
-            areas = (f"{a.title} (/area {a.slug})" if in_chat else a.title for a in answer.suggestions)
+            areas = (
+                f"{a.title} (/area {a.slug})" if in_chat else a.title for a in answer.suggestions
+            )
             lines.append(_wrap(f"Did you mean one of these areas? {', '.join(areas)}", ""))
         if answer.about_ip:
             lines.append(_wrap(f"{HUMAN_HELP} {HELPDESK_URL}", ""))
@@ -110,7 +112,7 @@ def format_answer(
     if answer.area:
         lines.append(f"Area: {answer.area.title}\n")
     for number, hit in enumerate(answer.hits, start=answer.offset + 1):
-        lines.append(format_hit(number, hit, bold) + "\n")
+        lines.append(format_hit(number, hit, bold, answer.elsewhere(hit)) + "\n")
     if answer.has_more and in_chat:
         lines.append(_wrap("Type /more for more passages, /sources for where they come from.", ""))
     if disclaimer:
@@ -261,6 +263,23 @@ class ConsoleChat:
         return self.assistant.browse(page.area.slug, page.page + 1)
 
 
+def read_pasted(prompt: str) -> str:
+    """A line typed at the terminal, with the lines pasted along with it: a question pasted
+    from an e-mail arrives as several lines at once, and each was answered as a question of
+    its own. Lines piped in (not a terminal) stay one question each."""
+    line = input(prompt)
+    if not sys.stdin.isatty():
+        return line
+    pasted = [line]
+    with contextlib.suppress(OSError, ValueError):  # no select() on this terminal: line by line
+        while select.select([sys.stdin], [], [], PASTE_SECONDS)[0]:
+            more = sys.stdin.readline()
+            if not more:
+                break
+            pasted.append(more)
+    return " ".join(part.strip() for part in pasted if part.strip())
+
+
 async def read_aside(read_line: Callable[[str], str], prompt: str) -> str:
     """One line read in a daemon thread while the event loop goes on (the sender, refreshes).
 
@@ -292,7 +311,7 @@ async def read_aside(read_line: Callable[[str], str], prompt: str) -> str:
 
 async def run_console(
     assistant: Assistant,
-    read_line: Callable[[str], str] = input,
+    read_line: Callable[[str], str] = read_pasted,
     write: Callable[[str], None] = print,
 ) -> None:
     """The REPL: read a line, print the reply, until /quit or end of input."""

@@ -169,8 +169,26 @@ def is_follow_up(question: str) -> bool:
 
 
 def combine(previous: str, follow_up: str) -> str:
-    """One question to search: the earlier one, then the new detail."""
-    return f"{previous.rstrip(' ?.!')}? {follow_up.strip()}"
+    """One question to search: the earlier one, then the new detail, twice.
+
+    Once was not enough: a follow-up of three words after a question of fifteen was outweighed
+    by it, and "what if the partner is in China?" got the previous answer again.
+    """
+    detail = follow_up.strip()
+    return f"{previous.rstrip(' ?.!')}? {detail} {detail}"
+
+
+def as_asked(text: str) -> str:
+    """A searched question as people put it, the detail once: what they read (the answer's
+    question, a "now covered" notice) and what moderators read in /gaps."""
+    start = text.find("? ")
+    while start != -1:
+        tail = text[start + 2 :]
+        half = len(tail) // 2
+        if len(tail) % 2 and tail[half] == " " and tail[:half] == tail[half + 1 :]:
+            return text[: start + 2] + tail[:half]
+        start = text.find("? ", start + 1)
+    return text
 
 
 class Conversations:

@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bot.conversation import as_asked
 from bot.replies import Notice, User
 from bot.sender import PersonalMessage
 from bot.store import CoverageRequest, Store
@@ -58,7 +59,7 @@ async def notify_covered(store: Store, answer: AnswerFn) -> Coverage:
         found = await answer(first.question, first.area_filter)
         if found is None or not found.answered:
             continue
-        text = COVERED.format(question=first.question)
+        text = COVERED.format(question=as_asked(first.question))
         stored = PersonalMessage("covered", text, found.lead, found.hits).stored()
         asked = hashlib.sha256(repr(same).encode()).hexdigest()[:24]  # the question, as grouped
         for request in waiting:

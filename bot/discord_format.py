@@ -123,7 +123,10 @@ def answer_embed(answer: Answer, disclaimer: str) -> discord.Embed:
     title = answer.area.title if answer.area else "Answer"
     embed = new_embed(title, "\n".join([question, *notes, *lead]), disclaimer)
     numbered = enumerate(answer.hits, start=answer.offset + 1)
-    rows = [(f"{n}. {hit.passage.title}", hit.passage, hit.highlight) for n, hit in numbered]
+    rows = [
+        (f"{n}. {hit.passage.title}{answer.elsewhere(hit)}", hit.passage, hit.highlight)
+        for n, hit in numbered
+    ]
     return add_passages(embed, rows)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bot.conversation import as_asked
 from bot.store import AskedQuestion, Store
 from bot.store.tables import utcnow
 from retrieval.search import Retriever
@@ -135,7 +136,7 @@ class Moderation:
 
     async def gaps(self, days: int = DEFAULT_DAYS) -> list[Gap]:
         """Unanswered or unhelpful questions grouped by meaning, the biggest groups first."""
-        texts = [q.text for q in await self.asked(days) if is_gap(q)]
+        texts = [as_asked(q.text) for q in await self.asked(days) if is_gap(q)]
         if not texts:
             return []
         embedder = self.retriever.embedder

@@ -146,16 +146,18 @@ def citation_link(passage: Passage) -> str:
     return f'📖 <a href="{escape(passage.url)}">{escape(clip(passage.citation, 300))}</a>'
 
 
-def heading(passage: Passage, number: int | None = None, tag: str = "") -> str:
-    """A passage's title in bold; `tag` (kind, ID) only where the user asked for sources."""
+def heading(passage: Passage, number: int | None = None, tag: str = "", elsewhere: str = "") -> str:
+    """A passage's title in bold; `tag` (kind, ID) only where the user asked for sources;
+    `elsewhere`, the area of a passage from another area than the answer's."""
     prefix = f"{number}. " if number is not None else ""
     suffix = f" <i>({escape(tag)})</i>" if tag else ""
-    return f"<b>{prefix}{escape(clip(passage.title, 200))}</b>{suffix}"
+    return f"<b>{prefix}{escape(clip(passage.title, 200))}</b>{escape(elsewhere)}{suffix}"
 
 
-def format_hit(number: int, hit: Hit) -> str:
+def format_hit(number: int, hit: Hit, elsewhere: str = "") -> str:
     text = emphasise(clip(hit.passage.text, MAX_PASSAGE_CHARS), hit.highlight)
-    return f"{heading(hit.passage, number)}\n{text}\n{citation_link(hit.passage)}"
+    title = heading(hit.passage, number, elsewhere=elsewhere)
+    return f"{title}\n{text}\n{citation_link(hit.passage)}"
 
 
 def format_source(passage: Passage) -> str:
@@ -189,7 +191,8 @@ def answer_blocks(answer: Answer, disclaimer: str) -> list[str]:
         blocks.append(f"<b>{escape(answer.lead)}</b>")
     if answer.area:
         blocks.append(f"<b>Area:</b> {escape(answer.area.title)}")
-    blocks += [format_hit(n, hit) for n, hit in enumerate(answer.hits, start=answer.offset + 1)]
+    numbered = enumerate(answer.hits, start=answer.offset + 1)
+    blocks += [format_hit(n, hit, answer.elsewhere(hit)) for n, hit in numbered]
     return [*blocks, f"<i>{escape(disclaimer)}</i>"]
 
 

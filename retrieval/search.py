@@ -116,6 +116,7 @@ class Hit:
     passage: Passage
     score: float
     highlight: str
+    area: Area | None = None  # the passage's area
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,14 @@ class Answer:
         if not (self.answered and self.hits):
             return ""
         return standalone(self.hits[0].highlight, self.hits[0].passage.sentences)
+
+    def elsewhere(self, hit: Hit) -> str:
+        """ " — <area>" after the heading of a passage from another area than the answer's (the
+        best passage's), "" otherwise: every passage is labelled with its area, and the common
+        case, one area, says it once."""
+        if hit.area is None or self.area is None or hit.area.slug == self.area.slug:
+            return ""
+        return f" — {hit.area.title}"
 
     def to_json(self) -> dict:
         """The CLI's JSON contract: question, answered, area, results."""
@@ -447,6 +456,7 @@ class Retriever:
                 state.index.passages[row],
                 ranking.score(row),
                 answering_sentence(state.index, row, vector, terms),
+                state.corpus.area(state.index.passages[row].area),
             )
             for row in window
         )
@@ -486,7 +496,12 @@ class Retriever:
         rows = best_first(fused)
         best_area = area or state.corpus.area(index.passages[rows[0]].area)
         hits = tuple(
-            Hit(index.passages[r], fused[r] / fused[rows[0]], nearest_sentence(index, r, vector))
+            Hit(
+                index.passages[r],
+                fused[r] / fused[rows[0]],
+                nearest_sentence(index, r, vector),
+                state.corpus.area(index.passages[r].area),
+            )
             for r in rows[offset : offset + top_k]
         )
         has_more = len(rows) > offset + top_k

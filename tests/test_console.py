@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from bot.assistant import Assistant
-from bot.console import ConsoleChat, run_console
-from bot.replies import SORRY
+from bot.console import ConsoleChat, format_answer, run_console
+from bot.replies import SORRY, AnswerReply, User
 from bot.store import Store
 from retrieval.search import Retriever
 from tests.conftest import ROOT
@@ -27,6 +30,22 @@ async def test_question_gets_area_cited_passages_and_disclaimer(chat: ConsoleCha
     assert reply.count("Source: ") == 3 and "https://" in reply
     assert reply.count("*") >= 2  # the best sentence of each passage is marked
     assert "not legal advice" in reply
+
+
+async def test_a_passage_from_another_area_than_the_answers_is_labelled_with_it(
+    assistant: Assistant,
+) -> None:
+    """The answer's area is its best passage's; the others used to stand under it unlabelled."""
+    reply = await assistant.ask(User("console", "1"), "What is a material transfer agreement?")
+    assert isinstance(reply, AnswerReply) and reply.answer.area is not None
+    answer = reply.answer
+    others = [hit for hit in answer.hits if hit.passage.area != answer.area.slug]
+    assert others, [hit.passage.id for hit in answer.hits]  # else the question tests nothing
+    text = format_answer(answer, "")
+    for number, hit in enumerate(answer.hits, start=1):
+        assert hit.area is not None
+        labelled = f"{number}. {hit.passage.title} — {hit.area.title}" in " ".join(text.split())
+        assert labelled == (hit in others), (number, text)
 
 
 async def test_answer_leads_with_the_sentence_that_answers_and_hides_internal_tags(
@@ -164,6 +183,38 @@ async def test_a_broken_database_gets_an_apology_and_the_chat_goes_on(
         assert "Source:" in await chat.send("who owns the results of a joint project?")
     finally:
         await store.close()
+
+
+def read_at_a_terminal(*chunks: bytes, pause: float = 0.0) -> str:
+    """What `read_pasted` returns in a process whose terminal receives `chunks`, `pause`
+    seconds apart (a real pseudo-terminal: pasted text arrives as the terminal sends it)."""
+    controller, terminal = pty.openpty()
+    script = "from bot.console import read_pasted\nprint(repr(read_pasted('you> ')))\n"
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, stdin=terminal, stdout=subprocess.PIPE
+    )
+    os.close(terminal)
+    assert process.stdout is not None
+    try:
+        assert process.stdout.read(len(b"you> ")) == b"you> "  # the prompt: it reads now
+        for chunk in chunks:
+            os.write(controller, chunk)
+            time.sleep(pause)
+        out, _ = process.communicate(timeout=30)
+    finally:
+        os.close(controller)
+    return out.decode().strip()
+
+
+def test_lines_pasted_at_once_are_one_question() -> None:
+    """A question pasted from an e-mail, over two lines, was answered as two questions."""
+    pasted = read_at_a_terminal(b"who owns the results\nwhen we work with a company?\n")
+    assert pasted == "'who owns the results when we work with a company?'"
+
+
+def test_lines_typed_one_after_the_other_stay_apart() -> None:
+    typed = read_at_a_terminal(b"what is a patent?\n", b"and a trademark?\n", pause=0.5)
+    assert typed == "'what is a patent?'"
 
 
 def test_ctrl_c_at_the_prompt_ends_the_chat_at_once() -> None:

@@ -10,7 +10,7 @@ import yaml
 
 from bot.assistant import AnswerReply, Assistant, User
 from bot.console import ConsoleChat
-from bot.conversation import Conversations, chat_key, is_follow_up, small_talk
+from bot.conversation import Conversations, as_asked, chat_key, is_follow_up, small_talk
 from bot.replies import Notice
 
 
@@ -96,7 +96,10 @@ def test_follow_up_is_combined_with_the_previous_question_of_the_same_chat_only(
     conversations.understand("telegram:1", "who owns the results of a joint project?")
     same_chat = conversations.understand("telegram:1", "and for software?")
     other_chat = conversations.understand("telegram:2", "and for software?")
-    assert same_chat.text == "who owns the results of a joint project? and for software?"
+    assert same_chat.text == (
+        "who owns the results of a joint project? and for software? and for software?"
+    )  # the detail twice for the search, once for the people who read it:
+    assert as_asked(same_chat.text) == "who owns the results of a joint project? and for software?"
     note = same_chat.note()
     assert note and "who owns the results" in note
     assert other_chat.text == "and for software?" and other_chat.note() is None
@@ -127,6 +130,42 @@ async def test_assistant_answers_a_follow_up_and_says_how_it_understood_it(
     assert isinstance(reply, AnswerReply) and reply.answer.answered
     assert any("previous question" in note for note in reply.answer.notes)
     assert "joint research project" in reply.answer.question
+    assert reply.answer.question.count("partner is in the US") == 1
+
+
+@pytest.mark.parametrize(
+    ("previous", "follow_up", "wanted", "within"),
+    [
+        (
+            "What should a consortium agreement say about IP in a Horizon Europe project?",
+            "what if the partner is in China?",
+            {"INT-R1", "INT-R2", "INT-R7", "INT-R8", "INT-E4"},
+            3,
+        ),
+        (
+            "How do we protect results in cooperation with partners outside the EU?",
+            "what about standards?",
+            {"NT-R9", "NT-E11"},
+            3,
+        ),
+        ("What is a material transfer agreement?", "and a confidentiality agreement?", {"JIA-D6"}, 1),
+        (
+            "What training on IP should PhD students get?",
+            "and for technology transfer staff?",
+            {"SK-R3", "SK-D2", "SK-E2"},
+            1,
+        ),
+    ],
+)
+async def test_a_follow_ups_detail_is_not_outweighed_by_the_previous_question(
+    assistant: Assistant, previous: str, follow_up: str, wanted: set[str], within: int
+) -> None:
+    """Read once after a longer question, the detail lost: the previous answer came again."""
+    user, key = User("telegram", "9"), chat_key("telegram", 44, "9")
+    await assistant.ask(user, previous, conversation=key)
+    reply = await assistant.ask(user, follow_up, conversation=key)
+    assert isinstance(reply, AnswerReply) and reply.answer.answered
+    assert wanted & {hit.passage.id for hit in reply.answer.hits[:within]}, reply.answer.hits
 
 
 async def test_console_follow_up_shows_how_it_was_read(assistant: Assistant) -> None:

@@ -22,7 +22,7 @@ POOLS = [
 ]
 LIVING_LABS = [
     "who owns ideas citizens bring to our living lab?",
-    "IP rules for a living lab where citizens co-design products",
+    "in a living lab, who owns the ideas citizens contribute?",
 ]
 
 
