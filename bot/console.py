@@ -8,6 +8,7 @@ talk to the bot: push a line, read the reply.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -263,21 +264,40 @@ class ConsoleChat:
         return self.assistant.browse(page.area.slug, page.page + 1)
 
 
-def read_pasted(prompt: str) -> str:
-    """A line typed at the terminal, with the lines pasted along with it: a question pasted
-    from an e-mail arrives as several lines at once, and each was answered as a question of
-    its own. Lines piped in (not a terminal) stay one question each."""
-    line = input(prompt)
-    if not sys.stdin.isatty():
+class PastedLines:
+    """Reads what is typed at the terminal, joining the lines of one pasted question: a question
+    pasted from an e-mail arrives as several lines at once, and each was answered as a question
+    of its own. A line that ends a question ("?") or a command line ends the join; the lines
+    after it are kept for the next reads. Lines piped in (not a terminal) are read one by one.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: collections.deque[str] = collections.deque()
+
+    def __call__(self, prompt: str) -> str:
+        line = self._waiting.popleft() if self._waiting else input(prompt)
+        if not sys.stdin.isatty():
+            return line
+        self._waiting.extend(_arrived_with_it())
+        while self._waiting and _continues(line, self._waiting[0]):
+            line = f"{line.strip()} {self._waiting.popleft().strip()}".strip()
         return line
-    pasted = [line]
+
+
+def _arrived_with_it() -> list[str]:
+    """Lines already waiting on the terminal: they came with the one just read."""
+    lines = []
     with contextlib.suppress(OSError, ValueError):  # no select() on this terminal: line by line
         while select.select([sys.stdin], [], [], PASTE_SECONDS)[0]:
             more = sys.stdin.readline()
             if not more:
                 break
-            pasted.append(more)
-    return " ".join(part.strip() for part in pasted if part.strip())
+            lines.append(more.rstrip("\n"))
+    return [line for line in lines if line.strip()]
+
+
+def _continues(text: str, following: str) -> bool:
+    return not text.rstrip().endswith("?") and not following.lstrip().startswith("/")
 
 
 async def read_aside(read_line: Callable[[str], str], prompt: str) -> str:
@@ -311,10 +331,11 @@ async def read_aside(read_line: Callable[[str], str], prompt: str) -> str:
 
 async def run_console(
     assistant: Assistant,
-    read_line: Callable[[str], str] = read_pasted,
+    read_line: Callable[[str], str] | None = None,
     write: Callable[[str], None] = print,
 ) -> None:
     """The REPL: read a line, print the reply, until /quit or end of input."""
+    read_line = read_line or PastedLines()
     chat = ConsoleChat(assistant, bold=sys.stdout.isatty())
     write("ipbot: ask me about managing IP in research. /help for commands, /quit to leave.")
     while True:

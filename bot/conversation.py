@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,45 +32,197 @@ _OPENERS = re.compile(
 # Slovenian "ali" (a question's first word, not Croatian "but"), Latvian "kā ar" (how, with).
 _OTHER_OPENERS = (  # fmt: skip
     # German, Dutch
-    "und", "aber", "auch", "was ist mit", "wie ist es mit", "wie sieht es mit", "und wenn",
-    "was wenn", "was passiert wenn", "gilt das auch", "ist das auch", "gleiche frage",
-    "in dem fall", "in diesem fall",
-    "maar", "ook", "en als", "en voor", "en bij", "en wat", "en hoe", "en met", "wat als",
-    "hoe zit het met", "geldt dat ook", "zelfde vraag", "dezelfde vraag", "in dat geval",
+    "und",
+    "aber",
+    "auch",
+    "was ist mit",
+    "wie ist es mit",
+    "wie sieht es mit",
+    "und wenn",
+    "was wenn",
+    "was passiert wenn",
+    "gilt das auch",
+    "ist das auch",
+    "gleiche frage",
+    "in dem fall",
+    "in diesem fall",
+    "maar",
+    "ook",
+    "en als",
+    "en voor",
+    "en bij",
+    "en wat",
+    "en hoe",
+    "en met",
+    "wat als",
+    "hoe zit het met",
+    "geldt dat ook",
+    "zelfde vraag",
+    "dezelfde vraag",
+    "in dat geval",
     # French
-    "et", "mais", "alors", "aussi", "qu'en est-il", "quid de", "quid du", "quid des",
-    "que se passe-t-il si", "même question", "dans ce cas", "est-ce pareil", "c'est pareil",
+    "et",
+    "mais",
+    "alors",
+    "aussi",
+    "qu'en est-il",
+    "quid de",
+    "quid du",
+    "quid des",
+    "que se passe-t-il si",
+    "même question",
+    "dans ce cas",
+    "est-ce pareil",
+    "c'est pareil",
     # Spanish, Portuguese, Italian, Romanian
-    "y", "pero", "también", "qué pasa con", "qué pasa si", "que pasa si", "qué hay de",
-    "lo mismo", "la misma pregunta", "en ese caso", "en este caso",
-    "mas", "também", "e se", "e para", "e quanto a", "e no caso", "o mesmo", "nesse caso",
-    "neste caso", "a mesma pergunta",
-    "ma", "anche", "e per", "e nel caso", "e in caso", "e riguardo", "e con", "cosa succede se",
-    "stessa domanda", "la stessa domanda", "in quel caso", "in questo caso",
-    "și", "şi", "dar dacă", "dar daca", "dar pentru", "ce se întâmplă dacă", "în acest caz",
+    "y",
+    "pero",
+    "también",
+    "qué pasa con",
+    "qué pasa si",
+    "que pasa si",
+    "qué hay de",
+    "lo mismo",
+    "la misma pregunta",
+    "en ese caso",
+    "en este caso",
+    "mas",
+    "também",
+    "e se",
+    "e para",
+    "e quanto a",
+    "e no caso",
+    "o mesmo",
+    "nesse caso",
+    "neste caso",
+    "a mesma pergunta",
+    "ma",
+    "anche",
+    "e per",
+    "e nel caso",
+    "e in caso",
+    "e riguardo",
+    "e con",
+    "cosa succede se",
+    "stessa domanda",
+    "la stessa domanda",
+    "in quel caso",
+    "in questo caso",
+    "și",
+    "şi",
+    "dar dacă",
+    "dar daca",
+    "dar pentru",
+    "ce se întâmplă dacă",
+    "în acest caz",
     # Nordic, Finnish, Estonian
-    "och", "og", "men om", "men hvis", "men vad", "men hvad", "men hva", "vad gäller",
-    "hur är det med", "vad händer om", "hvad med", "hva med", "hvad hvis", "hva om", "hva hvis",
-    "samma fråga", "i så fall", "gäller det också", "gælder det også", "gjelder det også",
-    "ja", "entä", "mutta", "mitä jos", "aga", "mis siis kui",
+    "och",
+    "og",
+    "men om",
+    "men hvis",
+    "men vad",
+    "men hvad",
+    "men hva",
+    "vad gäller",
+    "hur är det med",
+    "vad händer om",
+    "hvad med",
+    "hva med",
+    "hvad hvis",
+    "hva om",
+    "hva hvis",
+    "samma fråga",
+    "i så fall",
+    "gäller det också",
+    "gælder det også",
+    "gjelder det også",
+    "ja",
+    "entä",
+    "mutta",
+    "mitä jos",
+    "aga",
+    "mis siis kui",
     # Slavic (Latin script)
-    "ale", "a co", "a jeśli", "a jesli", "a gdy", "a jak", "a dla", "a w przypadku",
-    "co jeśli", "co jesli", "i dla", "w takim razie", "to samo",
-    "a kdyby", "a když", "a kdyz", "a pokud", "a v případě", "co když", "co kdyz", "totéž",
-    "a čo", "a ak", "a keď", "a v prípade", "čo ak",
-    "a što", "a sto", "a ako", "što ako", "sto ako", "i za", "a kaj", "kaj če",
+    "ale",
+    "a co",
+    "a jeśli",
+    "a jesli",
+    "a gdy",
+    "a jak",
+    "a dla",
+    "a w przypadku",
+    "co jeśli",
+    "co jesli",
+    "i dla",
+    "w takim razie",
+    "to samo",
+    "a kdyby",
+    "a když",
+    "a kdyz",
+    "a pokud",
+    "a v případě",
+    "co když",
+    "co kdyz",
+    "totéž",
+    "a čo",
+    "a ak",
+    "a keď",
+    "a v prípade",
+    "čo ak",
+    "a što",
+    "a sto",
+    "a ako",
+    "što ako",
+    "sto ako",
+    "i za",
+    "a kaj",
+    "kaj če",
     # Greek, Cyrillic
-    "και", "κι", "αλλά", "τι γίνεται με", "τι γίνεται αν", "κι αν",
-    "и", "а", "но", "ами", "і", "й", "але", "а ако", "а якщо", "а що", "а какво",
+    "και",
+    "κι",
+    "αλλά",
+    "τι γίνεται με",
+    "τι γίνεται αν",
+    "κι αν",
+    "и",
+    "а",
+    "но",
+    "ами",
+    "і",
+    "й",
+    "але",
+    "а ако",
+    "а якщо",
+    "а що",
+    "а какво",
     # Hungarian, Baltic, Turkish, Maltese, Irish
-    "és", "de ha", "de mi", "mi a helyzet", "mi van ha", "mi történik ha", "ugyanez",
-    "o jei", "o kas", "o kaip", "ir", "bet", "un ja",
-    "peki", "ya", "ve",
-    "u jekk", "u għal", "imma", "agus", "ach", "cad faoi",
+    "és",
+    "de ha",
+    "de mi",
+    "mi a helyzet",
+    "mi van ha",
+    "mi történik ha",
+    "ugyanez",
+    "o jei",
+    "o kas",
+    "o kaip",
+    "ir",
+    "bet",
+    "un ja",
+    "peki",
+    "ya",
+    "ve",
+    "u jekk",
+    "u għal",
+    "imma",
+    "agus",
+    "ach",
+    "cad faoi",
 )
 _ALTERNATIVES = "|".join(re.escape(o) for o in sorted(_OTHER_OPENERS, key=len, reverse=True))
 _OTHER = re.compile(rf"^(?:{_ALTERNATIVES})(?=[\s,?!.:;]|$)", re.I)
 FOLLOW_UP_NOTE = "I read this together with your previous question"
+NOTE_QUOTE_CHARS = 200  # of the previous question, in that note
 FOLLOW_UP_NOTES: dict[str, str] = {  # "read together with your previous question"
     "bg": "Прочетено заедно с предишния ви въпрос",
     "cs": "Čteno spolu s vaší předchozí otázkou",
@@ -118,7 +271,8 @@ _GREETINGS = frozenset(
     здраво bongu""".split()
 )
 _ACKNOWLEDGEMENTS = frozenset(
-    "ok okay great perfect cool nice awesome excellent understood got good super top fine".split()
+    """ok okay great perfect cool nice awesome excellent understood got good super top fine
+    noted wow lol haha hahaha hehe xd""".split()
 )
 _ALONGSIDE = frozenset(
     """you so much very a lot for the your this that it answer answers reply info information
@@ -131,11 +285,25 @@ _SMALL_TALK = _THANKFUL | _GREETINGS | _ALONGSIDE
 _SMALL_TALK_WORDS = 8
 
 
+def _reaction(text: str) -> bool:
+    """A message of emoji and smileys only, with no letters or digits (but "+1")."""
+    kept = "".join(text.split())
+    if kept in ("+1", ":)", ":-)", ":D", ";)", "^^"):
+        return True
+    return (
+        bool(kept)
+        and all(unicodedata.category(c) in ("So", "Sk", "Mn", "Cf") or c in "!." for c in kept)
+        and any(unicodedata.category(c) == "So" for c in kept)
+    )
+
+
 def small_talk(text: str) -> str | None:
     """ "thanks" for a message that only thanks or acknowledges ("ok, great"), "greeting" for
     one that only greets, else None."""
     words = re.findall(r"[^\W\d_]+(?:'[^\W\d_]+)?", text.lower())
-    if not words or len(words) > _SMALL_TALK_WORDS:
+    if not words:  # "👍", "🙏🙏", "+1", ":)": a reaction typed as a message
+        return "thanks" if _reaction(text) else None
+    if len(words) > _SMALL_TALK_WORDS:
         return None
     if not _SMALL_TALK.issuperset(words):
         return None
@@ -156,7 +324,10 @@ class Understood:
         the language the answer is read in where we have the words."""
         if self.previous is None:
             return None
-        return f'{FOLLOW_UP_NOTES.get(language, FOLLOW_UP_NOTE)}: "{self.previous}"'
+        previous = self.previous
+        if len(previous) > NOTE_QUOTE_CHARS:  # a pasted page is not quoted back whole
+            previous = previous[:NOTE_QUOTE_CHARS].rsplit(" ", 1)[0] + " …"
+        return f'{FOLLOW_UP_NOTES.get(language, FOLLOW_UP_NOTE)}: "{previous}"'
 
 
 def is_follow_up(question: str) -> bool:

@@ -629,13 +629,24 @@ class IpBot(commands.Bot):
         # without the message content intent, unaddressed thread messages arrive empty; one
         # that mentions someone else is people talking in the bot's thread, not to the bot
         to_others = any(user.id != self.user.id for user in message.mentions)
-        follow_up = in_own_thread and bool(message.content.strip()) and not to_others
+        follow_up = (
+            (in_own_thread or self.replies_to_me(message))
+            and bool(message.content.strip())
+            and not to_others
+        )
         if message.guild is not None and not (mentioned or follow_up):
             return None
         text = re.sub(rf"<@!?{self.user.id}>", " ", message.content)
         for role in own_roles:  # the bot's own role, which Discord's picker offers beside it
             text = text.replace(f"<@&{role}>", " ")
         return text.strip()
+
+    def replies_to_me(self, message: discord.Message) -> bool:
+        """A reply to one of the bot's messages, with the ping turned off (Discord's reply
+        button offers that): as much addressed to the bot as a mention."""
+        reference = message.reference
+        replied = reference.resolved if reference is not None else None
+        return isinstance(replied, discord.Message) and replied.author.id == self.user.id  # type: ignore[union-attr]
 
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or message.is_system():  # a pin, a member joining...

@@ -238,8 +238,8 @@ class Refresher:
             log.exception("refresh request %s failed", request.id)
             outcome = Outcome(False, failure_text(exc))
         await self.store.finish_refresh(request.id, outcome.ok, outcome.text, outcome.offers)
-        if request.requested_by == STARTUP:  # nobody waits for this one: the log tells
-            log.log(logging.INFO if outcome.ok else logging.WARNING, "%s", outcome.text)
+        if request.requested_by == STARTUP:  # nobody waits for this one: the log (and the
+            log.warning("start-up check: %s", outcome.text)  # console chat) must tell
         result = "done" if outcome.ok else "refused"
         await self.store.audit(request.requested_by, request.action, request.argument, result)
 

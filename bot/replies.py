@@ -28,7 +28,7 @@ NOT_COVERED = "I could not find this in the Code of Practice material I can cite
 NOT_ABOUT_IP = (
     "I answer questions on managing intellectual property in research and innovation, and this "
     "does not look like one. If it is, name the IP side of it (a patent, a licence, who owns "
-    "results, open science...)."
+    "results or code, an agreement for sharing samples or data, open science...)."
 )
 NOT_COVERED_IN: dict[str, str] = {  # for questions read in another language
     "bg": "Не намерих това в материалите от Кодекса на добрите практики, които мога да цитирам.",

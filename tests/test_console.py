@@ -189,7 +189,12 @@ def read_at_a_terminal(*chunks: bytes, pause: float = 0.0) -> str:
     """What `read_pasted` returns in a process whose terminal receives `chunks`, `pause`
     seconds apart (a real pseudo-terminal: pasted text arrives as the terminal sends it)."""
     controller, terminal = pty.openpty()
-    script = "from bot.console import read_pasted\nprint(repr(read_pasted('you> ')))\n"
+    script = (
+        "from bot.console import PastedLines\n"
+        "read = PastedLines()\n"
+        "print(repr(read('you> ')))\n"
+        "print(repr(read('you> ')))\n"
+    )
     process = subprocess.Popen(
         [sys.executable, "-c", script], cwd=ROOT, stdin=terminal, stdout=subprocess.PIPE
     )
@@ -203,18 +208,27 @@ def read_at_a_terminal(*chunks: bytes, pause: float = 0.0) -> str:
         out, _ = process.communicate(timeout=30)
     finally:
         os.close(controller)
-    return out.decode().strip()
+    return "\n".join(line.removeprefix("you> ") for line in out.decode().strip().splitlines())
 
 
 def test_lines_pasted_at_once_are_one_question() -> None:
     """A question pasted from an e-mail, over two lines, was answered as two questions."""
-    pasted = read_at_a_terminal(b"who owns the results\nwhen we work with a company?\n")
-    assert pasted == "'who owns the results when we work with a company?'"
+    pasted = read_at_a_terminal(b"who owns the results\nwhen we work with a company?\n/quit\n")
+    assert pasted.splitlines() == ["'who owns the results when we work with a company?'", "'/quit'"]
 
 
-def test_lines_typed_one_after_the_other_stay_apart() -> None:
-    typed = read_at_a_terminal(b"what is a patent?\n", b"and a trademark?\n", pause=0.5)
-    assert typed == "'what is a patent?'"
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        (b"what is a patent?\n", b"and a trademark?\n"),  # typed, half a second apart
+        (b"what is a patent?\nand a trademark?\n",),  # two questions, pasted or typed ahead
+        (b"what is a patent\n/quit\n",),  # a command is never part of a question
+    ],
+)
+def test_questions_and_commands_arriving_together_stay_apart(chunks: tuple[bytes, ...]) -> None:
+    lines = b"".join(chunks).decode().splitlines()
+    typed = read_at_a_terminal(*chunks, pause=0.5)
+    assert typed.splitlines() == [repr(lines[0]), repr(lines[1])]
 
 
 def test_ctrl_c_at_the_prompt_ends_the_chat_at_once() -> None:

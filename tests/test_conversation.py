@@ -105,6 +105,14 @@ def test_follow_up_is_combined_with_the_previous_question_of_the_same_chat_only(
     assert other_chat.text == "and for software?" and other_chat.note() is None
 
 
+def test_a_long_previous_question_is_not_quoted_back_whole() -> None:
+    """A follow-up after a pasted page quoted all of it: 4,000 characters before the answer."""
+    conversations = Conversations()
+    conversations.understand("c", "who owns the results of a joint project? " + "details " * 250)
+    note = conversations.understand("c", "and for software?").note()
+    assert note is not None and len(note) < 300 and note.endswith('…"')
+
+
 def test_previous_question_expires_after_a_few_minutes() -> None:
     clock = Clock()
     conversations = Conversations(ttl=300, clock=clock)
@@ -200,6 +208,12 @@ async def test_a_follow_up_in_another_language_is_understood_and_says_so_in_it(
         ("great, I'll forward this to Maria", None),
         ("help", None),
         ("MTA", None),
+        ("👍", "thanks"),
+        ("🙏🙏", "thanks"),
+        ("+1", "thanks"),
+        ("lol", "thanks"),
+        ("?", None),
+        ("👍 who owns a patent?", None),
     ],
 )
 def test_thanks_and_greetings_are_told_apart_from_questions(text: str, kind: str | None) -> None:

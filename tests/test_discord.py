@@ -275,6 +275,21 @@ async def test_mention_is_answered_in_the_channel_when_threads_are_off(
     assert not fake.calls_since(mark, "POST", r".*/threads")
 
 
+@pytest.mark.parametrize("bot_settings", [{"discord_threads": False}])
+async def test_a_reply_to_the_bots_answer_without_the_ping_is_answered(fake: FakeDiscord) -> None:
+    """Discord's reply button can leave the ping off: the bot then was not mentioned, and the
+    reply was taken for channel chatter."""
+    mark = len(fake.calls)
+    await fake.post_message(QUESTION, mention=True)
+    answer = await fake.next_call(mark, "POST", rf"/channels/{fake.channel_id}/messages")
+    mark = len(fake.calls)
+    reply = await fake.post_message("How do I value a patent?", reply_to=answer.response)
+    second = await fake.next_call(mark, "POST", rf"/channels/{fake.channel_id}/messages")
+
+    assert str(second.body["message_reference"]["message_id"]) == reply["id"]
+    assert second.body["embeds"][0]["title"] == "IP valuation"
+
+
 async def test_channel_chatter_is_ignored(fake: FakeDiscord) -> None:
     mark = len(fake.calls)
     await fake.post_message("Anyone up for lunch? Who owns the fridge?")

@@ -225,10 +225,12 @@ class FakeDiscord:
         role_mention: bool = False,
         mentions: tuple[dict, ...] = (),
         kind: int = 0,
+        reply_to: dict | None = None,
     ) -> dict:
         """A researcher (or `author`) writes a message in the channel, a thread or a DM;
         `role_mention` addresses the bot's own role, which Discord's picker offers beside it;
-        `mentions` are other users named in it; `kind` is Discord's message type (6: a pin)."""
+        `mentions` are other users named in it; `kind` is Discord's message type (6: a pin);
+        `reply_to`, a message it replies to, with the ping off (its author is not mentioned)."""
         author = author or self.researcher
         if mention:
             content = f"<@{self.bot_user['id']}> {content}"
@@ -240,6 +242,15 @@ class FakeDiscord:
             channel_id or (self.dm_channel_id if dm else self.channel_id), author, content
         )
         data["type"] = kind
+        if reply_to is not None:  # Discord sends the replied-to message along (type 19)
+            data["type"] = 19
+            data["message_reference"] = {
+                "type": 0,
+                "message_id": reply_to["id"],
+                "channel_id": reply_to["channel_id"],
+                "guild_id": str(self.guild_id),
+            }
+            data["referenced_message"] = reply_to
         data["mentions"] = [*([self.bot_user] if mention else []), *mentions]
         data["content"] += "".join(f" <@{user['id']}>" for user in mentions)
         if role_mention:
