@@ -212,9 +212,13 @@ class Assistant:
         answer, language = await self._search(
             text, area_filter, max(0, offset), notes, user.language, language
         )
-        answer = replace(answer, question=as_asked(answer.question))
-        if (note := understood.note(language)) is not None:  # in the language it was read in
-            answer = replace(answer, notes=(note, *answer.notes))
+        shown = [hit.passage for hit in answer.hits] if answer.answered else []
+        told = (understood.note(language), understood.unmentioned_note(language, shown))
+        answer = replace(  # the notes in the language it was read in
+            answer,
+            question=as_asked(answer.question),
+            notes=(*(note for note in told if note), *answer.notes),
+        )
         if conversation and offset == 0 and understood.previous is None and not answer.answered:
             self.conversations.forget(conversation)
         log.info(

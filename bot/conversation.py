@@ -11,8 +11,11 @@ import re
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from retrieval.corpus import Passage
+from retrieval.index import tokenize
 
 FOLLOW_UP_SECONDS = 300.0
 MAX_CONVERSATIONS = 10_000
@@ -222,6 +225,11 @@ _OTHER_OPENERS = (  # fmt: skip
 _ALTERNATIVES = "|".join(re.escape(o) for o in sorted(_OTHER_OPENERS, key=len, reverse=True))
 _OTHER = re.compile(rf"^(?:{_ALTERNATIVES})(?=[\s,?!.:;]|$)", re.I)
 FOLLOW_UP_NOTE = "I read this together with your previous question"
+DETAIL_UNMENTIONED = (
+    "None of these passages mentions {words}; they answer your previous question in general."
+)
+SAME_START = 5  # stems that begin alike are taken for one word (licens-, licenc-)
+_DETAIL_WORD = re.compile(r"[^\W\d_][\w'-]*")
 NOTE_QUOTE_CHARS = 200  # of the previous question, in that note
 FOLLOW_UP_NOTES: dict[str, str] = {  # "read together with your previous question"
     "bg": "Прочетено заедно с предишния ви въпрос",
@@ -318,6 +326,17 @@ class Understood:
 
     text: str
     previous: str | None = None
+    detail: str = ""  # the follow-up as it was typed
+
+    def unmentioned_note(self, language: str, passages: Sequence[Passage]) -> str | None:
+        """Says which words of an English follow-up no passage shown mentions ("Japan"): the
+        passages then answer the previous question in general, which the reader should know."""
+        if self.previous is None or language != "en" or not passages:
+            return None
+        words = unmentioned(self.detail, [f"{p.title} {p.text}" for p in passages])
+        if not words:
+            return None
+        return DETAIL_UNMENTIONED.format(words=" or ".join(f"“{word}”" for word in words))
 
     def note(self, language: str = "en") -> str | None:
         """How the question was understood, for the user to see (None if read on its own), in
@@ -347,6 +366,25 @@ def combine(previous: str, follow_up: str) -> str:
     """
     detail = follow_up.strip()
     return f"{previous.rstrip(' ?.!')}? {detail} {detail}"
+
+
+def unmentioned(detail: str, texts: Sequence[str]) -> list[str]:
+    """The words of a follow-up that none of the texts uses, stemmed as search stems them (an
+    acronym such as "UK" or "US" as written, since "us" is also a stop word)."""
+    stems: set[str] = set()
+    for text in texts:
+        stems.update(tokenize(text))
+    stems |= {stem[:SAME_START] for stem in stems}  # "licensing" and "licence": one word
+    missing = []
+    for word in dict.fromkeys(_DETAIL_WORD.findall(detail)):
+        if word.isupper() and len(word) >= 2:
+            if not any(re.search(rf"\b{re.escape(word)}\b", text) for text in texts):
+                missing.append(word)
+            continue
+        stem = tokenize(word)
+        if len(word) >= 3 and stem and stem[0] not in stems and stem[0][:SAME_START] not in stems:
+            missing.append(word)
+    return missing
 
 
 def as_asked(text: str) -> str:
@@ -382,7 +420,7 @@ class Conversations:
         previous = self._previous(key)
         if previous is not None and is_follow_up(question):
             self._store(key, previous)  # the topic is still being discussed: keep it alive
-            return Understood(combine(previous, question), previous)
+            return Understood(combine(previous, question), previous, question)
         self._store(key, question)
         return Understood(question)
 

@@ -10,7 +10,14 @@ import yaml
 
 from bot.assistant import AnswerReply, Assistant, User
 from bot.console import ConsoleChat
-from bot.conversation import Conversations, as_asked, chat_key, is_follow_up, small_talk
+from bot.conversation import (
+    Conversations,
+    as_asked,
+    chat_key,
+    is_follow_up,
+    small_talk,
+    unmentioned,
+)
 from bot.replies import Notice
 
 
@@ -156,7 +163,12 @@ async def test_assistant_answers_a_follow_up_and_says_how_it_understood_it(
             {"NT-R9", "NT-E11"},
             3,
         ),
-        ("What is a material transfer agreement?", "and a confidentiality agreement?", {"JIA-D6"}, 1),
+        (
+            "What is a material transfer agreement?",
+            "and a confidentiality agreement?",
+            {"JIA-D6"},
+            1,
+        ),
         (
             "What training on IP should PhD students get?",
             "and for technology transfer staff?",
@@ -174,6 +186,26 @@ async def test_a_follow_ups_detail_is_not_outweighed_by_the_previous_question(
     reply = await assistant.ask(user, follow_up, conversation=key)
     assert isinstance(reply, AnswerReply) and reply.answer.answered
     assert wanted & {hit.passage.id for hit in reply.answer.hits[:within]}, reply.answer.hits
+
+
+async def test_a_follow_ups_detail_that_no_passage_mentions_is_named(assistant: Assistant) -> None:
+    """With nothing on Japan, the passages answer the previous question in general: the reader
+    was not told, and took them for an answer about Japan."""
+    user, key = User("telegram", "10"), chat_key("telegram", 45, "10")
+    await assistant.ask(user, "What should a consortium agreement say about IP?", conversation=key)
+    japan = await assistant.ask(user, "what if the partner is in Japan?", conversation=key)
+    assert isinstance(japan, AnswerReply) and japan.answer.answered
+    assert any("None of these passages mentions “Japan”" in note for note in japan.answer.notes)
+
+    await assistant.ask(user, "What is a material transfer agreement?", conversation=key)
+    covered = await assistant.ask(user, "and a confidentiality agreement?", conversation=key)
+    assert isinstance(covered, AnswerReply) and covered.answer.answered
+    assert not any("None of these passages" in note for note in covered.answer.notes)
+
+
+def test_unmentioned_words_are_stemmed_and_acronyms_kept_as_written() -> None:
+    texts = ["Licences granted to US companies", "us and them"]
+    assert unmentioned("and licensing in the US or the UK?", texts) == ["UK"]
 
 
 async def test_console_follow_up_shows_how_it_was_read(assistant: Assistant) -> None:
