@@ -15,9 +15,10 @@ import logging
 import re
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from telegram import (
@@ -25,6 +26,7 @@ from telegram import (
     CallbackQuery,
     InlineKeyboardMarkup,
     LinkPreviewOptions,
+    MaybeInaccessibleMessage,
     Message,
     ReplyParameters,
     Update,
@@ -63,7 +65,17 @@ from bot.assistant import EXPIRED, Assistant
 from bot.commands import ALIASES, COMMANDS, public_commands
 from bot.http import Receiver, WebhookSlot
 from bot.leadership import first_of, once_among_replicas
-from bot.replies import SORRY, AnswerReply, Chat, Context, Notice, Quiet, User
+from bot.replies import (
+    SMALL_TALK,
+    SORRY,
+    AnswerReply,
+    Chat,
+    Context,
+    Notice,
+    Quiet,
+    Reply,
+    User,
+)
 from bot.sender import DeliveryResult, Outbound, Outcome, Target
 from bot.settings import Settings, SettingsError
 from bot.store import Store
@@ -80,6 +92,7 @@ from bot.telegram_format import (
     format_source,
     inline_results,
     pack,
+    private_chat_first,
     render,
     render_message,
 )
@@ -100,17 +113,14 @@ async def send(
     chat_id: int,
     out: Outgoing,
     quote: Message | None = None,
-    beside: Message | None = None,
+    beside: MaybeInaccessibleMessage | None = None,
 ) -> None:
     """Send the pieces in order: the first quotes the question in groups, the last has buttons.
 
     In a forum group they go to the topic of `quote`, or of `beside` (the bot's message whose
     button was pressed): without it Telegram posts them to the General topic.
     """
-    reply_to = None
-    if quote is not None and quote.chat.type != ChatType.PRIVATE:
-        reply_to = ReplyParameters(quote.message_id, allow_sending_without_reply=True)
-    thread = topic_of(quote or beside)
+    reply_to, thread = placement(quote, beside)
     for number, text in enumerate(out.texts, start=1):
         await context.bot.send_message(
             chat_id,
@@ -121,11 +131,40 @@ async def send(
         )
 
 
+def placement(
+    quote: Message | None, beside: MaybeInaccessibleMessage | None
+) -> tuple[ReplyParameters | None, int | None]:
+    """What a reply quotes, and the forum topic it goes to.
+
+    Under an old message Telegram sends a button press without the message's topic (an
+    InaccessibleMessage, or a message without its thread id): a reply to that message still
+    lands in its topic, where a message without a topic would land in General.
+    """
+    if quote is not None:
+        private = quote.chat.type == ChatType.PRIVATE
+        return None if private else replying_to(quote), topic_of(quote)
+    if beside is None or beside.chat.type == ChatType.PRIVATE:
+        return None, None
+    if isinstance(beside, Message) and (beside.is_topic_message or not beside.chat.is_forum):
+        return None, topic_of(beside)
+    return replying_to(beside), None
+
+
+def replying_to(message: MaybeInaccessibleMessage) -> ReplyParameters:
+    return ReplyParameters(message.message_id, allow_sending_without_reply=True)
+
+
 async def send_beside(update: Update, context: ContextTypes.DEFAULT_TYPE, out: Outgoing) -> None:
     """What a button press sends, as new messages in the chat (and forum topic) of the
     message the button is under."""
     if update.effective_chat is not None:
-        await send(context, update.effective_chat.id, out, beside=update.effective_message)
+        await send(context, update.effective_chat.id, out, beside=pressed_under(update))
+
+
+def pressed_under(update: Update) -> MaybeInaccessibleMessage | None:
+    """The bot's message a button was pressed under, also when too old to be sent in full
+    (`effective_message` is then None)."""
+    return update.callback_query.message if update.callback_query is not None else None
 
 
 def topic_of(message: Message | None) -> int | None:
@@ -193,9 +232,22 @@ def assistant_of(context: ContextTypes.DEFAULT_TYPE) -> Assistant:
 
 
 def user_of(update: Update) -> User:
+    """Who asks: the person, or the chat a message was posted as. Telegram names one account as
+    the sender for every anonymous administrator of every group (GroupAnonymousBot), and one
+    for everyone posting as a channel: only `sender_chat` tells them apart. (A button press
+    always names the person who pressed.)"""
     assert update.effective_user is not None
     user = update.effective_user
-    return User("telegram", str(user.id), user.language_code)
+    as_chat = update.message.sender_chat if update.message is not None else None
+    who = f"chat{as_chat.id}" if as_chat is not None else str(user.id)
+    return User("telegram", who, user.language_code)
+
+
+def inline_user_of(update: Update) -> User:
+    """The user of an inline query, under a rate-limit key of its own: Telegram sends a query at
+    each pause in typing, and those must not use up the budget of the user's chat questions."""
+    user = user_of(update)
+    return replace(user, id=f"inline{user.id}")
 
 
 def context_of(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Context:
@@ -206,14 +258,17 @@ def context_of(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Context:
     kind = kinds.get(ChatType(chat.type), "group") if chat.type in kinds else "group"
 
     message = update.effective_message
-    sender_chat = message.sender_chat if message is not None else None
+    sender_chat = update.message.sender_chat if update.message is not None else None
     topic = topic_of(message)
+    person = update.effective_user
+    assert person is not None
 
     async def is_admin() -> bool:
-        if sender_chat is not None and sender_chat.id == chat.id:
-            return True  # an anonymous administrator: only administrators post as the group
+        # posted as the group: only its administrators can; as a channel: no one to ask about
+        if sender_chat is not None:
+            return sender_chat.id == chat.id
         try:
-            member = await context.bot.get_chat_member(chat.id, int(user.id))
+            member = await context.bot.get_chat_member(chat.id, person.id)
         except TelegramError as exc:
             log.warning("Telegram: could not check a group administrator: %s", exc)
             return False
@@ -223,21 +278,49 @@ def context_of(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Context:
     return Context(user, Chat("telegram", str(chat.id), kind), is_admin, thread=thread)
 
 
-def addressed_question(message: Message, bot_id: int, username: str) -> str | None:
-    """The question in a group message that mentions or replies to the bot; None for chatter."""
-    mention = f"@{username}".lower()
-    text = message.text or message.caption or ""  # a photo's caption can ask too
-    kinds: list[str | None] = [MessageEntityType.MENTION]
-    found = message.parse_entities(kinds) if message.text else message.parse_caption_entities(kinds)
-    mentions = found.values()
-    mentioned = any(text.lower() == mention for text in mentions)
+def addressing(message: Message, bot_id: int, username: str) -> Literal["mention", "reply"] | None:
+    """How a group message speaks to the bot: "mention", or "reply" (to one of its messages);
+    None for chatter. A reply that mentions someone else is people talking under an answer,
+    as a thread message that mentions others is on Discord."""
+    mine = {f"@{username}".lower(), f"id:{bot_id}"}
+    mentions = mentioned_in(message)
+    if mentions & mine:
+        return "mention"
     replied = message.reply_to_message is not None and (
         message.reply_to_message.from_user is not None
         and message.reply_to_message.from_user.id == bot_id
     )
-    if not (mentioned or replied):
-        return None
-    return re.sub(re.escape(mention), " ", text, flags=re.IGNORECASE)
+    return "reply" if replied and not mentions - mine else None
+
+
+def mentioned_in(message: Message) -> set[str]:
+    """Who a message (or a photo's caption) mentions: "@username" in lower case, or "id:N" for
+    someone picked by name (a text_mention, for people without a username)."""
+    kinds: list[str | None] = [MessageEntityType.MENTION, MessageEntityType.TEXT_MENTION]
+    found = message.parse_entities(kinds) if message.text else message.parse_caption_entities(kinds)
+    return {f"id:{e.user.id}" if e.user else text.lower() for e, text in found.items()}
+
+
+def question_in(message: Message, username: str) -> str:
+    """A group message's text (a photo's caption can ask too) without the bot's @username."""
+    text = message.text or message.caption or ""
+    return re.sub(re.escape(f"@{username}"), " ", text, flags=re.IGNORECASE)
+
+
+def is_chatter(reply: Reply) -> bool:
+    """Whether the assistant read a message as no question to it: small talk ("thanks", "lol",
+    an emoji) or a decline as no question about IP. Under an answer in a group that is people
+    talking: a "you're welcome" or a decline there would only interrupt them."""
+    if isinstance(reply, Notice):
+        return reply.kind in SMALL_TALK
+    return isinstance(reply, AnswerReply) and not (reply.answer.answered or reply.answer.about_ip)
+
+
+def addressee(message: Message) -> str | None:
+    """The bot a command names (/foo@somebot), in lower case; None for a bare /foo."""
+    command = (message.text or "/").split(maxsplit=1)[0]
+    _, at, name = command.partition("@")
+    return name.lower() if at else None
 
 
 def replied_answer(message: Message, bot_id: int) -> int | None:
@@ -295,17 +378,30 @@ async def on_private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     await send(context, message.chat_id, render(reply), quote=message)
 
 
+async def on_group_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A command we do not have, in a group: "I don't know /foo" when it names this bot
+    (/foo@ipbot); a bare /foo may be for another bot there, so it is left alone."""
+    message = update.effective_message
+    assert message is not None
+    if addressee(message) == context.bot.username.lower():
+        await on_command(update, context)
+
+
 async def on_group_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """In a group only a mention of the bot or a reply to it is for the bot (a question, or
-    the line a moderator was asked for after Reject); chatter is ignored."""
+    the line a moderator was asked for after Reject); chatter is ignored, and so is small talk
+    in a reply ("thanks", "lol"): only a mention gets an answer to that."""
     message, bot = update.effective_message, context.bot
     assert message is not None
-    question = addressed_question(message, bot.id, bot.username)
-    if question is None:
+    how = addressing(message, bot.id, bot.username)
+    if how is None:
         return
     at = context_of(update, context)
     await continue_replied(message, context, at)
+    question = question_in(message, bot.username)
     reply = await assistant_of(context).handle(at, question, typing_in(message))
+    if how == "reply" and is_chatter(reply):
+        return
     await send(context, message.chat_id, render(reply), quote=message)
 
 
@@ -381,10 +477,16 @@ async def on_announce(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
 
 
 async def on_cover(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """ "Tell me when this is covered": stored on this opt-in only, then confirmed."""
+    """ "Tell me when this is covered": stored on this opt-in only, then confirmed. In a group
+    the confirmation says how to let the bot write privately: Telegram refuses a bot's first
+    message to someone who never opened a private chat with it."""
     _, (question_id,) = pressed(update, context)
     notice = await assistant_of(context).follow(user_of(update), int(question_id))
-    await acknowledge(update, context, notice.text, alert=True)
+    text = notice.text
+    chat = update.effective_chat
+    if notice.kind == "coverage" and chat is not None and chat.type != ChatType.PRIVATE:
+        text = private_chat_first(context.bot.username)
+    await acknowledge(update, context, text, alert=True)
 
 
 async def on_decide(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -411,14 +513,18 @@ async def on_inline_query(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         return
     offset = int(query.offset) if query.offset.isdigit() else 0
     reply = await assistant_of(context).ask(
-        user_of(update), query.query, offset=offset, remember=False
+        inline_user_of(update), query.query, offset=offset, remember=False
     )
     if isinstance(reply, Quiet):
         return
     more = isinstance(reply, AnswerReply) and reply.answer.has_more
     next_offset = str(offset + len(reply.answer.hits)) if more else ""  # type: ignore[union-attr]
+    # All results are personal: Telegram would show shared ones to anyone typing the same
+    # words, and passages are read in a language that follows the user's own. A notice (slow
+    # down, hello) is about this moment: not cached at all.
+    cache_time = 0 if isinstance(reply, Notice) else INLINE_CACHE_SECONDS
     await query.answer(
-        inline_results(reply), cache_time=INLINE_CACHE_SECONDS, next_offset=next_offset
+        inline_results(reply), cache_time=cache_time, is_personal=True, next_offset=next_offset
     )
 
 
@@ -535,6 +641,7 @@ def build_application(
         [
             CommandHandler(ours, on_command, filters=new),
             MessageHandler(new & filters.COMMAND & filters.ChatType.PRIVATE, on_command),
+            MessageHandler(new & filters.COMMAND & filters.ChatType.GROUPS, on_group_command),
             MessageHandler(
                 new & ~filters.COMMAND & ~filters.StatusUpdate.ALL & filters.ChatType.PRIVATE,
                 on_private_text,

@@ -51,6 +51,11 @@ HOW_TO_ASK = (
     "In a private chat, just type your question. In a group, mention me or reply to one of "
     "my messages. In any chat, type my @username and a question to share passages."
 )
+# within the 200 characters of a button's alert, with a username of Telegram's maximum 32
+COVERAGE_IN_GROUP = (
+    "Thank you. I will send you a private message when I can answer this, if you open a "
+    "private chat with me{link} and press Start. /forget removes the request."
+)
 
 
 # Button data: self-describing strings within Telegram's 64 bytes, so a button keeps working
@@ -386,6 +391,12 @@ def inline_results(reply: AnswerReply | Notice) -> list[InlineQueryResultArticle
         )
         for number, hit in enumerate(answer.hits, start=answer.offset + 1)
     ]
+
+
+def private_chat_first(username: str | None) -> str:
+    """ "Tell me when this is covered" confirmed in a group. Telegram refuses a bot's first
+    message to someone who never opened a private chat with it, so the promise says how."""
+    return COVERAGE_IN_GROUP.format(link=f" (t.me/{username})" if username else "")
 
 
 def render_update(item: UpdateItem, body_chars: int = 1500) -> str:

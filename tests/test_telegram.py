@@ -29,8 +29,12 @@ from tests.fakes.telegram_server import BOT_USER, GROUP, USER_ID, Call, FakeTele
 pytestmark = pytest.mark.slow
 
 QUESTION = "Who owns the results of a joint research project?"
-PASSAGE_HEADING = re.compile(r"<b>(\d+)\. [^<]+</b>\n")  # no internal kind tag in answers
+# no internal kind tag in answers; a passage from another area than the answer's names it
+PASSAGE_HEADING = re.compile(r"<b>(\d+)\. [^<]+</b>(?: — [^<\n]+)?\n")
 CITATION_LINK = re.compile(r'<a href="https?://[^"]+">[^<]+</a>')
+MENTION = f"@{BOT_USER['username']}"
+OTHER_GROUP = {"id": -1002003004006, "type": "supergroup", "title": "Tech transfer office"}
+CHANNELS = [{"id": -1001000000000 - n, "type": "channel", "title": f"Lab {n}"} for n in (1, 2)]
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -119,6 +123,87 @@ async def test_in_a_group_a_reply_to_the_bots_answer_continues_its_question(
     assert "previous question" in reply.text and "joint research project" in reply.text
 
 
+async def answered_only(telegram: FakeTelegram, question: dict, before: int) -> Call:
+    """The bot's reply to `question`, once no other reply (to earlier messages) can follow."""
+    reply = await telegram.next_call("sendMessage")
+    await asyncio.sleep(1.0)  # time enough for the earlier messages to be (not) answered
+    sent = telegram.calls_of("sendMessage")[before:]
+    assert [c.params["reply_parameters"]["message_id"] for c in sent] == [question["message_id"]], (
+        f"the bot answered people talking to each other: {[c.text[:80] for c in sent]}"
+    )
+    return reply
+
+
+TO_CAROL = "see point 2: who owns the results of a joint research project is in the agreement"
+CAROL = {"id": 3003, "is_bot": False, "first_name": "Carol"}  # a member without a username
+
+
+@pytest.mark.parametrize(
+    ("text", "entities"),
+    [
+        (f"@carol_lab {TO_CAROL}", ()),
+        (f"Carol {TO_CAROL}", ({"type": "text_mention", "offset": 0, "length": 5, "user": CAROL},)),
+    ],
+    ids=["mention", "text-mention"],
+)
+async def test_in_a_group_a_reply_to_an_answer_that_mentions_someone_else_is_left_alone(
+    telegram: FakeTelegram, bot, text, entities
+):
+    """A member telling a colleague about the bot's answer got an answer from the bot."""
+    telegram.group_message(f"{MENTION} {QUESTION}")
+    answer = (await replies_until_buttons(telegram))[-1]
+    before = len(telegram.calls_of("sendMessage"))
+    telegram.group_message(text, 2002, reply_to=answer.result, entities=entities)
+    question = telegram.group_message("and for software?", user_id=2002, reply_to=answer.result)
+
+    assert PASSAGE_HEADING.search((await answered_only(telegram, question, before)).text)
+
+
+async def test_small_talk_under_an_answer_gets_a_reply_in_private_only(telegram: FakeTelegram, bot):
+    telegram.group_message(f"{MENTION} {QUESTION}")
+    answer = (await replies_until_buttons(telegram))[-1]
+    before = len(telegram.calls_of("sendMessage"))
+    for chatter in ("thanks, very useful", "lol", "👍"):
+        telegram.group_message(chatter, user_id=2002, reply_to=answer.result)
+    question = telegram.group_message("and for software?", user_id=2002, reply_to=answer.result)
+    await answered_only(telegram, question, before)
+    private = await ask_privately(telegram, "thanks, very useful")
+
+    assert html.escape("You're welcome") in private.text
+
+
+async def test_in_a_group_a_reply_that_is_no_question_about_ip_gets_no_decline(
+    telegram: FakeTelegram, bot
+):
+    """People talking under an answer were told "this does not look like [an IP question]"."""
+    telegram.group_message(f"{MENTION} {QUESTION}")
+    answer = (await replies_until_buttons(telegram))[-1]
+    before = len(telegram.calls_of("sendMessage"))
+    telegram.group_message("see you at lunch, the canteen closes at two", 2002, answer.result)
+    question = telegram.group_message("and for software?", user_id=2002, reply_to=answer.result)
+
+    await answered_only(telegram, question, before)
+
+
+@pytest.mark.parametrize(
+    ("senders", "chats"),
+    [((GROUP, OTHER_GROUP), (GROUP, OTHER_GROUP)), (CHANNELS, (GROUP, GROUP))],
+    ids=["anonymous-admins-of-two-groups", "two-channels-in-one-group"],
+)
+async def test_people_posting_as_a_chat_each_have_their_own_rate_limit(
+    telegram: FakeTelegram, retriever: Retriever, store: Store, senders, chats
+):
+    """Telegram names one account as the sender for all of them: the first group's questions
+    used up the budget of every anonymous administrator and channel everywhere."""
+    async with running_bot(telegram, Assistant(retriever, store, rate_limit_per_minute=1)):
+        replies = []
+        for sender, chat in zip(senders, chats, strict=True):
+            telegram.message_as_chat(f"{MENTION} {QUESTION}", sender, chat)
+            replies.append(await telegram.next_call("sendMessage"))
+
+    assert all(PASSAGE_HEADING.search(r.text) for r in replies), replies[1].text
+
+
 async def test_what_a_button_sends_goes_to_the_topic_of_its_answer(telegram: FakeTelegram, bot):
     telegram.group_message(f"@{BOT_USER['username']} {QUESTION}", topic=77)
     answer = (await replies_until_buttons(telegram))[-1]
@@ -126,6 +211,20 @@ async def test_what_a_button_sends_goes_to_the_topic_of_its_answer(telegram: Fak
         telegram.press(answer.result, button)
         sent = await telegram.next_call("sendMessage")
         assert sent.params.get("message_thread_id") == 77, f"{button} went to the General topic"
+
+
+@pytest.mark.parametrize("old", ["inaccessible", "topicless"])
+async def test_a_button_under_an_old_answer_sends_to_the_topic_of_that_answer(
+    telegram: FakeTelegram, bot, old
+):
+    """Under an old message Telegram sends a press without the message's topic."""
+    telegram.group_message(f"{MENTION} {QUESTION}", topic=77)
+    answer = (await replies_until_buttons(telegram))[-1]
+    browse = next(t for t in answer.button_texts if t.startswith("Browse: "))
+    for button in ("More ▸", "Sources", browse):
+        telegram.press(answer.result, button, old=old)
+        sent = await telegram.next_call("sendMessage")
+        assert sent.result.get("message_thread_id") == 77, f"{button} went to the General topic"
 
 
 async def test_a_photo_caption_that_mentions_the_bot_in_a_group_is_answered(
@@ -199,6 +298,20 @@ async def test_ask_alone_explains_usage_in_a_group(telegram: FakeTelegram, bot):
     reply = await telegram.next_call("sendMessage")
 
     assert "Type your question after /ask" in reply.text
+
+
+async def test_an_unknown_command_addressed_to_the_bot_in_a_group_gets_a_hint(
+    telegram: FakeTelegram, bot
+):
+    telegram.group_message("/foo@other_bot")  # another bot's command
+    telegram.group_message("/foo")  # maybe another bot's: groups often have several
+    addressed = telegram.group_message(f"/foo{MENTION}")
+    reply = await telegram.next_call("sendMessage")
+    await asyncio.sleep(0.5)  # time enough for the others to be (not) answered
+
+    assert html.escape("I don't know /foo") in reply.text
+    assert reply.params["reply_parameters"]["message_id"] == addressed["message_id"]
+    assert len(telegram.calls_of("sendMessage")) == 1, "a command for another bot was answered"
 
 
 async def test_areas_lists_the_nine_areas_with_counts(telegram: FakeTelegram, bot, assistant):
@@ -313,6 +426,44 @@ async def test_inline_query_off_topic_is_not_covered(telegram: FakeTelegram, bot
     assert NOT_ABOUT_IP.startswith(result["title"].rstrip("…"))
 
 
+async def test_typing_in_inline_mode_never_silences_a_chat_question(
+    telegram: FakeTelegram, retriever: Retriever, store: Store
+):
+    """Telegram sends an inline query at each pause in typing: they used up the budget of
+    chat questions, and the private question that followed got no reply at all."""
+    words = QUESTION.split()
+    async with running_bot(telegram, Assistant(retriever, store, rate_limit_per_minute=2)):
+        for typed in range(2, len(words) + 1):
+            telegram.inline_query(" ".join(words[:typed]))
+        for _ in range(3):  # two answers and a notice; the rest are dropped
+            await telegram.next_call("answerInlineQuery")
+        reply = await ask_privately(telegram, QUESTION)
+
+    assert PASSAGE_HEADING.search(reply.text)
+
+
+async def test_an_inline_notice_is_never_shown_to_another_user(
+    telegram: FakeTelegram, retriever: Retriever, store: Store
+):
+    async with running_bot(telegram, Assistant(retriever, store, rate_limit_per_minute=1)):
+        await telegram.inline_results(telegram.inline_query("joint ownership", user_id=2001))
+        mine = await telegram.inline_results(telegram.inline_query("licences", user_id=2001))
+        theirs = await telegram.inline_results(telegram.inline_query("licences", user_id=2002))
+    notice = telegram.calls_of("answerInlineQuery")[1].params
+
+    assert [r["id"] for r in mine] == ["notice"]
+    assert notice["is_personal"] is True and notice["cache_time"] == 0
+    assert theirs[0]["id"] != "notice", "another user was shown someone else's 'slow down'"
+
+
+async def test_inline_passages_are_kept_for_the_user_who_asked_only(telegram: FakeTelegram, bot):
+    """The language passages are read in follows the user's: another user asks afresh."""
+    for user_id in (2001, 2002, 2001):
+        await telegram.inline_results(telegram.inline_query("joint ownership", user_id=user_id))
+
+    assert len(telegram.calls_of("answerInlineQuery")) == 2, "2002 was shown 2001's results"
+
+
 async def test_long_answers_are_split_into_valid_messages(
     telegram: FakeTelegram, retriever: Retriever, store: Store
 ):
@@ -407,6 +558,21 @@ async def test_what_a_press_too_old_would_have_shown_comes_as_a_message(
     told = await telegram.next_call("sendMessage")
 
     assert told.ok and "when I can answer this question" in told.text
+
+
+async def test_in_a_group_following_a_question_says_to_start_a_private_chat_first(
+    telegram: FakeTelegram, bot
+):
+    """Telegram refuses a bot's first message to someone who never started a chat with it:
+    "I will send you a private message" alone was a promise the bot could not keep."""
+    telegram.group_message(f"{MENTION} how do I negotiate my postdoc salary?")
+    declined = await telegram.next_call("sendMessage")
+    telegram.press(declined.result, "🔔 Tell me when this is covered", user_id=2002)
+    told = await telegram.next_call("answerCallbackQuery")
+
+    assert told.ok and told.params["show_alert"] is True
+    assert f"t.me/{BOT_USER['username']}" in told.params["text"]
+    assert "press Start" in told.params["text"]
 
 
 async def test_an_area_page_that_cannot_be_edited_comes_as_a_message(

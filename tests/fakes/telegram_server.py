@@ -5,6 +5,8 @@ what setWebhook was given, for a test to POST updates itself), records each call
 parameters, and rejects what Telegram would reject (broken HTML, texts over 4,096 characters,
 bad button payloads, a callback query answered twice). A test pushes updates
 (`private_message`, `group_message`, `press`, `inline_query`) and awaits `next_call(method)`.
+Like Telegram it keeps inline results for their cache_time (for everyone, or for the asker
+with is_personal) and puts a reply without a topic into the topic of the message it replies to.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ BOT_USER = {
 USER_ID = 1001
 GROUP = {"id": -1002003004005, "type": "supergroup", "title": "Research office"}
 ANONYMOUS_ADMIN = 1087968824  # GroupAnonymousBot, the sender of what admins post as the group
+CHANNEL_BOT = 136817688  # Channel_Bot, the sender of what members post as one of their channels
+INLINE_CACHE_DEFAULT = 300  # seconds Telegram keeps inline results when no cache_time is given
 CHAT_ACTIONS = {"typing", "upload_photo", "record_video", "upload_document", "find_location"}
 # Parameters that stay strings even when they look like JSON ("123" as a question is text).
 TEXT_PARAMETERS = {
@@ -135,6 +139,13 @@ class FakeTelegram:
         self._seen: dict[str, int] = {}
         self._failures: dict[str, list[ApiError]] = {}
         self._answered_queries: set[str] = set()
+        self._chats: dict[int, dict[str, Any]] = {GROUP["id"]: GROUP}  # as last seen in updates
+        self._topics: dict[tuple[int, int], int] = {}  # (chat, message) -> its forum topic
+        # Inline mode: who asked what, and the results Telegram keeps for cache_time seconds,
+        # keyed by (query, offset, user), the user None unless the bot said is_personal
+        self._inline_asked: dict[str, tuple[int, str, str]] = {}
+        self._inline_cache: dict[tuple[str, str, int | None], tuple[float, list[Any]]] = {}
+        self.inline_shown: dict[str, list[dict[str, Any]]] = {}  # query id -> what the user saw
         self._wakeup = asyncio.Event()
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -185,13 +196,18 @@ class FakeTelegram:
         user_id: int = USER_ID,
         reply_to: dict[str, Any] | None = None,
         topic: int | None = None,
+        entities: tuple[dict[str, Any], ...] = (),
     ) -> dict[str, Any]:
         """A message in the supergroup; with `topic`, in that forum topic (the group is then a
-        forum, as Telegram marks it)."""
-        if topic is None:
-            return self._queue_message(text, GROUP, user_id, reply_to)
-        message = self._message(text, {**GROUP, "is_forum": True}, user_id, reply_to)
-        message.update(message_thread_id=topic, is_topic_message=True)
+        forum, as Telegram marks it). `entities` adds to those Telegram finds in the text, e.g.
+        a text_mention: a person without a username, picked from the member list."""
+        chat = GROUP if topic is None else {**GROUP, "is_forum": True}
+        message = self._message(text, chat, user_id, reply_to)
+        if entities:
+            message["entities"] = [*message.get("entities", []), *entities]
+        if topic is not None:
+            message.update(message_thread_id=topic, is_topic_message=True)
+            self._topics[(chat["id"], message["message_id"])] = topic
         self._queue(message=message)
         return message
 
@@ -207,9 +223,19 @@ class FakeTelegram:
     def anonymous_admin_message(self, text: str) -> dict[str, Any]:
         """A message an administrator posts as the group itself: Telegram sends it from
         GroupAnonymousBot, with the group as `sender_chat`."""
-        message = self._message(text, GROUP, ANONYMOUS_ADMIN)
-        message["from"] = {"id": ANONYMOUS_ADMIN, "is_bot": True, "first_name": "Group"}
-        message["sender_chat"] = GROUP
+        return self.message_as_chat(text, GROUP, GROUP)
+
+    def message_as_chat(
+        self, text: str, sender_chat: dict[str, Any], chat: dict[str, Any] = GROUP
+    ) -> dict[str, Any]:
+        """A message posted on behalf of a chat: Telegram names a service account as `from`,
+        the same for everyone (GroupAnonymousBot for the group itself, Channel_Bot for a
+        channel), and the chat as `sender_chat`."""
+        message = self._message(text, chat, ANONYMOUS_ADMIN)
+        service = ANONYMOUS_ADMIN if sender_chat["id"] == chat["id"] else CHANNEL_BOT
+        name = "Group" if service == ANONYMOUS_ADMIN else "Channel"
+        message["from"] = {"id": service, "is_bot": True, "first_name": name}
+        message["sender_chat"] = sender_chat
         self._queue(message=message)
         return message
 
@@ -223,9 +249,31 @@ class FakeTelegram:
         self._queue(message=message)
         return message
 
-    def press(self, message: dict[str, Any], button_text: str, user_id: int = USER_ID) -> None:
-        """Tap a button of a message the bot sent, as that message looks now."""
-        self._queue(**self.press_update(message, button_text, user_id))
+    def press(
+        self,
+        message: dict[str, Any],
+        button_text: str,
+        user_id: int = USER_ID,
+        old: str | None = None,
+    ) -> None:
+        """Tap a button of a message the bot sent, as that message looks now.
+
+        `old` plays a tap under a message too old for Telegram to send in full: "inaccessible"
+        (an InaccessibleMessage: only its chat, its id and date 0) or "topicless" (the message
+        without the forum topic it is in).
+        """
+        update = self.press_update(message, button_text, user_id)
+        pressed_on = update["callback_query"]["message"]
+        if old == "inaccessible":
+            pressed_on = {k: pressed_on[k] for k in ("chat", "message_id")} | {"date": 0}
+        elif old == "topicless":
+            pressed_on = {
+                k: v
+                for k, v in pressed_on.items()
+                if k not in ("message_thread_id", "is_topic_message")
+            }
+        update["callback_query"]["message"] = pressed_on
+        self._queue(**update)
 
     def press_update(
         self, message: dict[str, Any], button_text: str, user_id: int = USER_ID
@@ -249,10 +297,29 @@ class FakeTelegram:
         query = {"id": f"cq{next(self._ids)}", "from": self._user(user_id), "data": data}
         return {"callback_query": {**query, "chat_instance": "ci", "message": message}}
 
-    def inline_query(self, query: str, user_id: int = USER_ID, offset: str = "") -> None:
-        """`@bot query` typed in any chat."""
-        fields = {"id": f"iq{next(self._ids)}", "from": self._user(user_id), "query": query}
+    def inline_query(self, query: str, user_id: int = USER_ID, offset: str = "") -> str:
+        """`@bot query` typed in any chat; its id, for `inline_results`.
+
+        Results Telegram still keeps for the same query are shown without asking the bot.
+        """
+        query_id = f"iq{next(self._ids)}"
+        now = time.monotonic()
+        for who in (user_id, None):
+            expires, results = self._inline_cache.get((query, offset, who), (0.0, []))
+            if expires > now:
+                self.inline_shown[query_id] = results
+                self._changed()
+                return query_id
+        self._inline_asked[query_id] = (user_id, query, offset)
+        fields = {"id": query_id, "from": self._user(user_id), "query": query}
         self._queue(inline_query={**fields, "offset": offset, "chat_type": "sender"})
+        return query_id
+
+    async def inline_results(self, query_id: str, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """The results the user who typed an inline query was shown (by the bot or the cache)."""
+        if not await self._wait(lambda: query_id in self.inline_shown, timeout):
+            raise AssertionError(f"the user was shown no results for {query_id} in {timeout} s")
+        return self.inline_shown[query_id]
 
     def fail_next(
         self,
@@ -378,6 +445,7 @@ class FakeTelegram:
             message["entities"] = entities
         if reply_to is not None:
             message["reply_to_message"] = reply_to
+        self._chats[chat["id"]] = chat
         return message
 
     @staticmethod
@@ -464,6 +532,8 @@ class FakeTelegram:
             raise error
 
     async def _api_sendMessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A message in a forum goes to `message_thread_id`, or else to the topic of the message
+        it replies to (the General topic if neither is given)."""
         chat_id = int(params["chat_id"])
         self._broadcast_faults(chat_id)
         if self.send_latency:
@@ -482,8 +552,10 @@ class FakeTelegram:
         reply = (params.get("reply_parameters") or {}).get("message_id")
         if reply is not None:
             message["reply_to_message"] = {"message_id": reply, "date": 0, "chat": message["chat"]}
-        if topic := params.get("message_thread_id"):  # sent into a forum topic
+        topic = params.get("message_thread_id") or self._topics.get((chat_id, int(reply or 0)))
+        if topic:  # sent into a forum topic
             message.update(message_thread_id=int(topic), is_topic_message=True)
+            self._topics[(chat_id, message["message_id"])] = int(topic)
         self.messages[(chat_id, message["message_id"])] = message
         return message
 
@@ -557,7 +629,19 @@ class FakeTelegram:
         return True
 
     async def _api_answerInlineQuery(self, params: dict[str, Any]) -> bool:
-        check_inline_results(params.get("results") or [])
+        """Shows the results to the user who asked, and keeps them for `cache_time` seconds:
+        for that user only with `is_personal`, else for anyone who types the same query."""
+        results = params.get("results") or []
+        check_inline_results(results)
+        query_id = str(params.get("inline_query_id"))
+        if query_id not in self._inline_asked:
+            return True
+        user_id, query, offset = self._inline_asked[query_id]
+        self.inline_shown[query_id] = results
+        cache_time = int(params.get("cache_time", INLINE_CACHE_DEFAULT))
+        if cache_time > 0:
+            who = user_id if params.get("is_personal") is True else None
+            self._inline_cache[(query, offset, who)] = (time.monotonic() + cache_time, results)
         return True
 
     async def _api_deleteMessage(self, params: dict[str, Any]) -> bool:
@@ -578,8 +662,9 @@ class FakeTelegram:
         return self.messages[key]
 
     def _chat(self, chat_id: int) -> dict[str, Any]:
-        if chat_id == GROUP["id"]:
-            return GROUP
+        """A chat as updates last showed it (a group, or a forum); else a private chat."""
+        if chat_id in self._chats:
+            return self._chats[chat_id]
         return {"id": chat_id, "type": "private", "first_name": f"User{chat_id}"}
 
 
