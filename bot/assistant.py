@@ -519,6 +519,11 @@ class Assistant:
         if working is not None:
             await working()
         request = await self.refresher.request(action, rest.strip(), context.user.key)
+        if request.status == "withdrawn":
+            return Notice(
+                "refresh",
+                "No running bot took this request in time, so nothing changed. Try again.",
+            )
         if request.status not in ("done", "failed"):
             return Notice(
                 "refresh",

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 # rebuild takes a few minutes at most); younger ones may be another replica's, at work
 ABANDONED_AFTER = dt.timedelta(minutes=30)
 ABANDONED_CHECK_SECONDS = 60.0
+WAIT_SECONDS = 900.0  # how long a moderator's /reload waits for its outcome
+# a request still pending this long after it was made has nobody waiting for it (the asker
+# withdraws it when the wait ends; one killed outright cannot)
+UNCLAIMED_AFTER = dt.timedelta(seconds=WAIT_SECONDS)
 FAILURE_LOG_SECONDS = 60.0  # a run of failed steps is logged again at most this often
 POLL_SECONDS = 2.0  # how soon a request from the command line, or another replica's swap, is seen
 MAX_PROBLEMS_SHOWN = 15
@@ -124,6 +128,8 @@ class Refresher:
         abandoned = await self.store.abandon_refreshes(ABANDONED_AFTER)
         if abandoned:
             log.warning("%d refresh request(s) were interrupted by a restart", abandoned)
+        if unclaimed := await self.store.withdraw_unclaimed_refreshes(UNCLAIMED_AFTER):
+            log.warning("%d refresh request(s) nobody waits for any more were withdrawn", unclaimed)
         await self._settle_live()
         await self._check_unchecked()
 
@@ -189,6 +195,8 @@ class Refresher:
         self._abandoned_checked = now
         if abandoned := await self.store.abandon_refreshes(ABANDONED_AFTER):
             log.warning("%d refresh request(s) were left running by a stopped bot", abandoned)
+        if unclaimed := await self.store.withdraw_unclaimed_refreshes(UNCLAIMED_AFTER):
+            log.warning("%d refresh request(s) nobody waits for any more were withdrawn", unclaimed)
 
     def _failed(self, exc: Exception) -> None:
         """Log a failed step: the first of a run in full, then one line a minute at most. A
@@ -216,12 +224,25 @@ class Refresher:
         self._wake.set()
 
     async def request(
-        self, action: str, argument: str, actor: str, timeout: float = 900.0
+        self, action: str, argument: str, actor: str, timeout: float = WAIT_SECONDS
     ) -> RefreshRequest:
-        """Queue a request and wait for its outcome (the worker may be in another process)."""
+        """Queue a request and wait for its outcome (the worker may be in another process).
+
+        A request no bot has taken when the wait ends, or when the asker leaves (Ctrl+C in the
+        console), is withdrawn: carried out later, it would change the live version with
+        nobody watching.
+        """
         number = await self.store.request_refresh(action, argument, actor)
         self._wake.set()
-        return await wait_for_request(self.store, number, timeout)
+        try:
+            finished = await wait_for_request(self.store, number, timeout)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.withdraw_refresh(number))
+            raise
+        if finished.status == "pending" and await self.store.withdraw_refresh(number):
+            return dataclasses.replace(finished, status="withdrawn")
+        return finished
 
     async def _handle(self, request: RefreshRequest) -> None:
         try:

@@ -133,7 +133,8 @@ async def main(settings: Settings, progress: Progress) -> None:
                 "starting the console chat."
             )
             quiet_for_the_console(settings)
-            await run_console(app.assistant)
+            async with running_sender(app):  # /reload, updates and housekeeping, as in `chat`
+                await run_console(app.assistant)
             return
         async with http_front(app) as front:  # closed after the adapters and the sender
             adapters = configured_adapters(settings, front.telegram if front else None)

@@ -8,6 +8,7 @@ and BM25 builds and a real SQLite store; a reload adds or changes real corpus fi
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import errno
 import os
 import shutil
@@ -384,6 +385,34 @@ async def test_a_full_disk_during_a_reload_is_named_to_the_moderator(served: Ser
     assert isinstance(reply, RefreshReply) and not reply.ok
     assert "disk is full" in reply.text and "live version keeps answering" in reply.text
     assert served.retriever.index.build == before
+
+
+async def test_a_request_nobody_waits_for_is_withdrawn_not_carried_out_later(
+    served: Served,
+) -> None:
+    """A /rollback typed in a console without a worker, then Ctrl+C: the next bot to start
+    rolled back the live version with nobody watching."""
+    served.refresher.stop()  # no bot takes requests now
+    live = (await served.store.live_version()).build  # type: ignore[union-attr]
+    asker = Refresher(served.store, served.retriever, served.corpus, served.refresher.eval_file)
+    waited = await asker.request("reload", "", "telegram:1", timeout=0.5)
+    assert waited.status == "withdrawn"
+    leaving = asyncio.create_task(asker.request("rollback", "", "telegram:1"))
+    await asyncio.sleep(0.5)
+    leaving.cancel()  # the asker goes away
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    kept = await served.store.request_refresh("rollback", "", "killed")  # its asker was killed
+    assert await served.store.withdraw_unclaimed_refreshes(dt.timedelta(0)) == 1
+
+    _, later = await restart(served)
+    worker = asyncio.create_task(later.run())
+    await asyncio.sleep(4)  # a few of the worker's looks at the queue, had anything been left
+    later.stop()
+    await worker
+    assert (await served.store.live_version()).build == live  # type: ignore[union-attr]
+    statuses = [(await served.store.refresh_request(n)).status for n in range(1, kept + 1)]  # type: ignore[union-attr]
+    assert "pending" not in statuses and "done" not in statuses[-3:], statuses
 
 
 async def test_a_promoted_refresh_tells_who_asked_to_be_told_once(

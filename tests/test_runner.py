@@ -164,6 +164,29 @@ def test_run_without_tokens_on_a_terminal_starts_the_console_chat(
     assert "Source:" in out and "consortium" in out.lower()
 
 
+def test_the_console_of_run_reloads_the_corpus(data_dir: Path, tmp_path: Path) -> None:
+    """`make run` with no token starts the console chat without the refresh worker: /reload
+    waited forever, and the request was carried out by whichever bot started next."""
+    terminal, stdin = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "run"],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ipbot_env(data_dir),
+            cwd=tmp_path,
+        )
+        os.write(terminal, b"/reload\n/quit\n")
+        out, err = process.communicate(timeout=180)
+    finally:
+        os.close(terminal)
+        os.close(stdin)
+    assert process.returncode == 0, err
+    assert "The corpus has not changed" in out, out
+
+
 def test_run_without_a_terminal_or_a_token_names_the_missing_tokens(
     data_dir: Path, tmp_path: Path
 ) -> None:

@@ -1313,6 +1313,24 @@ class Store:
             )
             return int(done.rowcount or 0)  # type: ignore[attr-defined]
 
+    async def withdraw_unclaimed_refreshes(self, older_than: dt.timedelta) -> int:
+        """Requests no bot took while their asker waited: withdrawn, so that a bot started
+        later does not carry out a /rollback or /reload nobody is waiting for any more."""
+        async with self.session.begin() as session:
+            done = await session.execute(
+                update(RefreshRequestRow)
+                .where(
+                    RefreshRequestRow.status == "pending",
+                    RefreshRequestRow.requested_at < utcnow() - older_than,
+                )
+                .values(
+                    status="withdrawn",
+                    result="No bot took this request while it was awaited; nothing changed.",
+                    finished_at=utcnow(),
+                )
+            )
+            return int(done.rowcount or 0)  # type: ignore[attr-defined]
+
     async def pending_by_platform(self) -> dict[str, int]:
         """Deliveries waiting in the outbox, per platform (for /metrics)."""
         async with self.session() as session:
