@@ -273,6 +273,7 @@ class Refresher:
             return Outcome(False, "This bot was started without versions; restart it to reload.")
         started = time.monotonic()
         corpus, problems = await asyncio.to_thread(check_corpus, self.corpus_dir)
+        self.retriever.problems = tuple(problems)  # /about shows the files as they are now
         if problems:
             return Outcome(False, problems_text(problems))
         live = self._live_build()

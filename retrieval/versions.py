@@ -168,9 +168,8 @@ def serve_or_fall_back(
     corpus, problems = check_corpus(corpus_dir)
     if not problems and gated and (waiting := _changed_since_current(versions, corpus)):
         progress(
-            f"The corpus on disk ({corpus.version}) is not the live version "
-            f"({waiting.corpus.version}): serving the live version while the new one is "
-            "checked as /reload checks it."
+            f"The corpus files changed since the live version ({waiting.corpus.version}) was "
+            "built: serving it until the new files pass the check /reload makes."
         )
         return Served(waiting, unchecked=corpus.hash)
     if problems:

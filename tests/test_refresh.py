@@ -182,6 +182,21 @@ async def test_broken_corpus_is_refused_with_its_line_and_nothing_changes(served
     assert cited(await served.say(SOMEONE, "How does the cost approach value a patent?"))
 
 
+async def test_about_shows_the_corpus_problems_as_the_files_are_now(served: Served) -> None:
+    """Problems found at start stayed in /about after the files were fixed and /reload said
+    the corpus had not changed; new ones found by a refused /reload were not shown."""
+    area = served.corpus / "valuation.md"
+    good = area.read_text()
+    area.write_text(good.replace("kind: definition", "kind: opinion", 1))
+    refused = await served.say(MODERATOR, "/reload")
+    assert isinstance(refused, RefreshReply) and not refused.ok
+    assert served.assistant.about(moderator=True).problems
+    area.write_text(good)
+    unchanged = await served.say(MODERATOR, "/reload")
+    assert isinstance(unchanged, RefreshReply) and "has not changed" in unchanged.text
+    assert served.assistant.about(moderator=True).problems == ()
+
+
 async def test_quality_gate_holds_a_worse_corpus_until_a_moderator_promotes_it(
     served: Served,
 ) -> None:
