@@ -130,9 +130,20 @@ async def open_app(
         await purge_old_questions(app)
     except (SQLAlchemyError, OSError) as exc:  # e.g. a read-only SQLite file with its journal
         await store.close()
-        reason = getattr(exc, "orig", None) or exc  # the driver's words, not the SQL sent
-        raise StoreError(f"cannot use the database at start: {reason}") from None
+        raise StoreError(start_failure(exc)) from None
     return app
+
+
+def start_failure(exc: Exception) -> str:
+    """One line on what failed at start: the database, or a file ipbot writes beside it (the
+    news feeds in the data folder), which must not send the operator to the database."""
+    if isinstance(exc, OSError) and exc.filename:
+        return (
+            f"cannot write {exc.filename} at start: {exc.strerror}; check that the data folder "
+            "(IPBOT_DATA_DIR) is writable by ipbot"
+        )
+    reason = getattr(exc, "orig", None) or exc  # the driver's words, not the SQL sent
+    return f"cannot use the database at start: {reason}"
 
 
 async def purge_old_questions(app: App) -> None:

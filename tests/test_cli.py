@@ -147,6 +147,17 @@ def test_a_damaged_database_at_start_is_one_clear_line(
     assert "[SQL:" not in err and "Traceback" not in err
 
 
+def test_a_read_only_data_folder_at_start_is_named_not_the_database() -> None:
+    """The news feeds could not be written in a read-only data folder, and the operator was
+    told the database could not be used."""
+    from bot.app import start_failure
+
+    denied = PermissionError(13, "Permission denied", "/srv/ipbot/data/feeds/tmpab12.tmp")
+    told = start_failure(denied)
+    assert "/srv/ipbot/data/feeds" in told and "IPBOT_DATA_DIR" in told
+    assert "database" not in told
+
+
 def test_top_k_zero_is_refused_not_replaced(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(["ask", "--top-k", "0", "what is FTO"], capsys)
     assert code == 2 and "--top-k must be between 1 and 50" in err
