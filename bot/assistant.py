@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from bot import logs, metrics
-from bot.commands import Audience, Command, find, public_commands
+from bot.commands import COMMANDS, Audience, Command, find, public_commands
 from bot.conversation import Conversations, Understood, as_asked, small_talk
 from bot.coverage import request_coverage
 from bot.moderation import DEFAULT_DAYS, MAX_DAYS, Moderation
@@ -376,14 +376,16 @@ class Assistant:
         chunk = passages[page * AREA_PAGE_SIZE : (page + 1) * AREA_PAGE_SIZE]
         return AreaPage(found, tuple(chunk), page, pages)
 
-    def help(self) -> HelpReply:
+    def help(self, moderator: bool = False) -> HelpReply:
+        """What anyone can do; a moderator also reads the moderators' commands, which menus
+        do not advertise."""
         intro = (
             "I answer questions about managing intellectual property in research and innovation "
             "with cited passages from the EU Code of Practice on the management of intellectual "
             "assets for knowledge valorisation and related EU guidance. Ask in plain words. "
             "Subscribe to get news of the Code of Practice in this chat."
         )
-        return HelpReply(intro, public_commands(), EXAMPLE_QUESTION)
+        return HelpReply(intro, COMMANDS if moderator else public_commands(), EXAMPLE_QUESTION)
 
     def about(self, moderator: bool = False) -> AboutReply:
         """What is served; moderators also see why the corpus on disk is not (if it is not)."""
@@ -471,7 +473,7 @@ class Assistant:
             case "area":
                 return self.browse(rest)
             case "help":
-                return self.help()
+                return self.help(self.is_moderator(context))
             case "about":
                 return self.about(self.is_moderator(context))
             case "subscribe":

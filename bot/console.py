@@ -42,6 +42,7 @@ from bot.replies import (
     not_covered,
     problems_note,
 )
+from bot.subscriptions import announce_token
 from retrieval.search import Answer, Hit
 
 MAX_WIDTH = 100  # long lines are hard to read even on a wide terminal
@@ -146,6 +147,7 @@ def format_reply(reply: Reply, bold: bool = False, with_disclaimer: bool = True)
                 "  /more            more passages for the last question",
                 "  /sources         where the last answer's passages come from",
                 "  /next            the next page of an area",
+                "  /publish TOKEN   send an update shown by /announce (moderators)",
                 "  /quit            leave",
             ]
             return (
@@ -161,7 +163,11 @@ def format_reply(reply: Reply, bold: bool = False, with_disclaimer: bool = True)
                 f"hash {about.corpus_hash}), indexed {indexed}, model {about.model}.{problems}"
             )
         case RefreshReply(text=text, offers=offers):
-            publish = [f"Publish “{title}” with /announce {token}" for title, token in offers]
+            text = text.replace(" Press a button to publish.", "")  # no buttons here
+            publish = [
+                f"Publish “{title}” with /publish {token} (/announce {token} shows it first)"
+                for title, token in offers
+            ]
             return "\n".join([text, *publish])
         case UpdatesReply(items=items, area=area):
             if not items:
@@ -169,8 +175,11 @@ def format_reply(reply: Reply, bold: bool = False, with_disclaimer: bool = True)
             rows = [f"- {i.date:%d %b %Y}: {i.title}\n  {i.url}" for i in items]
             return "Latest news of the Code of Practice:\n" + "\n".join(rows)
         case AnnouncePreview(item=item, subscribers=subscribers, already_published=already):
+            token = announce_token(item.id)
             state = (
-                "It was already published." if already else f"It would go to {subscribers} chats."
+                "It was already published."
+                if already
+                else f"It would go to {subscribers} chats. Send it with /publish {token}."
             )
             return (
                 f"Preview of {item.id}:\n{item.title}\n{_wrap(item.body, '')}\n{item.url}\n{state}"
@@ -225,6 +234,12 @@ class ConsoleChat:
         command = text.strip().lower()
         if command == "/sources":
             return self._sources()
+        if command.startswith("/publish"):  # the console's Publish button
+            token = text.strip()[len("/publish") :].strip()
+            if not token:
+                return "Say which update to publish: /publish TOKEN (the /reload summary names it)."
+            reply: Reply = await self.assistant.announce_choice(self.context, token, confirm=True)
+            return format_reply(reply)
         if command == "/more":
             reply = await self._more()
         elif command == "/next":

@@ -61,6 +61,22 @@ async def test_answer_leads_with_the_sentence_that_answers_and_hides_internal_ta
     assert sources.startswith("1. [") and "https://" in sources
 
 
+async def test_a_moderator_at_the_console_can_publish_an_update(
+    chat: ConsoleChat, assistant: Assistant
+) -> None:
+    """The console's /announce showed a preview with no way to confirm it (the platforms have
+    a button), and /help listed none of the moderators' commands."""
+    from bot.subscriptions import announce_token
+
+    item = sorted(assistant.dissemination.items.values(), key=lambda i: i.id)[-1]
+    token = announce_token(item.id)
+    preview = await chat.send(f"/announce {token}")
+    assert f"/publish {token}" in preview, preview
+    await chat.send(f"/publish {token}")
+    assert await assistant.store.is_published(item.id)
+    assert "/reload" in await chat.send("/help")
+
+
 async def test_disclaimer_is_shown_once_per_session(chat: ConsoleChat) -> None:
     first = await chat.send("who owns results generated jointly in a horizon europe project")
     second = await chat.send("how do I value a patent")
