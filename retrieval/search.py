@@ -390,7 +390,8 @@ class Retriever:
         if len(starting) == 1:
             return starting[0]
         by_name = {a.slug: a for a in areas} | {a.title.lower(): a for a in areas}
-        close = difflib.get_close_matches(wanted, list(by_name), n=1, cutoff=0.4)
+        # close in spelling, not merely sharing letters ("Bewertung" is not "new-technologies")
+        close = difflib.get_close_matches(wanted, list(by_name), n=1, cutoff=0.5)
         raise UnknownAreaError(text, areas, by_name[close[0]] if close else None)
 
     def prepare(

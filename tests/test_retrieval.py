@@ -176,6 +176,9 @@ def test_unknown_area_lists_areas_and_the_closest_match(retriever: Retriever) ->
         retriever.answer("who owns results?", area="valuaton")
     message = str(raised.value)
     assert "Did you mean 'valuation'?" in message and "open-science" in message
+    with pytest.raises(UnknownAreaError) as raised:  # German for valuation: no wild guess
+        retriever.answer("who owns results?", area="Bewertung")
+    assert "Did you mean" not in str(raised.value) and "valuation" in str(raised.value)
 
 
 def test_area_can_be_named_by_code_or_title(retriever: Retriever) -> None:
