@@ -138,6 +138,11 @@ class Settings(BaseSettings):
         parts = urlsplit(value.strip())
         if parts.scheme not in schemes or not parts.hostname:
             raise ValueError(f"must be a {' or '.join(schemes)} URL with a host, not {value!r}")
+        if info.field_name == "telegram_api_url" and not parts.path.rstrip("/").endswith("/bot"):
+            # the library puts the token right after it: without /bot it became the port
+            raise ValueError(f"must end with /bot, as https://api.telegram.org/bot, not {value!r}")
+        if info.field_name == "telegram_api_url":
+            return value.strip().rstrip("/")  # ".../bot/" + token is no Bot API address
         return value.strip()
 
     @field_validator("log_format", mode="before")

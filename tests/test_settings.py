@@ -46,6 +46,7 @@ def test_tokens_never_appear_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     ("variable", "value"),
     [
         ("IPBOT_TELEGRAM_API_URL", "api.telegram.org/bot"),
+        ("IPBOT_TELEGRAM_API_URL", "http://127.0.0.1:8081"),  # the token became its port
         ("IPBOT_DISCORD_API_URL", "ftp://discord.com/api/v10"),
         ("IPBOT_DISCORD_GATEWAY_URL", "https://gateway.discord.gg/"),
         ("IPBOT_DATABASE_URL", "not a database"),
