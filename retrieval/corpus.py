@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import difflib
 import functools
 import hashlib
 import re
@@ -243,9 +244,10 @@ def check_corpus(corpus_dir: Path) -> tuple[Corpus, list[Problem]]:
     glossary, glossary_problems = _load_glossary(corpus_dir / GLOSSARY_FILE)
     problems += glossary_problems
     problems += _unknown_english_terms(corpus_dir / GLOSSARY_FILE, glossary, passages)
-    scope, scope_problems = _load_scope(corpus_dir / SCOPE_FILE, passages)
+    named = _named_in_headings(corpus_dir)
+    scope, scope_problems = _load_scope(corpus_dir / SCOPE_FILE, passages, named)
     problems += scope_problems
-    passages, asked_problems = _load_asked(corpus_dir / ASKED_FILE, passages)
+    passages, asked_problems = _load_asked(corpus_dir / ASKED_FILE, passages, named)
     problems += asked_problems
     version, version_problems = _version(corpus_dir)
     problems += version_problems
@@ -557,7 +559,9 @@ def _fields_and_text(
                 fields[key] = (number, match["value"])
             continue
         if in_fields and match:
-            problems.append(Problem(path, number, f"unknown field '{match['key']}'"))
+            close = difflib.get_close_matches(match["key"], KNOWN_FIELDS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(Problem(path, number, f"unknown field '{match['key']}'{hint}"))
             continue
         in_fields = False
         text_lines.append(line)
@@ -721,8 +725,23 @@ def _unknown_english_terms(
     return problems
 
 
-def _load_scope(path: Path, passages: list[Passage]) -> tuple[EvalSet, list[Problem]]:
-    """The optional scope examples; a passage id or area they name must exist."""
+def _named_in_headings(corpus_dir: Path) -> frozenset[str]:
+    """The IDs of well-formed passage headings, valid passages or not: a passage with a problem
+    of its own (a field typo) is reported there, not again by every file that names it."""
+    named: set[str] = set()
+    for path in corpus_dir.glob("*.md"):
+        if path.name.lower() in NOT_AREA_FILES:
+            continue
+        text, _ = _read_text(path)
+        named.update(m["id"] for line in (text or "").splitlines() if (m := _HEADING.match(line)))
+    return frozenset(named)
+
+
+def _load_scope(
+    path: Path, passages: list[Passage], named: frozenset[str] = frozenset()
+) -> tuple[EvalSet, list[Problem]]:
+    """The optional scope examples; a passage id or area they name must exist (`named`: the
+    IDs of passages reported invalid, which do)."""
     if not path.exists():
         return EvalSet((), ()), []
     text, unreadable = _read_text(path)
@@ -730,7 +749,7 @@ def _load_scope(path: Path, passages: list[Passage]) -> tuple[EvalSet, list[Prob
         return EvalSet((), ()), unreadable
     scope, found = parse_eval_set(text)
     problems = [Problem(str(path), line, message) for line, message in found]
-    ids = {p.id for p in passages}
+    ids = {p.id for p in passages} | named
     for question in scope.questions:
         unknown = [i for i in question.expected if i not in ids]
         wrong_area = question.area and question.area not in AREA_PREFIXES
@@ -743,7 +762,9 @@ def _load_scope(path: Path, passages: list[Passage]) -> tuple[EvalSet, list[Prob
     return scope, problems
 
 
-def _load_asked(path: Path, passages: list[Passage]) -> tuple[list[Passage], list[Problem]]:
+def _load_asked(
+    path: Path, passages: list[Passage], named: frozenset[str] = frozenset()
+) -> tuple[list[Passage], list[Problem]]:
     """The passages with the questions their sentences answer, from the optional file.
 
     The file maps a passage ID to the first words of each sentence and that sentence's
@@ -770,7 +791,8 @@ def _load_asked(path: Path, passages: list[Passage]) -> tuple[list[Passage], lis
         line = line_of(text, f"{passage_id}:")
         passage = by_id.get(str(passage_id))
         if passage is None:
-            problems.append(Problem(name, line, f"unknown passage ID {passage_id}"))
+            if str(passage_id) not in named:  # else its own problem is reported
+                problems.append(Problem(name, line, f"unknown passage ID {passage_id}"))
             continue
         found, found_problems = _asked_of(passage, starts)
         problems += [Problem(name, line, f"{passage_id}: {message}") for message in found_problems]

@@ -103,6 +103,24 @@ def test_eval_set_is_large_and_every_expected_id_exists() -> None:
     assert not missing
 
 
+def test_a_field_typo_is_one_problem_with_a_hint_not_one_per_file_naming_the_passage(
+    tmp_path: Path,
+) -> None:
+    """'knid: recommendation' made the passage invalid, and every file naming it reported an
+    unknown passage ID as well: six problems for one typo, most of them misleading."""
+    text = PASSAGE.format(id="VAL-R1", title="A", kind="recommendation", text=WORDS)
+    write_area(tmp_path, text.replace("kind:", "knid:"))
+    (tmp_path / "highlights.yaml").write_text("VAL-R1:\n  Valuation helps:\n  - why value?\n")
+    (tmp_path / "scope.yaml").write_text(
+        "questions:\n- q: why value an asset\n  area: valuation\n  expected: [VAL-R1]\n"
+    )
+    problems = problems_in(tmp_path)
+    assert any("unknown field 'knid' (did you mean 'kind'?)" in p for p in problems), problems
+    assert not any("unknown passage ID" in p for p in problems), problems
+    write_area(tmp_path, "")  # a passage really gone is still reported where it is named
+    assert sum("unknown passage ID VAL-R1" in p for p in problems_in(tmp_path)) == 2
+
+
 def test_duplicate_ids_are_reported_with_both_places(tmp_path: Path) -> None:
     text = PASSAGE.format(id="VAL-R1", title="A", kind="recommendation", text=WORDS)
     write_area(tmp_path, text + text)
