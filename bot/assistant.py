@@ -503,8 +503,16 @@ class Assistant:
         raise AssertionError(f"/{command.name} is registered but not handled")
 
     async def moderator_report(self, context: Context, name: str, rest: str) -> Notice:
-        """/stats or /gaps over the last DAYS days (30 unless given), written to the audit log."""
-        days = int(rest) if rest.isdigit() and 0 < int(rest) <= MAX_DAYS else DEFAULT_DAYS
+        """/stats or /gaps over the last DAYS days (30 unless given), written to the audit log;
+        a DAYS that is no number of days is refused, not replaced by 30 without a word."""
+        rest = rest.strip()
+        if rest and not (rest.isdigit() and 0 < int(rest) <= MAX_DAYS):
+            return Notice(
+                "usage",
+                f"Say how many days to look back, from 1 to {MAX_DAYS}, e.g. /{name} 7 "
+                f"(or nothing for {DEFAULT_DAYS}).",
+            )
+        days = int(rest) if rest else DEFAULT_DAYS
         if name == "stats":
             text = await self.moderation.stats(days)
         else:

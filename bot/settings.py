@@ -203,11 +203,14 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
+        value = value.strip()
+        if value.startswith("postgres://"):  # what many providers hand out; libpq reads both
+            value = "postgresql://" + value.removeprefix("postgres://")
         try:
-            make_url(value.strip())
+            make_url(value)
         except (ArgumentError, ValueError):
             raise ValueError("must be an SQLAlchemy URL such as sqlite:///data/ipbot.db") from None
-        return value.strip()
+        return value
 
     @field_validator("moderators", mode="before")
     @classmethod

@@ -70,6 +70,9 @@ async def test_a_moderator_reads_stats_and_gaps_in_chat(moderated: Assistant) ->
     assert isinstance(gaps, Notice) and "3 × near" in gaps.text and "patent pool" in gaps.text
     log = await moderated.store.audit_log()
     assert [entry.action for entry in log[:2]] == ["gaps", "stats"]
+    for wrong in ("/gaps 0", "/stats -5", "/gaps a week"):  # used to mean 30 days, silently
+        refused = await moderated.handle(context, wrong)
+        assert isinstance(refused, Notice) and refused.kind == "usage" and "1 to" in refused.text
 
 
 @pytest.mark.parametrize("command", ["/stats", "/gaps", "/announce x"])

@@ -60,6 +60,13 @@ def test_a_url_setting_that_cannot_work_names_the_variable(
         load_settings()
 
 
+def test_a_postgres_url_as_providers_give_it_is_read_as_postgresql(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IPBOT_DATABASE_URL", "postgres://ipbot:pw@db.example:5432/ipbot")
+    assert load_settings().database == "postgresql://ipbot:pw@db.example:5432/ipbot"
+
+
 def test_a_malformed_moderator_entry_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IPBOT_MODERATORS", "telegram:1,discord-role:22,discord:@alice")
     with pytest.raises(SettingsError, match="IPBOT_MODERATORS: 'discord:@alice'"):
