@@ -140,9 +140,10 @@ async def test_a_token_revoked_while_polling_ends_ipbot_with_one_clear_line(
     assert telegram.token.split(":")[1] not in log
 
 
-def test_run_without_tokens_on_a_terminal_starts_the_console_chat(
-    data_dir: Path, retriever: Retriever, tmp_path: Path
-) -> None:
+def run_at_a_terminal(
+    data_dir: Path, folder: Path, typed: bytes, timeout: float
+) -> tuple[int, str, str]:
+    """`ipbot run` with no token, on a terminal that receives `typed`: (exit code, out, err)."""
     terminal, stdin = pty.openpty()
     try:
         process = subprocess.Popen(
@@ -152,14 +153,23 @@ def test_run_without_tokens_on_a_terminal_starts_the_console_chat(
             stderr=subprocess.PIPE,
             text=True,
             env=ipbot_env(data_dir),
-            cwd=tmp_path,
+            cwd=folder,
         )
-        os.write(terminal, b"what is a consortium agreement?\n/quit\n")
-        out, err = process.communicate(timeout=120)
+        os.write(terminal, typed)
+        out, err = process.communicate(timeout=timeout)
     finally:
         os.close(terminal)
         os.close(stdin)
-    assert process.returncode == 0, err
+    return process.returncode, out, err
+
+
+def test_run_without_tokens_on_a_terminal_starts_the_console_chat(
+    data_dir: Path, retriever: Retriever, tmp_path: Path
+) -> None:
+    code, out, err = run_at_a_terminal(
+        data_dir, tmp_path, b"what is a consortium agreement?\n/quit\n", 120
+    )
+    assert code == 0, err
     assert "No chat token is set" in err
     assert "Source:" in out and "consortium" in out.lower()
 
@@ -167,23 +177,8 @@ def test_run_without_tokens_on_a_terminal_starts_the_console_chat(
 def test_the_console_of_run_reloads_the_corpus(data_dir: Path, tmp_path: Path) -> None:
     """`make run` with no token starts the console chat without the refresh worker: /reload
     waited forever, and the request was carried out by whichever bot started next."""
-    terminal, stdin = pty.openpty()
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "run"],
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=ipbot_env(data_dir),
-            cwd=tmp_path,
-        )
-        os.write(terminal, b"/reload\n/quit\n")
-        out, err = process.communicate(timeout=180)
-    finally:
-        os.close(terminal)
-        os.close(stdin)
-    assert process.returncode == 0, err
+    code, out, err = run_at_a_terminal(data_dir, tmp_path, b"/reload\n/quit\n", 180)
+    assert code == 0, err
     assert "The corpus has not changed" in out, out
 
 
