@@ -152,6 +152,16 @@ def test_off_topic_is_declined_as_no_question_about_ip(retriever: Retriever, que
     assert answer.suggestions == () and not_covered(answer) == NOT_ABOUT_IP
 
 
+def test_a_real_question_without_an_ip_word_is_not_told_it_is_not_about_ip(
+    retriever: Retriever,
+) -> None:
+    """The scope model turns it away, but it is close to the material transfer passages: its
+    asker was told it did not look like an IP question."""
+    answer = retriever.answer("what should i sign before sending samples to another lab")
+    assert not answer.answered and answer.about_ip
+    assert "industry-academia" in [area.slug for area in answer.suggestions]
+
+
 def test_a_question_declined_within_an_area_offers_the_closest_areas(retriever: Retriever) -> None:
     """Asked within an area, a question is about IP: what is declined there is not covered."""
     answer = retriever.answer("qwpoeiru zxmcnv", area="valuation")
