@@ -537,7 +537,7 @@ class IndexStore:
             missing = [h for h in wanted if h not in cache]
             if missing:
                 progress(f"Embedding {len(missing)} new or changed texts (of {len(wanted)})...")
-                cache.update(_embed_with_progress(embedder, missing, wanted))
+                cache.update(_embed_with_progress(embedder, missing, wanted, progress))
                 self._write_cache(name, cache, keep=set(wanted))
             caches[name] = cache
         return [
@@ -632,13 +632,19 @@ PROGRESS_CHUNK = 256  # texts per embedding call while a progress bar is shown
 
 
 def _embed_with_progress(
-    embedder, hashes: list[str], texts: dict[str, str]
+    embedder, hashes: list[str], texts: dict[str, str], progress: Progress = lambda _msg: None
 ) -> dict[str, np.ndarray]:
-    """Embed in chunks under a progress bar (shown on a terminal only): a first build takes minutes."""
+    """Embed in chunks under a progress bar: a first build takes minutes. Off a terminal (a
+    service's log) the bar is not drawn, and a line says how far it got at every tenth."""
     fresh: dict[str, np.ndarray] = {}
+    told = 0
     with tqdm(total=len(hashes), desc="Embedding", unit="text", disable=None) as bar:
         for start in range(0, len(hashes), PROGRESS_CHUNK):
             chunk = hashes[start : start + PROGRESS_CHUNK]
             fresh.update(zip(chunk, embedder.embed([texts[h] for h in chunk]), strict=True))
             bar.update(len(chunk))
+            tenth = 10 * len(fresh) // len(hashes)
+            if bar.disable and tenth > told:
+                told = tenth
+                progress(f"Embedding: {len(fresh)} of {len(hashes)} texts ({10 * tenth}%)")
     return fresh

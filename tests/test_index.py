@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +85,19 @@ def test_rebuild_embeds_only_the_changed_passage(
     second = build(store, small_corpus, retriever.embedder)
     changed = [m for m in second if m.startswith("Embedding")]
     assert changed and int(changed[0].split()[1]) <= 3, second
+
+
+def test_off_a_terminal_a_first_build_says_how_far_embedding_got(
+    store: IndexStore, small_corpus: Path, retriever: Retriever, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a service manager the progress bar is not drawn: a first build was minutes of
+    silence in the log."""
+    for cache in store.root.glob("embedding-cache-*.npz"):
+        cache.unlink()  # a first build: nothing embedded yet
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file, not a terminal
+    monkeypatch.setattr("retrieval.index.PROGRESS_CHUNK", 8)
+    lines = [m for m in build(store, small_corpus, retriever.embedder) if m.startswith("Embedding:")]
+    assert len(lines) >= 3 and lines[-1].endswith("(100%)"), lines
 
 
 def test_stale_index_is_not_loaded(
