@@ -48,6 +48,7 @@ from retrieval.search import Answer, Hit
 MAX_WIDTH = 100  # long lines are hard to read even on a wide terminal
 MIN_WIDTH = 40
 PROMPT = "you> "
+RELOADING = "Checking the corpus files, then building and testing the new version..."
 PASTE_SECONDS = 0.05  # lines that follow this fast were pasted, not typed
 log = logging.getLogger(__name__)
 
@@ -212,9 +213,12 @@ def terminal_language(environ: Mapping[str, str] = os.environ) -> str | None:
 class ConsoleChat:
     """One terminal conversation: remembers the last question and area page for paging."""
 
-    def __init__(self, assistant: Assistant, bold: bool = False):
+    def __init__(
+        self, assistant: Assistant, bold: bool = False, aside: Callable[[str], None] | None = None
+    ):
         self.assistant = assistant
         self.bold = bold
+        self.aside = aside  # a line shown at once, before a reply that takes a while
         self.user = User("console", "local", terminal_language())
         self.context = Context.private(self.user)
         self._last_answer: AnswerReply | None = None
@@ -245,6 +249,8 @@ class ConsoleChat:
         elif command == "/next":
             reply = self._next_page()
         else:
+            if command.split()[:1] == ["/reload"] and self.aside is not None:
+                self.aside(RELOADING)  # the check takes a minute: the prompt must not look dead
             reply = await self.assistant.handle(self.context, text)
         self._remember(reply)
         shown = format_reply(reply, self.bold, with_disclaimer=not self._disclaimer_shown)
@@ -351,7 +357,7 @@ async def run_console(
 ) -> None:
     """The REPL: read a line, print the reply, until /quit or end of input."""
     read_line = read_line or PastedLines()
-    chat = ConsoleChat(assistant, bold=sys.stdout.isatty())
+    chat = ConsoleChat(assistant, bold=sys.stdout.isatty(), aside=write)
     write("ipbot: ask me about managing IP in research. /help for commands, /quit to leave.")
     while True:
         try:

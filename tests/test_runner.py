@@ -180,6 +180,7 @@ def test_the_console_of_run_reloads_the_corpus(data_dir: Path, tmp_path: Path) -
     code, out, err = run_at_a_terminal(data_dir, tmp_path, b"/reload\n/quit\n", 180)
     assert code == 0, err
     assert "The corpus has not changed" in out, out
+    assert out.index("Checking the corpus files") < out.index("The corpus has not changed")
 
 
 def test_run_without_a_terminal_or_a_token_names_the_missing_tokens(
