@@ -1298,36 +1298,35 @@ class Store:
         another replica may be working on a younger one, and a replica that starts must not
         fail it (the moderator read "nothing changed" while the new version went live).
         """
-        async with self.session.begin() as session:
-            done = await session.execute(
-                update(RefreshRequestRow)
-                .where(
-                    RefreshRequestRow.status == "running",
-                    RefreshRequestRow.requested_at < utcnow() - older_than,
-                )
-                .values(
-                    status="failed",
-                    result="The bot stopped while working on this; nothing changed. Try again.",
-                    finished_at=utcnow(),
-                )
-            )
-            return int(done.rowcount or 0)  # type: ignore[attr-defined]
+        return await self._settle_old_refreshes(
+            "running",
+            older_than,
+            "failed",
+            "The bot stopped while working on this; nothing changed. Try again.",
+        )
 
     async def withdraw_unclaimed_refreshes(self, older_than: dt.timedelta) -> int:
         """Requests no bot took while their asker waited: withdrawn, so that a bot started
         later does not carry out a /rollback or /reload nobody is waiting for any more."""
+        return await self._settle_old_refreshes(
+            "pending",
+            older_than,
+            "withdrawn",
+            "No bot took this request while it was awaited; nothing changed.",
+        )
+
+    async def _settle_old_refreshes(
+        self, status: str, older_than: dt.timedelta, outcome: str, result: str
+    ) -> int:
+        """Requests in `status` asked for longer ago than `older_than`, ended as `outcome`."""
         async with self.session.begin() as session:
             done = await session.execute(
                 update(RefreshRequestRow)
                 .where(
-                    RefreshRequestRow.status == "pending",
+                    RefreshRequestRow.status == status,
                     RefreshRequestRow.requested_at < utcnow() - older_than,
                 )
-                .values(
-                    status="withdrawn",
-                    result="No bot took this request while it was awaited; nothing changed.",
-                    finished_at=utcnow(),
-                )
+                .values(status=outcome, result=result, finished_at=utcnow())
             )
             return int(done.rowcount or 0)  # type: ignore[attr-defined]
 
