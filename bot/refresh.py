@@ -44,6 +44,10 @@ UNCLAIMED_AFTER = dt.timedelta(seconds=WAIT_SECONDS)
 FAILURE_LOG_SECONDS = 60.0  # a run of failed steps is logged again at most this often
 POLL_SECONDS = 2.0  # how soon a request from the command line, or another replica's swap, is seen
 MAX_PROBLEMS_SHOWN = 15
+DISK_FULL = (
+    "The refresh failed: the disk is full (no space left for the new version's files). The "
+    "live version keeps answering; free some space, then /reload again."
+)
 STARTUP = "start-up"  # who asked, for what a start does by itself
 OnSwap = Callable[[Build], Awaitable[str | None]]  # runs after a swap; may add a summary line
 
@@ -72,17 +76,13 @@ def corpus_changes(old: Corpus, new: Corpus) -> dict[str, list[str]]:
     }
 
 
-def failure_text(exc: BaseException) -> str:
+def failure_text(exc: BaseException | None) -> str:
     """What the moderator can do about a refresh that failed: a full disk is theirs to fix."""
     while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return (
-                "The refresh failed: the disk is full (no space left for the new version's "
-                "files). The live version keeps answering; free some space, then /reload again."
-            )
-        if "No space left on device" in str(exc):  # FAISS and numpy say it in their own words
-            return failure_text(OSError(errno.ENOSPC, "No space left on device"))
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full or "No space left on device" in str(exc):  # FAISS and numpy say it in words
+            return DISK_FULL
+        exc = exc.__cause__ or exc.__context__
     return "The refresh failed unexpectedly; the live version keeps answering."
 
 

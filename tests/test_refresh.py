@@ -310,15 +310,27 @@ class CrashingEmbedder:
         raise RuntimeError("killed during the build")
 
 
-async def test_a_crash_during_the_build_leaves_the_live_version_answering(served: Served) -> None:
+class FullDiskEmbedder(CrashingEmbedder):
+    def embed(self, texts: list[str], batch_size: int = 64):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize(
+    ("embedder", "told"),
+    [(CrashingEmbedder, "failed unexpectedly"), (FullDiskEmbedder, "the disk is full")],
+)
+async def test_a_failed_build_leaves_the_live_version_answering_and_says_why(
+    served: Served, embedder: type[CrashingEmbedder], told: str
+) -> None:
+    """A crash midway, or a full disk (which the moderator can fix, so it is named)."""
     before = served.retriever.index.build
     versions = served.retriever.versions
     assert versions is not None
-    versions.embedder = CrashingEmbedder(versions.embedder)
+    versions.embedder = embedder(versions.embedder)
     shutil.copy(CORPUS_DIR / "industry-academia.md", served.corpus)
     reply = await served.say(MODERATOR, "/reload")
     assert isinstance(reply, RefreshReply) and not reply.ok
-    assert "live version keeps answering" in reply.text
+    assert told in reply.text and "live version keeps answering" in reply.text
     assert served.retriever.index.build == before
     assert cited(await served.say(SOMEONE, "How does the cost approach value a patent?"))
     assert (await served.store.live_version()).build == before  # type: ignore[union-attr]
@@ -383,23 +395,6 @@ async def test_a_worse_corpus_found_at_start_is_held_once_and_the_live_one_answe
     assert refresher.checking is None
     assert again.index.build == before
     assert len([v for v in await served.store.versions() if v.status == VersionStatus.HELD]) == 1
-
-
-class FullDiskEmbedder(CrashingEmbedder):
-    def embed(self, texts: list[str], batch_size: int = 64):  # type: ignore[no-untyped-def]
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-
-async def test_a_full_disk_during_a_reload_is_named_to_the_moderator(served: Served) -> None:
-    before = served.retriever.index.build
-    versions = served.retriever.versions
-    assert versions is not None
-    versions.embedder = FullDiskEmbedder(versions.embedder)
-    shutil.copy(CORPUS_DIR / "industry-academia.md", served.corpus)
-    reply = await served.say(MODERATOR, "/reload")
-    assert isinstance(reply, RefreshReply) and not reply.ok
-    assert "disk is full" in reply.text and "live version keeps answering" in reply.text
-    assert served.retriever.index.build == before
 
 
 async def test_a_request_nobody_waits_for_is_withdrawn_not_carried_out_later(
